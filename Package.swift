@@ -1,0 +1,72 @@
+// swift-tools-version: 6.1
+import PackageDescription
+
+/// Targets that run inside templates link the Swift runtime statically where they can: a template with
+/// fewer mappings forks faster (see DESIGN.md, "Fork cost is set by the template's page tables").
+let staticRuntime: [LinkerSetting] = [.unsafeFlags(["-static-stdlib"])]
+
+let package = Package(
+    name: "ForkKit",
+    products: [
+        .library(name: "MessagePack", targets: ["MessagePack"]),
+        .library(name: "ForkKit", targets: ["ForkKit"]),
+        .library(name: "ForkKitTestPlugin", type: .dynamic, targets: ["ForkKitTestPlugin"]),
+        .executable(name: "forkkit-demo", targets: ["forkkit-demo"]),
+        .executable(name: "forkkit-bench", targets: ["forkkit-bench"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-system", from: "1.8.1"),
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+    ],
+    targets: [
+        .systemLibrary(
+            name: "CMsgPack",
+            pkgConfig: "msgpack",
+            providers: [.apt(["libmsgpack-dev"])]
+        ),
+        .target(name: "CForkSupport"),
+        .target(name: "MessagePack", dependencies: ["CMsgPack"]),
+        .target(
+            name: "ForkKit",
+            dependencies: [
+                "MessagePack", "CForkSupport",
+                .product(name: "SystemPackage", package: "swift-system"),
+            ]
+        ),
+
+        // A plugin that tests load into a template with `dlopen`.
+        .target(name: "ForkKitTestPlugin", dependencies: ["ForkKit"], path: "Tests/ForkKitTestPlugin"),
+        // The program that tests start as a template.
+        .executableTarget(
+            name: "forkkit-test-worker",
+            dependencies: ["ForkKit", .product(name: "SystemPackage", package: "swift-system")],
+            path: "Tests/ForkKitTestWorker"
+        ),
+
+        .executableTarget(
+            name: "forkkit-demo",
+            dependencies: [
+                "ForkKit",
+                .product(name: "SystemPackage", package: "swift-system"),
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            path: "Examples/Demo"
+        ),
+        .executableTarget(
+            name: "forkkit-bench",
+            dependencies: [
+                "ForkKit",
+                .product(name: "SystemPackage", package: "swift-system"),
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            path: "Benchmarks/ForkKitBench",
+            linkerSettings: staticRuntime
+        ),
+
+        .testTarget(name: "MessagePackTests", dependencies: ["MessagePack"]),
+        .testTarget(
+            name: "ForkKitTests",
+            dependencies: ["ForkKit", .product(name: "SystemPackage", package: "swift-system")]
+        ),
+    ]
+)

@@ -1,0 +1,176 @@
+#define _GNU_SOURCE
+#include "CForkSupport.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <spawn.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/mman.h>
+#include <sys/prctl.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#define FORKKIT_MAX_DESCRIPTORS 253 /* SCM_MAX_FD on Linux */
+
+ssize_t forkkit_send_with_descriptors(int socket, const void *bytes, size_t length,
+                                      const int *descriptors, int count) {
+    struct iovec iov = { .iov_base = (void *)bytes, .iov_len = length };
+    struct msghdr message = { .msg_iov = &iov, .msg_iovlen = 1 };
+    if (count > FORKKIT_MAX_DESCRIPTORS) { errno = EINVAL; return -1; }
+    char control[CMSG_SPACE(sizeof(int) * FORKKIT_MAX_DESCRIPTORS)];
+    if (count > 0) {
+        memset(control, 0, sizeof(control));
+        message.msg_control = control;
+        message.msg_controllen = CMSG_SPACE(sizeof(int) * count);
+        struct cmsghdr *header = CMSG_FIRSTHDR(&message);
+        header->cmsg_level = SOL_SOCKET;
+        header->cmsg_type = SCM_RIGHTS;
+        header->cmsg_len = CMSG_LEN(sizeof(int) * count);
+        memcpy(CMSG_DATA(header), descriptors, sizeof(int) * count);
+    }
+    ssize_t sent;
+    do { sent = sendmsg(socket, &message, MSG_NOSIGNAL); } while (sent < 0 && errno == EINTR);
+    return sent;
+}
+
+ssize_t forkkit_receive_with_descriptors(int socket, void *bytes, size_t length,
+                                         int *descriptors, int capacity, int *count, int *truncated) {
+    struct iovec iov = { .iov_base = bytes, .iov_len = length };
+    char control[CMSG_SPACE(sizeof(int) * FORKKIT_MAX_DESCRIPTORS)];
+    struct msghdr message = { .msg_iov = &iov, .msg_iovlen = 1,
+                              .msg_control = control, .msg_controllen = sizeof(control) };
+    *count = 0;
+    *truncated = 0;
+    ssize_t received;
+    do { received = recvmsg(socket, &message, MSG_CMSG_CLOEXEC); } while (received < 0 && errno == EINTR);
+    if (received < 0) return received;
+    if (message.msg_flags & MSG_CTRUNC) *truncated = 1;
+    for (struct cmsghdr *header = CMSG_FIRSTHDR(&message); header; header = CMSG_NXTHDR(&message, header)) {
+        if (header->cmsg_level != SOL_SOCKET || header->cmsg_type != SCM_RIGHTS) continue;
+        int arrived = (int)((header->cmsg_len - CMSG_LEN(0)) / sizeof(int));
+        int *incoming = (int *)CMSG_DATA(header);
+        for (int index = 0; index < arrived; index++) {
+            if (*count < capacity) descriptors[(*count)++] = incoming[index];
+            else { close(incoming[index]); *truncated = 1; }
+        }
+    }
+    return received;
+}
+
+int forkkit_spawn_template(const char *path, char *const argv[], char *const envp[],
+                           int control, pid_t *pid) {
+    // dup2(3, 3) would keep close-on-exec set, so move the socket out of the way first.
+    int source = control;
+    if (control == 3) {
+        source = fcntl(control, F_DUPFD_CLOEXEC, 10);
+        if (source < 0) return errno;
+    }
+    posix_spawn_file_actions_t actions;
+    posix_spawnattr_t attributes;
+    posix_spawn_file_actions_init(&actions);
+    posix_spawnattr_init(&attributes);
+    posix_spawn_file_actions_adddup2(&actions, source, 3);
+    posix_spawn_file_actions_addclosefrom_np(&actions, 4);
+
+    sigset_t none, all;
+    sigemptyset(&none);
+    sigfillset(&all);
+    posix_spawnattr_setsigmask(&attributes, &none);
+    posix_spawnattr_setsigdefault(&attributes, &all);
+    posix_spawnattr_setflags(&attributes, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
+
+    int result = posix_spawn(pid, path, &actions, &attributes, argv, envp);
+    posix_spawn_file_actions_destroy(&actions);
+    posix_spawnattr_destroy(&attributes);
+    if (source != control) close(source);
+    return result;
+}
+
+int forkkit_close_from(int lowest) {
+    return (int)syscall(SYS_close_range, (unsigned)lowest, ~0U, 0);
+}
+
+int forkkit_set_parent_death_signal(int signal) {
+    return prctl(PR_SET_PDEATHSIG, signal, 0, 0, 0);
+}
+
+int forkkit_become_subreaper(void) {
+    return prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
+}
+
+int forkkit_memfd_create(const char *name) {
+    return memfd_create(name, MFD_CLOEXEC);
+}
+
+int forkkit_sigchld_descriptor(void) {
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGCHLD);
+    if (sigprocmask(SIG_BLOCK, &set, NULL) != 0) return -1;
+    return signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK);
+}
+
+void forkkit_drain_signal_descriptor(int descriptor) {
+    struct signalfd_siginfo info;
+    while (read(descriptor, &info, sizeof(info)) > 0) {}
+}
+
+int forkkit_epoll_create(void) {
+    return epoll_create1(EPOLL_CLOEXEC);
+}
+
+int forkkit_epoll_add(int epoll, int descriptor) {
+    struct epoll_event event = { .events = EPOLLIN | EPOLLRDHUP, .data.fd = descriptor };
+    return epoll_ctl(epoll, EPOLL_CTL_ADD, descriptor, &event);
+}
+
+int forkkit_epoll_remove(int epoll, int descriptor) {
+    return epoll_ctl(epoll, EPOLL_CTL_DEL, descriptor, NULL);
+}
+
+int forkkit_epoll_wait(int epoll, int *descriptors, int capacity) {
+    struct epoll_event events[64];
+    if (capacity > 64) capacity = 64;
+    int count;
+    do { count = epoll_wait(epoll, events, capacity, -1); } while (count < 0 && errno == EINTR);
+    for (int index = 0; index < count; index++) descriptors[index] = events[index].data.fd;
+    return count;
+}
+
+void forkkit_reset_signals(void) {
+    sigset_t none;
+    sigemptyset(&none);
+    signal(SIGCHLD, SIG_DFL);
+    signal(SIGPIPE, SIG_DFL);
+    sigprocmask(SIG_SETMASK, &none, NULL);
+}
+
+int forkkit_thread_count(void) {
+    FILE *file = fopen("/proc/self/stat", "re");
+    if (!file) return -1;
+    char buffer[1024];
+    size_t length = fread(buffer, 1, sizeof(buffer) - 1, file);
+    fclose(file);
+    buffer[length] = 0;
+    // The command name (field 2) may contain spaces; fields are counted after its closing ')'.
+    char *cursor = strrchr(buffer, ')');
+    if (!cursor) return -1;
+    int field = 2, threads = -1;
+    char *save = NULL;
+    for (char *token = strtok_r(cursor + 1, " ", &save); token; token = strtok_r(NULL, " ", &save)) {
+        if (++field == 20) { threads = atoi(token); break; }
+    }
+    return threads;
+}
+
+void forkkit_decode_wait_status(int status, int *code, int *signal) {
+    *code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+    *signal = WIFSIGNALED(status) ? WTERMSIG(status) : 0;
+}

@@ -1,0 +1,95 @@
+#ifndef CFORKSUPPORT_H
+#define CFORKSUPPORT_H
+
+// Only what Swift cannot express: the CMSG_* macros for SCM_RIGHTS, calls that need _GNU_SOURCE
+// (close_range, posix_spawn_file_actions_addclosefrom_np, memfd_create, signalfd), prctl's varargs,
+// and the C ABI through which a dlopen'ed plugin registers its functions.
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+/// sendmsg() of `length` bytes with `count` descriptors attached as SCM_RIGHTS; never raises SIGPIPE.
+/// Returns the bytes sent or -1 with errno set.
+ssize_t forkkit_send_with_descriptors(int socket, const void *bytes, size_t length,
+                                      const int *descriptors, int count);
+
+/// recvmsg() into `bytes`; descriptors that arrive are stored (close-on-exec) in `descriptors`, up to
+/// `capacity`, their number in `*count`. Descriptors beyond capacity are closed and `*truncated` set.
+ssize_t forkkit_receive_with_descriptors(int socket, void *bytes, size_t length,
+                                         int *descriptors, int capacity, int *count, int *truncated);
+
+/// posix_spawn() of `path` with `control` as descriptor 3 and every descriptor above 3 closed,
+/// signal mask and dispositions reset. Returns 0 or an errno value.
+int forkkit_spawn_template(const char *path, char *const argv[], char *const envp[],
+                           int control, pid_t *pid);
+
+/// Closes every descriptor from `lowest` up.
+int forkkit_close_from(int lowest);
+
+/// prctl(PR_SET_PDEATHSIG, signal).
+int forkkit_set_parent_death_signal(int signal);
+
+/// prctl(PR_SET_CHILD_SUBREAPER, 1): orphaned descendants are re-parented to this process.
+int forkkit_become_subreaper(void);
+
+/// memfd_create(name, MFD_CLOEXEC).
+int forkkit_memfd_create(const char *name);
+
+/// Blocks SIGCHLD and returns a close-on-exec, non-blocking signalfd that reports it.
+int forkkit_sigchld_descriptor(void);
+
+/// Reads and discards every pending signal from a signalfd.
+void forkkit_drain_signal_descriptor(int descriptor);
+
+/// epoll_create1(EPOLL_CLOEXEC).
+int forkkit_epoll_create(void);
+
+/// Adds `descriptor` to `epoll` for readability and hang-up (level-triggered).
+int forkkit_epoll_add(int epoll, int descriptor);
+
+/// Removes `descriptor` from `epoll`.
+int forkkit_epoll_remove(int epoll, int descriptor);
+
+/// epoll_wait() without timeout; stores up to `capacity` ready descriptors. Returns their number or -1.
+int forkkit_epoll_wait(int epoll, int *descriptors, int capacity);
+
+/// Unblocks every signal and resets SIGCHLD and SIGPIPE to their defaults (for a child about to run code).
+void forkkit_reset_signals(void);
+
+/// The number of threads of this process, from /proc/self/stat; -1 if unreadable.
+int forkkit_thread_count(void);
+
+/// Decoded wait status: `*code` is the exit code (or -1), `*signal` the terminating signal (or 0).
+void forkkit_decode_wait_status(int status, int *code, int *signal);
+
+// MARK: - Plugin ABI
+
+/// What a registered entry point receives. Initializers get `socket == -1` and no descriptors.
+typedef struct forkkit_call {
+    int socket;
+    const uint8_t *const *arguments;
+    const size_t *argument_lengths;
+    size_t argument_count;
+    const int *descriptors;
+    size_t descriptor_count;
+} forkkit_call;
+
+/// Runs a plugin's entry point. Returns 0 on success; otherwise writes a message (NUL-terminated,
+/// at most `error_capacity` bytes) to `error` and returns non-zero.
+typedef int (*forkkit_invoke)(void *context, const forkkit_call *call, char *error, size_t error_capacity);
+
+enum { FORKKIT_KIND_FUNCTION = 0, FORKKIT_KIND_INITIALIZER = 1 };
+
+/// Handed to a plugin's `forkkit_plugin_register(forkkit_registrar *)`.
+typedef struct forkkit_registrar {
+    void *host;
+    void (*add)(void *host, const char *name, int kind, forkkit_invoke invoke, void *context);
+} forkkit_registrar;
+
+/// The symbol a plugin exports.
+typedef void (*forkkit_plugin_entry)(forkkit_registrar *registrar);
+
+#define FORKKIT_PLUGIN_ENTRY_SYMBOL "forkkit_plugin_register"
+
+#endif

@@ -1,0 +1,74 @@
+import Synchronization
+
+/// Exit statuses of forked children, as their templates report them, for whoever asks.
+///
+/// A child's pid is filed when its `forked` reply arrives, before any `exited` notice can, so no
+/// status is missed; statuses of pids nobody filed are dropped, and a pid is forgotten when its
+/// handle goes away, so the book does not grow with every fork.
+enum ChildExitBook {
+    private struct Entry {
+        var family: ObjectIdentifier
+        var outcome: Result<ExitStatus, ForkError>?
+        var waiters: [CheckedContinuation<ExitStatus, any Error>] = []
+    }
+
+    private static let entries = Mutex<[Int32: Entry]>([:])
+
+    static func expect(pid: Int32, family: ObjectIdentifier) {
+        entries.withLock { $0[pid] = Entry(family: family) }
+    }
+
+    static func record(pid: Int32, status: ExitStatus) {
+        settle { entries in
+            guard entries[pid] != nil, entries[pid]?.outcome == nil else { return [] }
+            entries[pid]!.outcome = .success(status)
+            return [pid]
+        }
+    }
+
+    /// Every child of a template that ended is gone too, but its status will never be reported.
+    static func templateEnded(family: ObjectIdentifier, error: ForkError) {
+        settle { entries in
+            let pids = entries.filter { $0.value.family == family && $0.value.outcome == nil }.map(\.key)
+            for pid in pids {
+                entries[pid]!.outcome = .failure(ForkError(
+                    .processGone, "the exit status of child \(pid) is unknown: its template went away (\(error.message))"))
+            }
+            return pids
+        }
+    }
+
+    static func status(of pid: Int32) -> ExitStatus? {
+        entries.withLock { try? $0[pid]?.outcome?.get() }
+    }
+
+    static func wait(for pid: Int32) async throws -> ExitStatus {
+        try await withCheckedThrowingContinuation { continuation in
+            let ready: Result<ExitStatus, ForkError>? = entries.withLock { entries in
+                guard entries[pid] != nil else {
+                    return .failure(ForkError(.invalidState, "process \(pid) is not a child that ForkKit is tracking"))
+                }
+                if let outcome = entries[pid]!.outcome { return outcome }
+                entries[pid]!.waiters.append(continuation)
+                return nil
+            }
+            if let ready { continuation.resume(with: ready) }
+        }
+    }
+
+    static func forget(pid: Int32) {
+        _ = entries.withLock { $0.removeValue(forKey: pid) }
+    }
+
+    private static func settle(_ change: (inout [Int32: Entry]) -> [Int32]) {
+        let resumptions = entries.withLock { entries in
+            change(&entries).map { pid in
+                defer { entries[pid]!.waiters = [] }
+                return (entries[pid]!.outcome!, entries[pid]!.waiters)
+            }
+        }
+        for (outcome, waiters) in resumptions {
+            for waiter in waiters { waiter.resume(with: outcome) }
+        }
+    }
+}

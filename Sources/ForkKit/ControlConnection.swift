@@ -1,0 +1,270 @@
+import CForkSupport
+import MessagePack
+import Synchronization
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The owner's end of a control socket to a template or a not-yet-running child.
+///
+/// Requests are written by the calling task; every reply is read by the ``DescriptorMonitor`` thread
+/// and handed to the oldest waiting request (replies come in order). Notices of exited children go
+/// to ``ChildExitBook``. The reader never takes a byte beyond the message it parses, so that after the
+/// `running` reply the socket can be handed to the function's owner exactly at the message boundary.
+final class ControlConnection: Sendable {
+    let socket: Int32
+    /// The id of the template this process was forked from (or its own, for a template): a template's
+    /// death settles the exit status of every child it forked.
+    let rootID: ObjectIdentifier?
+    private let pidToReap: Int32?
+    private let sendOrder = Mutex<Void>(())
+    private let state: Mutex<State>
+
+    private struct State {
+        var name: String
+        var waiting: [CheckedContinuation<ControlMessage, any Error>] = []
+        var helloWaiter: CheckedContinuation<ControlMessage, any Error>?
+        var hello: ControlMessage?
+        var partial: [UInt8] = []
+        var failure: ForkError?
+        var handedOver = false
+        var note: String?
+    }
+
+    /// - Parameters:
+    ///   - name: how errors name the peer, such as `template 1234`.
+    ///   - pidToReap: the peer's pid when this process is its parent and must reap it.
+    ///   - rootID: see ``rootID``; `nil` makes this connection its own root.
+    init(socket: Int32, name: String, pidToReap: Int32?, rootID: ObjectIdentifier? = nil) {
+        self.socket = socket
+        self.pidToReap = pidToReap
+        self.state = Mutex(State(name: name))
+        self.rootID = rootID
+    }
+
+    deinit {
+        if !state.withLock({ $0.handedOver }) { close(socket) }
+    }
+
+    /// The id that children of this connection are filed under in ``ChildExitBook``.
+    var familyID: ObjectIdentifier { rootID ?? ObjectIdentifier(self) }
+
+    /// Starts reading replies.
+    func start() {
+        DescriptorMonitor.shared.watch(socket) { [self] in readable() }
+    }
+
+    func rename(_ name: String) {
+        state.withLock { $0.name = name }
+    }
+
+    /// Adds a sentence to the error that ends this connection (for example why it was killed).
+    func noteBeforeFailure(_ note: String) {
+        state.withLock { $0.note = note }
+    }
+
+    /// Waits for the template's `hello`.
+    func hello() async throws -> ControlMessage {
+        try await withCheckedThrowingContinuation { continuation in
+            let ready: Result<ControlMessage, ForkError>? = state.withLock { state in
+                if let hello = state.hello { return .success(hello) }
+                if let failure = state.failure { return .failure(failure) }
+                state.helloWaiter = continuation
+                return nil
+            }
+            if let ready { continuation.resume(with: ready) }
+        }
+    }
+
+    var hasSaidHello: Bool { state.withLock { $0.hello != nil } }
+
+    /// Sends a command (with `descriptors` attached) and returns its reply; an `error` reply is thrown.
+    @discardableResult
+    func request(_ message: ControlMessage, descriptors: [Int32] = []) async throws -> ControlMessage {
+        let bytes = message.encoded
+        let reply: ControlMessage = try await withCheckedThrowingContinuation { continuation in
+            sendOrder.withLock { _ in
+                let failure: ForkError? = state.withLock { state in
+                    if let failure = state.failure { return failure }
+                    if state.handedOver {
+                        return ForkError(.invalidState, "\(state.name) is already running a function; it takes no more commands")
+                    }
+                    state.waiting.append(continuation)
+                    return nil
+                }
+                if let failure { return continuation.resume(throwing: failure) }
+                let sent = bytes.withUnsafeBytes { raw in
+                    forkkit_send_with_descriptors(socket, raw.baseAddress, raw.count, descriptors, Int32(descriptors.count))
+                }
+                if sent < 0 {
+                    // The reader will see the end of the stream too and fail every waiter, this one included.
+                    let error = errno
+                    shutdown(socket, Int32(SHUT_RDWR))
+                    noteBeforeFailure("sending '\(message.value.arrayValue?.first?.stringValue ?? "")' failed: \(String(cString: strerror(error)))")
+                } else if sent < bytes.count {
+                    bytes.withUnsafeBytes { raw in sendRemainder(raw, from: sent) }
+                }
+            }
+        }
+        if case .error(let code, let text) = reply {
+            throw ForkError(ForkError.Kind(rawValue: code) ?? .protocolViolation, text)
+        }
+        return reply
+    }
+
+    private func sendRemainder(_ bytes: UnsafeRawBufferPointer, from start: Int) {
+        var offset = start
+        while offset < bytes.count {
+            let sent = send(socket, bytes.baseAddress! + offset, bytes.count - offset, Int32(MSG_NOSIGNAL))
+            if sent < 0 {
+                if errno == EINTR { continue }
+                shutdown(socket, Int32(SHUT_RDWR))
+                return
+            }
+            offset += sent
+        }
+    }
+
+    /// Tells the peer that no more commands come: an idle template or child then exits.
+    func hangUp() {
+        if !state.withLock({ $0.handedOver }) { shutdown(socket, Int32(SHUT_WR)) }
+    }
+
+    /// Gives up the socket after the `running` reply; the caller owns it from now on.
+    func takeSocket() -> Int32 {
+        socket
+    }
+
+    // MARK: - Reading (on the monitor thread)
+
+    private func readable() {
+        var peeked = [UInt8](repeating: 0, count: 64 * 1024)
+        while true {
+            let count = peeked.withUnsafeMutableBytes { recv(socket, $0.baseAddress, $0.count, Int32(MSG_PEEK | MSG_DONTWAIT)) }
+            if count < 0 {
+                if errno == EAGAIN || errno == EINTR { return }
+                return fail(.processGone, "the connection broke: \(String(cString: strerror(errno)))")
+            }
+            if count == 0 { return fail(.processGone, nil) }
+
+            let available = state.withLock { $0.partial } + peeked.prefix(count)
+            let decoded: (MessagePackValue, Int)?
+            do {
+                decoded = try MessagePackValue.decodeFirst(of: available)
+            } catch {
+                return fail(.protocolViolation, "it sent bytes that are not MessagePack (\(error))")
+            }
+            guard let (value, length) = decoded else {
+                // Everything available belongs to one incomplete message: keep it and wait for the rest.
+                consume(count)
+                let size = state.withLock { state in
+                    state.partial += peeked.prefix(count)
+                    return state.partial.count
+                }
+                if size > TemplateServer.maximumMessageSize {
+                    return fail(.protocolViolation, "it sent a control message larger than \(TemplateServer.maximumMessageSize) bytes")
+                }
+                continue
+            }
+            let fromSocket = length - state.withLock { state in
+                defer { state.partial = [] }
+                return state.partial.count
+            }
+            consume(fromSocket)
+            let message: ControlMessage
+            do {
+                message = try ControlMessage(value)
+            } catch {
+                return fail(.protocolViolation, "it broke the control protocol: \(error)")
+            }
+            if !dispatch(message) { return }
+        }
+    }
+
+    /// Handles one message; returns `false` once the connection is no longer read.
+    private func dispatch(_ message: ControlMessage) -> Bool {
+        switch message {
+        case .exited(let pid, let status):
+            ChildExitBook.record(pid: pid, status: status)
+            return true
+        case .hello:
+            let waiter: CheckedContinuation<ControlMessage, any Error>? = state.withLock { state in
+                state.hello = message
+                defer { state.helloWaiter = nil }
+                return state.helloWaiter
+            }
+            waiter?.resume(returning: message)
+            return true
+        case .forked(let pid):
+            ChildExitBook.expect(pid: pid, family: familyID)
+        case .running:
+            DescriptorMonitor.shared.unwatch(socket)
+            state.withLock { $0.handedOver = true }
+        default:
+            break
+        }
+        let waiter: CheckedContinuation<ControlMessage, any Error>? = state.withLock { state in
+            state.waiting.isEmpty ? nil : state.waiting.removeFirst()
+        }
+        guard let waiter else {
+            fail(.protocolViolation, "it sent a reply that no request asked for")
+            return false
+        }
+        waiter.resume(returning: message)
+        return !state.withLock { $0.handedOver }
+    }
+
+    private func consume(_ count: Int) {
+        var sink = [UInt8](repeating: 0, count: count)
+        var taken = 0
+        while taken < count {
+            let got = sink.withUnsafeMutableBytes { recv(socket, $0.baseAddress! + taken, count - taken, Int32(MSG_DONTWAIT)) }
+            if got <= 0 { return }
+            taken += got
+        }
+    }
+
+    /// Ends the connection: every waiting request fails with an error that says why.
+    private func fail(_ kind: ForkError.Kind, _ reason: String?) {
+        DescriptorMonitor.shared.unwatch(socket)
+        if kind == .protocolViolation { shutdown(socket, Int32(SHUT_RDWR)) }
+        let status = pidToReap.flatMap(Self.reap)
+        let (waiters, error): ([CheckedContinuation<ControlMessage, any Error>], ForkError) = state.withLock { state in
+            var sentence = "\(state.name) "
+            if let reason {
+                sentence += reason
+            } else if let status {
+                sentence += "ended with \(status)"
+            } else {
+                sentence += "closed its connection"
+            }
+            if let note = state.note { sentence += "; \(note)" }
+            let error = ForkError(kind, sentence)
+            state.failure = error
+            var waiters = state.waiting
+            if let hello = state.helloWaiter { waiters.append(hello) }
+            state.waiting = []
+            state.helloWaiter = nil
+            return (waiters, error)
+        }
+        if rootID == nil {
+            // The template's children die with it (their parent-death signal); nobody will report them.
+            ChildExitBook.templateEnded(family: ObjectIdentifier(self), error: error)
+        }
+        for waiter in waiters { waiter.resume(throwing: error) }
+    }
+
+    /// Waits for a process that closed its socket to exit; kills it if it lingers.
+    private static func reap(_ pid: Int32) -> ExitStatus? {
+        var status: Int32 = 0
+        for attempt in 0..<400 {
+            let result = waitpid(pid, &status, WNOHANG)
+            if result == pid { return ExitStatus(waitStatus: status) }
+            if result < 0 { return nil }  // Someone else reaped it (or SIGCHLD is ignored).
+            if attempt == 200 { kill(pid, SIGKILL) }
+            usleep(1000)
+        }
+        return nil
+    }
+}

@@ -1,0 +1,140 @@
+import MessagePack
+
+/// One message of the control protocol between an owner and a template or a not-yet-running child
+/// (see `protocol/README.md`). Every command is answered by exactly one reply, in order; `exited`
+/// notices may come in between.
+enum ControlMessage: Equatable, Sendable {
+    // Owner → process.
+    case load(path: String)
+    case initialize(name: String, arguments: [[UInt8]])
+    case arguments([[UInt8]])
+    /// Announces `count` descriptors attached to this message as SCM_RIGHTS.
+    case descriptors(count: Int)
+    /// Carries the new child's socket as SCM_RIGHTS; `parentDeathSignal` 0 means none.
+    case fork(parentDeathSignal: Int32)
+    case run(name: String)
+
+    // Process → owner.
+    case hello(version: Int, pid: Int32)
+    case ok
+    case forked(pid: Int32)
+    case running(pid: Int32)
+    case error(code: String, message: String)
+    case exited(pid: Int32, status: ExitStatus)
+
+    /// The protocol version a template announces in `hello`.
+    static let version = 1
+
+    var value: MessagePackValue {
+        switch self {
+        case .load(let path): ["load", .string(path)]
+        case .initialize(let name, let arguments): ["initialize", .string(name), .array(arguments.map(MessagePackValue.binary))]
+        case .arguments(let arguments): ["arguments", .array(arguments.map(MessagePackValue.binary))]
+        case .descriptors(let count): ["descriptors", .uint(UInt64(count))]
+        case .fork(let signal): ["fork", .int64(Int64(signal))]
+        case .run(let name): ["run", .string(name)]
+        case .hello(let version, let pid): ["hello", .int64(Int64(version)), .int64(Int64(pid))]
+        case .ok: ["ok"]
+        case .forked(let pid): ["forked", .int64(Int64(pid))]
+        case .running(let pid): ["running", .int64(Int64(pid))]
+        case .error(let code, let message): ["error", .string(code), .string(message)]
+        case .exited(let pid, let status):
+            switch status {
+            case .exited(let code): ["exited", .int64(Int64(pid)), .int64(Int64(code)), 0]
+            case .signaled(let signal): ["exited", .int64(Int64(pid)), .int64(-1), .int64(Int64(signal))]
+            }
+        }
+    }
+
+    /// The message's bytes on the wire.
+    var encoded: [UInt8] { value.encoded() }
+
+    /// Reads a message, or explains in one sentence why the value is not one.
+    init(_ value: MessagePackValue) throws(ControlProtocolError) {
+        guard case .array(let fields) = value, let command = fields.first?.stringValue else {
+            throw ControlProtocolError("expected an array whose first element is a command name, got \(value.typeName)")
+        }
+        let operands = Array(fields.dropFirst())
+        func expect(_ count: Int) throws(ControlProtocolError) {
+            guard operands.count == count else {
+                throw ControlProtocolError("'\(command)' takes \(count) operand(s), got \(operands.count)")
+            }
+        }
+        func string(_ index: Int) throws(ControlProtocolError) -> String {
+            guard let text = operands[index].stringValue else {
+                throw ControlProtocolError("operand \(index + 1) of '\(command)' must be a string, got \(operands[index].typeName)")
+            }
+            return text
+        }
+        func integer(_ index: Int) throws(ControlProtocolError) -> Int {
+            guard let number = operands[index].integerValue else {
+                throw ControlProtocolError("operand \(index + 1) of '\(command)' must be an integer, got \(operands[index].typeName)")
+            }
+            return number
+        }
+        func pid(_ index: Int) throws(ControlProtocolError) -> Int32 {
+            guard let pid = Int32(exactly: try integer(index)), pid > 0 else {
+                throw ControlProtocolError("operand \(index + 1) of '\(command)' is not a process id")
+            }
+            return pid
+        }
+        func byteStrings(_ index: Int) throws(ControlProtocolError) -> [[UInt8]] {
+            guard case .array(let elements) = operands[index] else {
+                throw ControlProtocolError("operand \(index + 1) of '\(command)' must be an array of byte strings")
+            }
+            var result: [[UInt8]] = []
+            for element in elements {
+                guard let bytes = element.bytesValue else {
+                    throw ControlProtocolError("'\(command)' arguments must be binary or string, got \(element.typeName)")
+                }
+                result.append(bytes)
+            }
+            return result
+        }
+
+        switch command {
+        case "load": try expect(1); self = .load(path: try string(0))
+        case "initialize": try expect(2); self = .initialize(name: try string(0), arguments: try byteStrings(1))
+        case "arguments": try expect(1); self = .arguments(try byteStrings(0))
+        case "descriptors":
+            try expect(1)
+            let count = try integer(0)
+            guard (1...253).contains(count) else {
+                throw ControlProtocolError("'descriptors' announces \(count) descriptors; 1 to 253 may travel in one message")
+            }
+            self = .descriptors(count: count)
+        case "fork":
+            try expect(1)
+            guard let signal = Int32(exactly: try integer(0)), (0..<65).contains(signal) else {
+                throw ControlProtocolError("'fork' names an invalid parent-death signal")
+            }
+            self = .fork(parentDeathSignal: signal)
+        case "run": try expect(1); self = .run(name: try string(0))
+        case "hello": try expect(2); self = .hello(version: try integer(0), pid: try pid(1))
+        case "ok": try expect(0); self = .ok
+        case "forked": try expect(1); self = .forked(pid: try pid(0))
+        case "running": try expect(1); self = .running(pid: try pid(0))
+        case "error": try expect(2); self = .error(code: try string(0), message: try string(1))
+        case "exited":
+            try expect(3)
+            let code = try integer(1), signal = try integer(2)
+            let status: ExitStatus = signal != 0 ? .signaled(Int32(clamping: signal)) : .exited(Int32(clamping: code))
+            self = .exited(pid: try pid(0), status: status)
+        default:
+            throw ControlProtocolError("unknown command '\(command)'")
+        }
+    }
+}
+
+/// A control message that breaks the protocol; the connection that carried it is closed.
+struct ControlProtocolError: Error, CustomStringConvertible {
+    let description: String
+    init(_ description: String) { self.description = description }
+}
+
+extension MessagePackValue {
+    /// A signed integer stored in its smallest form (non-negative values as unsigned, as encoders do).
+    static func int64(_ value: Int64) -> MessagePackValue {
+        value < 0 ? .int(value) : .uint(UInt64(value))
+    }
+}

@@ -1,0 +1,48 @@
+import CForkSupport
+import Synchronization
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The entry points known to this process: those given to `bootstrap` and those added by plugins.
+///
+/// It is filled while the process is single-threaded (at start-up, or inside the template's serve
+/// loop), and copied into every forked child with the rest of memory.
+enum ForkRegistry {
+    private static let entries = Mutex<[String: ForkEntryPoint]>([:])
+
+    static func register(_ newEntries: [ForkEntryPoint]) {
+        entries.withLock { table in
+            for entry in newEntries { table[entry.name] = entry }
+        }
+    }
+
+    static func entry(named name: String) -> ForkEntryPoint? {
+        entries.withLock { $0[name] }
+    }
+
+    static var names: [String] {
+        entries.withLock { $0.keys.sorted() }
+    }
+
+    /// Loads a shared library and calls its `forkkit_plugin_register`, which adds its entry points.
+    static func loadPlugin(at path: String) throws(ForkError) {
+        guard let handle = dlopen(path, RTLD_NOW | RTLD_LOCAL) else {
+            let reason = dlerror().map { String(cString: $0) } ?? "unknown reason"
+            throw ForkError(.pluginLoadFailed, "cannot load plugin \(path): \(reason)")
+        }
+        guard let symbol = dlsym(handle, FORKKIT_PLUGIN_ENTRY_SYMBOL) else {
+            throw ForkError(
+                .pluginLoadFailed,
+                "plugin \(path) loaded but exports no \(FORKKIT_PLUGIN_ENTRY_SYMBOL); "
+                    + "define it with @_cdecl(\"\(FORKKIT_PLUGIN_ENTRY_SYMBOL)\") and call ForkPlugin.register")
+        }
+        let entry = unsafeBitCast(symbol, to: forkkit_plugin_entry.self)
+        var registrar = forkkit_registrar(host: nil, add: { _, name, kind, invoke, context in
+            guard let name, let invoke else { return }
+            ForkRegistry.register([ForkPlugin.hostEntry(name: String(cString: name), kind: kind, invoke: invoke, context: context)])
+        })
+        entry(&registrar)
+    }
+}

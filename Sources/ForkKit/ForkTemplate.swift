@@ -1,0 +1,243 @@
+import CForkSupport
+import Synchronization
+import SystemPackage
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A process that forks children on request: a template, or a forked child that has not yet run a
+/// function (which can itself be given more arguments and descriptors, or forked again).
+///
+/// A template is started early, by `posix_spawn` of a program whose `main` begins with
+/// ``bootstrap(_:)``, while it is small and single-threaded; code and data loaded into it once are
+/// shared copy-on-write by every child it forks. This is Perl's `AnyEvent::Fork`, with a back channel:
+/// every failure comes back as a ``ForkError`` that says what happened.
+///
+/// ```swift
+/// let template = try await ForkTemplate.shared                 // the program's own binary
+/// try await template.initialize("load-table", arguments: ["/data/table.bin"])
+/// let child = try await template.fork().run("serve")         // pid, socket, exit status
+/// ```
+///
+/// Dropping the last reference to a handle tells the process to exit once it is idle.
+public final class ForkTemplate: Sendable {
+    /// The process id.
+    public let pid: Int32
+    let connection: ControlConnection
+    /// The handle this one was forked from, kept alive: a child dies with its parent process.
+    private let parent: ForkTemplate?
+
+    init(pid: Int32, connection: ControlConnection, parent: ForkTemplate?) {
+        self.pid = pid
+        self.connection = connection
+        self.parent = parent
+    }
+
+    deinit {
+        connection.hangUp()
+    }
+
+    // MARK: - Starting a template
+
+    /// The argument that makes ``bootstrap(_:)`` serve instead of returning.
+    static let templateFlag = "--forkkit-template"
+
+    /// Starts a fresh template by `posix_spawn` of `executable` (by default this program's own binary),
+    /// with only descriptors 0-2 and its control socket open.
+    ///
+    /// The executable's `main` must call ``bootstrap(_:)`` first. If it does not start serving within
+    /// `startTimeout`, it is killed and the call fails with ``ForkError/Kind/notATemplate``.
+    ///
+    /// ```swift
+    /// let template = try await ForkTemplate.spawn()
+    /// ```
+    public static func spawn(
+        executable: String? = nil, arguments: [String] = [], startTimeout: Duration = .seconds(10)
+    ) async throws -> ForkTemplate {
+        let path = try executable ?? currentExecutable()
+        let (ours, theirs) = try socketPair()
+        var spawnedPid: pid_t = 0
+        let argv = [path, templateFlag] + arguments
+        let result = withCStrings(argv) { argv in
+            forkkit_spawn_template(path, argv, environ, theirs, &spawnedPid)
+        }
+        let pid = spawnedPid
+        close(theirs)
+        guard result == 0 else {
+            close(ours)
+            throw ForkError(.spawnFailed, "cannot start template \(path): \(String(cString: strerror(result)))")
+        }
+        let connection = ControlConnection(socket: ours, name: "template \(pid) (\(path))", pidToReap: pid)
+        connection.start()
+        let watchdog = Task {
+            try await Task.sleep(for: startTimeout)
+            if !connection.hasSaidHello {
+                connection.noteBeforeFailure("it did not start serving within \(startTimeout) and was killed")
+                kill(pid, SIGKILL)
+            }
+        }
+        defer { watchdog.cancel() }
+        let hello: ControlMessage
+        do {
+            hello = try await connection.hello()
+        } catch let error as ForkError {
+            throw ForkError(
+                .notATemplate,
+                "\(error.message). Is \(path) a ForkKit program? Its main() must call ForkTemplate.bootstrap(...) before anything else")
+        }
+        guard case .hello(let version, _) = hello, version == ControlMessage.version else {
+            kill(pid, SIGKILL)
+            throw ForkError(.notATemplate, "\(path) speaks control protocol \(hello), this library speaks version \(ControlMessage.version); rebuild both from the same ForkKit")
+        }
+        return ForkTemplate(pid: pid, connection: connection, parent: nil)
+    }
+
+    private static let sharedTemplate = Mutex<Task<ForkTemplate, any Error>?>(nil)
+
+    /// The default template, started from this program's binary the first time it is asked for
+    /// (Perl's `AnyEvent::Fork->new`).
+    public static var shared: ForkTemplate {
+        get async throws {
+            let task = sharedTemplate.withLock { task in
+                if let task { return task }
+                let fresh = Task { try await spawn() }
+                task = fresh
+                return fresh
+            }
+            do {
+                return try await task.value
+            } catch {
+                // Let the next caller try again rather than inherit a failure forever.
+                sharedTemplate.withLock { if $0 == task { $0 = nil } }
+                throw error
+            }
+        }
+    }
+
+    /// Makes a template of the running program by forking it (AnyEvent::Fork::Template).
+    ///
+    /// Only safe while the program is single-threaded: call it at the very start of `main`, before
+    /// anything starts a Task or Dispatch work. Otherwise it throws ``ForkError/Kind/forkRefused``,
+    /// naming the thread count. The child keeps every descriptor the program had open.
+    public static func forkingCurrentProcess() throws -> ForkTemplate {
+        let threads = forkkit_thread_count()
+        guard threads == 1 else {
+            throw ForkError(
+                .forkRefused,
+                "this process has \(threads) threads, so forking it is unsafe; call forkingCurrentProcess() "
+                    + "first thing in main, or use ForkTemplate.spawn() instead")
+        }
+        let (ours, theirs) = try socketPair()
+        fflush(nil)
+        let pid = Glibc.fork()
+        if pid < 0 { throw ForkError.systemCall("fork", errno: errno) }
+        if pid == 0 {
+            close(ours)
+            TemplateServer.serve(socket: theirs)
+        }
+        close(theirs)
+        let connection = ControlConnection(socket: ours, name: "template \(pid) (forked from \(getpid()))", pidToReap: pid)
+        connection.start()
+        return ForkTemplate(pid: pid, connection: connection, parent: nil)
+    }
+
+    // MARK: - Verbs
+
+    /// Loads a plugin (a shared library built as `.library(type: .dynamic)`) into the process; its
+    /// `forkkit_plugin_register` adds entry points that children forked afterwards can run.
+    public func loadPlugin(at path: String) async throws {
+        try await connection.request(.load(path: path))
+    }
+
+    /// Runs the registered initializer `name` inside the process, with argument byte strings.
+    public func initialize(_ name: String, arguments: [[UInt8]] = []) async throws {
+        try await connection.request(.initialize(name: name, arguments: arguments))
+    }
+
+    /// Runs the registered initializer `name` inside the process, with text arguments.
+    public func initialize(_ name: String, arguments: [String]) async throws {
+        try await initialize(name, arguments: arguments.map { Array($0.utf8) })
+    }
+
+    /// Appends argument byte strings; the function run later receives them, as does every child
+    /// forked from this process afterwards.
+    public func send(arguments: [[UInt8]]) async throws {
+        try await connection.request(.arguments(arguments))
+    }
+
+    /// Appends text arguments (sent as UTF-8).
+    public func send(arguments: [String]) async throws {
+        try await send(arguments: arguments.map { Array($0.utf8) })
+    }
+
+    /// Sends duplicates of `descriptors` (SCM_RIGHTS); the caller keeps its own. The function run
+    /// later receives them, as does every child forked from this process afterwards, so a listening
+    /// socket sent once to a template reaches every child.
+    public func send(descriptors: [FileDescriptor]) async throws {
+        guard !descriptors.isEmpty else { return }
+        for chunk in stride(from: 0, to: descriptors.count, by: 253) {
+            let part = descriptors[chunk..<min(chunk + 253, descriptors.count)].map(\.rawValue)
+            try await connection.request(.descriptors(count: part.count), descriptors: part)
+        }
+    }
+
+    /// Forks a new child, which starts out as a copy of this process that has not yet run anything.
+    ///
+    /// - Parameter parentDeathSignal: the signal the child gets if this process dies while the child
+    ///   is busy (`PR_SET_PDEATHSIG`); `nil` for none. An idle child exits on its own when its owner
+    ///   goes away.
+    public func fork(parentDeathSignal: Int32? = SIGKILL) async throws -> ForkTemplate {
+        let (ours, theirs) = try Self.socketPair()
+        let reply: ControlMessage
+        do {
+            reply = try await connection.request(.fork(parentDeathSignal: parentDeathSignal ?? 0), descriptors: [theirs])
+            close(theirs)
+        } catch {
+            close(theirs)
+            close(ours)
+            throw error
+        }
+        guard case .forked(let pid) = reply else {
+            close(ours)
+            throw ForkError(.protocolViolation, "process \(self.pid) answered 'fork' with \(reply)")
+        }
+        let child = ControlConnection(socket: ours, name: "child \(pid)", pidToReap: nil, rootID: connection.familyID)
+        child.start()
+        return ForkTemplate(pid: pid, connection: child, parent: self)
+    }
+
+    /// Runs the registered function `name` in this process, which from then on belongs to the
+    /// function: the returned ``RunningChild`` holds its socket and learns its exit status.
+    public func run(_ name: String) async throws -> RunningChild {
+        let reply = try await connection.request(.run(name: name))
+        guard case .running = reply else {
+            throw ForkError(.protocolViolation, "process \(pid) answered 'run' with \(reply)")
+        }
+        return RunningChild(pid: pid, socket: FileDescriptor(rawValue: connection.takeSocket()), keeping: self)
+    }
+
+    // MARK: - Helpers
+
+    static func socketPair() throws(ForkError) -> (Int32, Int32) {
+        var pair: [Int32] = [-1, -1]
+        guard socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0, &pair) == 0 else {
+            throw ForkError.systemCall("socketpair", errno: errno)
+        }
+        return (pair[0], pair[1])
+    }
+
+    static func currentExecutable() throws(ForkError) -> String {
+        var buffer = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
+        let length = readlink("/proc/self/exe", &buffer, buffer.count - 1)
+        guard length > 0 else { throw ForkError.systemCall("readlink /proc/self/exe", errno: errno) }
+        return String(decoding: buffer.prefix(length).map { UInt8(bitPattern: $0) }, as: UTF8.self)
+    }
+
+    private static func withCStrings<R>(_ strings: [String], _ body: (UnsafePointer<UnsafeMutablePointer<CChar>?>) -> R) -> R {
+        var pointers = strings.map { strdup($0) }
+        pointers.append(nil)
+        defer { pointers.forEach { free($0) } }
+        return pointers.withUnsafeBufferPointer { body($0.baseAddress!) }
+    }
+}

@@ -1,0 +1,229 @@
+import CForkSupport
+import MessagePack
+import SystemPackage
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The serve loop of a template and of every forked child until it runs a function.
+///
+/// It is synchronous and blocking on purpose: no Dispatch, no Task, no NIO, so that the process stays
+/// single-threaded and every fork is safe (see DESIGN.md). It answers each command on its control
+/// socket, reaps its children and reports their exit, and leaves when the owner goes away.
+struct TemplateServer: ~Copyable {
+    private var socket: Int32
+    private var reader = MessagePackFrameReader(maximumMessageSize: TemplateServer.maximumMessageSize)
+    /// Descriptors that arrived but no command has claimed yet.
+    private var unclaimedDescriptors: [Int32] = []
+    /// What a function will receive (inherited by children forked from here).
+    private var arguments: [[UInt8]] = []
+    private var descriptors: [Int32] = []
+    private let childSignals: Int32
+
+    /// Arguments for initializers may be large (a table to load); a control message is refused beyond this.
+    static let maximumMessageSize = 64 << 20
+
+    /// Serves on `socket` (descriptor 3 in a spawned template) and never returns.
+    static func serve(socket: Int32) -> Never {
+        var server = TemplateServer(socket: socket)
+        server.send(.hello(version: ControlMessage.version, pid: getpid()))
+        server.loop()
+    }
+
+    private init(socket: Int32) {
+        self.socket = socket
+        signal(SIGPIPE, SIG_IGN)
+        forkkit_become_subreaper()
+        childSignals = forkkit_sigchld_descriptor()
+    }
+
+    private consuming func loop() -> Never {
+        var buffer = [UInt8](repeating: 0, count: 64 * 1024)
+        var incoming = [Int32](repeating: -1, count: 253)
+        while true {
+            var events = [pollfd(fd: socket, events: Int16(POLLIN), revents: 0),
+                          pollfd(fd: childSignals, events: Int16(POLLIN), revents: 0)]
+            if poll(&events, 2, -1) < 0 {
+                if errno == EINTR { continue }
+                leave(status: 70)
+            }
+            if events[1].revents != 0 { reapChildren() }
+            guard events[0].revents != 0 else { continue }
+
+            var count: Int32 = 0, truncated: Int32 = 0
+            let received = buffer.withUnsafeMutableBytes { bytes in
+                forkkit_receive_with_descriptors(socket, bytes.baseAddress, bytes.count, &incoming, 253, &count, &truncated)
+            }
+            if received < 0 && (errno == EAGAIN || errno == EINTR) { continue }
+            unclaimedDescriptors += incoming.prefix(Int(count))
+            if truncated != 0 {
+                refuse("descriptors were lost in transit (more than 253 in one message, or the receive limit was hit)")
+            }
+            // End of stream (or a reset): the owner has gone away, and so does this process.
+            guard received > 0 else { leave(status: 0) }
+            buffer.withUnsafeBytes { reader.append(UnsafeRawBufferPointer(rebasing: $0.prefix(received))) }
+            while true {
+                let value: MessagePackValue?
+                do { value = try reader.next() } catch { refuse("\(error)") }
+                guard let value else { break }
+                do {
+                    handle(try ControlMessage(value))
+                } catch {
+                    refuse(error.description)
+                }
+            }
+        }
+    }
+
+    private mutating func handle(_ message: ControlMessage) {
+        switch message {
+        case .load(let path):
+            do {
+                try ForkRegistry.loadPlugin(at: path)
+                send(.ok)
+            } catch {
+                send(.error(code: error.kind.rawValue, message: error.message))
+            }
+        case .initialize(let name, let initializerArguments):
+            guard case .initializer(let body) = ForkRegistry.entry(named: name)?.body else {
+                refuse(unknown: name, kind: "initializer")
+            }
+            do {
+                try body(initializerArguments)
+                send(.ok)
+            } catch {
+                send(.error(code: ForkError.Kind.initializerFailed.rawValue, message: "initializer '\(name)' failed in process \(getpid()): \(error)"))
+            }
+        case .arguments(let newArguments):
+            arguments += newArguments
+            send(.ok)
+        case .descriptors(let count):
+            let claimed = claim(count, for: "descriptors")
+            descriptors += claimed
+            send(.ok)
+        case .fork(let parentDeathSignal):
+            let childSocket = claim(1, for: "fork")[0]
+            fork(childSocket: childSocket, parentDeathSignal: parentDeathSignal)
+        case .run(let name):
+            guard case .function(let body) = ForkRegistry.entry(named: name)?.body else {
+                refuse(unknown: name, kind: "function")
+            }
+            run(name: name, body)
+        case .hello, .ok, .forked, .running, .error, .exited:
+            refuse("'\(message.value.arrayValue?.first?.stringValue ?? "?")' is a reply, not a command")
+        }
+    }
+
+    /// Takes `count` descriptors that arrived with the current message, or refuses the message.
+    private mutating func claim(_ count: Int, for command: String) -> [Int32] {
+        guard unclaimedDescriptors.count >= count else {
+            refuse("'\(command)' announces \(count) descriptor(s) but \(unclaimedDescriptors.count) arrived with it; "
+                   + "attach them as SCM_RIGHTS to the same message")
+        }
+        let claimed = Array(unclaimedDescriptors.prefix(count))
+        unclaimedDescriptors.removeFirst(count)
+        return claimed
+    }
+
+    private mutating func fork(childSocket: Int32, parentDeathSignal: Int32) {
+        let threads = forkkit_thread_count()
+        guard threads == 1 else {
+            close(childSocket)
+            return send(.error(
+                code: ForkError.Kind.forkRefused.rawValue,
+                message: "process \(getpid()) has \(threads) threads, so fork() is unsafe and was refused; "
+                    + "initializers must not leave threads (Dispatch, Task, Thread) running in a template"))
+        }
+        let templatePid = getpid()
+        fflush(nil)
+        let pid = Glibc.fork()
+        switch pid {
+        case -1:
+            let error = errno
+            close(childSocket)
+            send(.error(code: ForkError.Kind.forkRefused.rawValue, message: "fork() failed in process \(templatePid): \(String(cString: strerror(error)))"))
+        case 0:
+            // The child: its own connection replaces the template's; what the template had buffered
+            // or had not yet claimed belongs to the template.
+            if parentDeathSignal != 0 {
+                forkkit_set_parent_death_signal(parentDeathSignal)
+                if getppid() != templatePid { _exit(0) }
+            }
+            close(socket)
+            unclaimedDescriptors.forEach { close($0) }
+            unclaimedDescriptors = []
+            socket = childSocket
+            reader = MessagePackFrameReader(maximumMessageSize: Self.maximumMessageSize)
+        default:
+            close(childSocket)
+            send(.forked(pid: pid))
+        }
+    }
+
+    private mutating func run(name: String, _ body: @Sendable (ChildContext) throws -> Void) -> Never {
+        send(.running(pid: getpid()))
+        close(childSignals)
+        forkkit_reset_signals()
+        SharedMemoryRegion.protectForChild()
+        unclaimedDescriptors.forEach { close($0) }
+        let context = ChildContext(
+            socket: FileDescriptor(rawValue: socket), arguments: arguments,
+            descriptors: descriptors.map(FileDescriptor.init(rawValue:)))
+        do {
+            try body(context)
+            fflush(nil)
+            exit(0)
+        } catch {
+            let report = "forkkit: function '\(name)' failed in process \(getpid()): \(error)\n"
+            _ = try? FileDescriptor.standardError.writeAll(Array(report.utf8))
+            fflush(nil)
+            exit(1)
+        }
+    }
+
+    /// Reaps every child that has ended and tells the owner how each ended.
+    private func reapChildren() {
+        forkkit_drain_signal_descriptor(childSignals)
+        var status: Int32 = 0
+        while true {
+            let pid = waitpid(-1, &status, WNOHANG)
+            guard pid > 0 else { return }
+            send(.exited(pid: pid, status: ExitStatus(waitStatus: status)))
+        }
+    }
+
+    private func send(_ message: ControlMessage) {
+        let bytes = message.encoded
+        var offset = 0
+        while offset < bytes.count {
+            let sent = bytes.withUnsafeBytes { raw in
+                Glibc.send(socket, raw.baseAddress! + offset, raw.count - offset, Int32(MSG_NOSIGNAL))
+            }
+            if sent < 0 {
+                if errno == EINTR { continue }
+                return  // The owner is gone; the next read sees end of stream.
+            }
+            offset += sent
+        }
+    }
+
+    private func refuse(unknown name: String, kind: String) -> Never {
+        let known = ForkRegistry.names.joined(separator: ", ")
+        refuse(code: .unknownFunction,
+               "no \(kind) named '\(name)' is registered in process \(getpid()) (registered: \(known.isEmpty ? "none" : known)); "
+               + "pass it to ForkTemplate.bootstrap or load the plugin that defines it")
+    }
+
+    /// Answers with an error and closes the connection: after bad input the stream cannot be trusted.
+    private func refuse(code: ForkError.Kind = .protocolViolation, _ reason: String) -> Never {
+        send(.error(code: code.rawValue, message: reason))
+        leave(status: 0)
+    }
+
+    private func leave(status: Int32) -> Never {
+        unclaimedDescriptors.forEach { close($0) }
+        fflush(nil)
+        exit(status)
+    }
+}

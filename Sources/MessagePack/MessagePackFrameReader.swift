@@ -1,0 +1,179 @@
+import CMsgPack
+
+/// Splits a byte stream into whole MessagePack messages, however the bytes arrive.
+///
+/// MessagePack is self-delimiting, so a stream needs no length prefix: feed the reader whatever a
+/// socket returned (one byte or a megabyte) and take out every message that is complete.
+///
+/// ```swift
+/// var reader = MessagePackFrameReader()
+/// reader.append(chunk)
+/// while let message = try reader.next() { handle(message) }
+/// ```
+///
+/// A message that grows past ``maximumMessageSize`` before it is complete is refused with
+/// ``MessagePackError/messageTooLarge(size:limit:)``; after any error the stream cannot be trusted
+/// and the reader should be discarded with its connection.
+public struct MessagePackFrameReader: ~Copyable {
+    /// The largest single message accepted, in bytes.
+    public let maximumMessageSize: Int
+    private let unpacker: UnsafeMutablePointer<msgpack_unpacker>
+    private let unpacked = UnsafeMutablePointer<msgpack_unpacked>.allocate(capacity: 1)
+    private var failure: MessagePackError?
+
+    /// Creates a reader that refuses messages larger than `maximumMessageSize` bytes (64 MiB by default).
+    public init(maximumMessageSize: Int = 64 << 20) {
+        self.maximumMessageSize = maximumMessageSize
+        guard let unpacker = msgpack_unpacker_new(Int(4096)) else {
+            fatalError("msgpack_unpacker_new failed: out of memory")
+        }
+        self.unpacker = unpacker
+        msgpack_unpacked_init(unpacked)
+    }
+
+    deinit {
+        msgpack_unpacked_destroy(unpacked)
+        unpacked.deallocate()
+        msgpack_unpacker_free(unpacker)
+    }
+
+    /// Appends received bytes.
+    public mutating func append(_ bytes: UnsafeRawBufferPointer) {
+        guard !bytes.isEmpty, failure == nil else { return }
+        guard msgpack_unpacker_reserve_buffer(unpacker, bytes.count) else {
+            failure = .malformed("out of memory while buffering \(bytes.count) bytes")
+            return
+        }
+        UnsafeMutableRawPointer(msgpack_unpacker_buffer(unpacker))!
+            .copyMemory(from: bytes.baseAddress!, byteCount: bytes.count)
+        msgpack_unpacker_buffer_consumed(unpacker, bytes.count)
+    }
+
+    /// Appends received bytes.
+    public mutating func append(_ bytes: [UInt8]) {
+        bytes.withUnsafeBytes { append($0) }
+    }
+
+    /// Returns the next complete message, or `nil` when more bytes are needed.
+    public mutating func next() throws(MessagePackError) -> MessagePackValue? {
+        if let failure { throw failure }
+        switch msgpack_unpacker_next(unpacker, unpacked) {
+        case MSGPACK_UNPACK_SUCCESS:
+            do {
+                return try MessagePackValue(unpacked.pointee.data)
+            } catch {
+                failure = error
+                throw error
+            }
+        case MSGPACK_UNPACK_CONTINUE:
+            let pending = Int(msgpack_unpacker_message_size(unpacker))
+            if pending > maximumMessageSize {
+                failure = .messageTooLarge(size: pending, limit: maximumMessageSize)
+                throw failure!
+            }
+            return nil
+        case MSGPACK_UNPACK_NOMEM_ERROR:
+            failure = .malformed("nesting too deep or out of memory")
+            throw failure!
+        default:
+            failure = .malformed("invalid type byte")
+            throw failure!
+        }
+    }
+}
+
+extension MessagePackValue {
+    /// Decodes exactly one value that fills `bytes`.
+    public init(decoding bytes: some Collection<UInt8>) throws(MessagePackError) {
+        let array = Array(bytes)
+        guard let (value, consumed) = try MessagePackValue.decodeFirst(of: array) else {
+            throw .truncated
+        }
+        guard consumed == array.count else { throw .trailingBytes(count: array.count - consumed) }
+        self = value
+    }
+
+    /// Decodes the first value in `bytes`, returning it with the number of bytes it took,
+    /// or `nil` when the bytes end before the value does.
+    public static func decodeFirst(of bytes: [UInt8]) throws(MessagePackError) -> (MessagePackValue, Int)? {
+        var unpacked = msgpack_unpacked()
+        msgpack_unpacked_init(&unpacked)
+        defer { msgpack_unpacked_destroy(&unpacked) }
+        var offset = 0
+        let status = bytes.withUnsafeBytes { raw in
+            msgpack_unpack_next(
+                &unpacked, raw.baseAddress?.assumingMemoryBound(to: CChar.self), raw.count, &offset)
+        }
+        switch status {
+        case MSGPACK_UNPACK_SUCCESS, MSGPACK_UNPACK_EXTRA_BYTES:
+            return (try MessagePackValue(unpacked.data), offset)
+        case MSGPACK_UNPACK_CONTINUE:
+            return nil
+        case MSGPACK_UNPACK_NOMEM_ERROR:
+            throw .malformed("nesting too deep or out of memory")
+        default:
+            throw .malformed("invalid type byte")
+        }
+    }
+
+    /// Converts msgpack-c's object tree (valid only while its zone lives) into an owned value.
+    init(_ object: msgpack_object) throws(MessagePackError) {
+        switch object.type {
+        case MSGPACK_OBJECT_NIL:
+            self = .nil
+        case MSGPACK_OBJECT_BOOLEAN:
+            self = .bool(object.via.boolean)
+        case MSGPACK_OBJECT_POSITIVE_INTEGER:
+            self = .uint(object.via.u64)
+        case MSGPACK_OBJECT_NEGATIVE_INTEGER:
+            self = .int(object.via.i64)
+        case MSGPACK_OBJECT_FLOAT32:
+            self = .float32(Float(object.via.f64))
+        case MSGPACK_OBJECT_FLOAT64:
+            self = .float64(object.via.f64)
+        case MSGPACK_OBJECT_STR:
+            let bytes = Self.bytes(object.via.str.ptr, Int(object.via.str.size))
+            guard let text = String(validating: bytes, as: UTF8.self) else {
+                throw .malformed("a str value is not valid UTF-8")
+            }
+            self = .string(text)
+        case MSGPACK_OBJECT_BIN:
+            self = .binary(Self.bytes(object.via.bin.ptr, Int(object.via.bin.size)))
+        case MSGPACK_OBJECT_ARRAY:
+            let array = object.via.array
+            var elements: [MessagePackValue] = []
+            elements.reserveCapacity(Int(array.size))
+            for index in 0..<Int(array.size) {
+                elements.append(try MessagePackValue(array.ptr[index]))
+            }
+            self = .array(elements)
+        case MSGPACK_OBJECT_MAP:
+            let map = object.via.map
+            var pairs: [MessagePackPair] = []
+            pairs.reserveCapacity(Int(map.size))
+            for index in 0..<Int(map.size) {
+                let entry = map.ptr[index]
+                pairs.append(MessagePackPair(try MessagePackValue(entry.key), try MessagePackValue(entry.val)))
+            }
+            self = .map(pairs)
+        case MSGPACK_OBJECT_EXT:
+            var object = object
+            var stamp = msgpack_timestamp()
+            if object.via.ext.type == -1 {
+                guard msgpack_object_to_timestamp(&object, &stamp) else {
+                    throw .malformed("a timestamp extension has \(object.via.ext.size) bytes, not 4, 8 or 12")
+                }
+                self = .timestamp(seconds: stamp.tv_sec, nanoseconds: stamp.tv_nsec)
+            } else {
+                self = .extended(type: object.via.ext.type, data: Self.bytes(object.via.ext.ptr, Int(object.via.ext.size)))
+            }
+        default:
+            throw .malformed("unknown object type \(object.type.rawValue)")
+        }
+    }
+
+    private static func bytes(_ pointer: UnsafePointer<CChar>?, _ count: Int) -> [UInt8] {
+        guard let pointer, count > 0 else { return [] }
+        return UnsafeRawBufferPointer(start: pointer, count: count).map { $0 }
+    }
+}

@@ -1,0 +1,91 @@
+import CMsgPack
+
+/// Writes MessagePack values into a growing byte buffer, in the smallest encoding of each value.
+///
+/// A thin wrapper over libmsgpack-c's packer. Write any number of values, then take ``bytes``:
+///
+/// ```swift
+/// var writer = MessagePackWriter()
+/// writer.write(["fork"])
+/// let frame = writer.bytes
+/// ```
+public struct MessagePackWriter: ~Copyable {
+    // The packer and its buffer live on the heap: msgpack-c keeps a pointer to the buffer.
+    private let buffer: UnsafeMutablePointer<msgpack_sbuffer>
+    private let packer: UnsafeMutablePointer<msgpack_packer>
+
+    /// Creates an empty writer.
+    public init() {
+        buffer = msgpack_sbuffer_new()
+        packer = msgpack_packer_new(UnsafeMutableRawPointer(buffer), msgpack_sbuffer_write)
+    }
+
+    deinit {
+        msgpack_packer_free(packer)
+        msgpack_sbuffer_free(buffer)
+    }
+
+    /// The bytes written so far.
+    public var bytes: [UInt8] {
+        guard let data = buffer.pointee.data, buffer.pointee.size > 0 else { return [] }
+        return data.withMemoryRebound(to: UInt8.self, capacity: buffer.pointee.size) {
+            Array(UnsafeBufferPointer(start: $0, count: buffer.pointee.size))
+        }
+    }
+
+    /// Forgets what was written, keeping the allocated buffer.
+    public mutating func reset() {
+        msgpack_sbuffer_clear(buffer)
+    }
+
+    /// Appends one value.
+    public mutating func write(_ value: MessagePackValue) {
+        switch value {
+        case .nil:
+            msgpack_pack_nil(packer)
+        case .bool(let flag):
+            _ = flag ? msgpack_pack_true(packer) : msgpack_pack_false(packer)
+        case .int(let number):
+            msgpack_pack_int64(packer, number)
+        case .uint(let number):
+            msgpack_pack_uint64(packer, number)
+        case .float32(let number):
+            msgpack_pack_float(packer, number)
+        case .float64(let number):
+            msgpack_pack_double(packer, number)
+        case .string(let text):
+            var text = text
+            text.withUTF8 { utf8 in
+                msgpack_pack_str(packer, utf8.count)
+                msgpack_pack_str_body(packer, utf8.baseAddress, utf8.count)
+            }
+        case .binary(let bytes):
+            msgpack_pack_bin(packer, bytes.count)
+            bytes.withUnsafeBytes { _ = msgpack_pack_bin_body(packer, $0.baseAddress, $0.count) }
+        case .array(let elements):
+            msgpack_pack_array(packer, elements.count)
+            for element in elements { write(element) }
+        case .map(let pairs):
+            msgpack_pack_map(packer, pairs.count)
+            for pair in pairs {
+                write(pair.key)
+                write(pair.value)
+            }
+        case .extended(let type, let data):
+            msgpack_pack_ext(packer, data.count, type)
+            data.withUnsafeBytes { _ = msgpack_pack_ext_body(packer, $0.baseAddress, $0.count) }
+        case .timestamp(let seconds, let nanoseconds):
+            var stamp = msgpack_timestamp(tv_sec: seconds, tv_nsec: nanoseconds)
+            msgpack_pack_timestamp(packer, &stamp)
+        }
+    }
+}
+
+extension MessagePackValue {
+    /// The value's MessagePack encoding.
+    public func encoded() -> [UInt8] {
+        var writer = MessagePackWriter()
+        writer.write(self)
+        return writer.bytes
+    }
+}
