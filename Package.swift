@@ -1,8 +1,8 @@
 // swift-tools-version: 6.1
 import PackageDescription
 
-/// Targets that run inside templates link the Swift runtime statically where they can: a template with
-/// fewer mappings forks faster (see DESIGN.md, "Fork cost is set by the template's page tables").
+/// Small templates link the Swift runtime statically: a template with fewer mappings forks faster
+/// (DESIGN.md, "Fork cost is set by the template's page tables").
 let staticRuntime: [LinkerSetting] = [.unsafeFlags(["-static-stdlib"])]
 
 let package = Package(
@@ -59,14 +59,20 @@ let package = Package(
                 .product(name: "SystemPackage", package: "swift-system"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
-            path: "Benchmarks/ForkKitBench",
+            path: "Benchmarks/ForkKitBench"
+        ),
+        // The small template the benchmarks fork from: no Foundation, Swift runtime linked in.
+        .executableTarget(
+            name: "forkkit-bench-template",
+            dependencies: ["ForkKit"],
+            path: "Benchmarks/BenchTemplate",
             linkerSettings: staticRuntime
         ),
 
         .testTarget(name: "MessagePackTests", dependencies: ["MessagePack"]),
         .testTarget(
             name: "ForkKitTests",
-            dependencies: ["ForkKit", .product(name: "SystemPackage", package: "swift-system")]
+            dependencies: ["ForkKit", "CForkSupport", "MessagePack", .product(name: "SystemPackage", package: "swift-system")]
         ),
     ]
 )

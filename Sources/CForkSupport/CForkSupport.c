@@ -11,7 +11,7 @@
 #include <sys/epoll.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
-#include <sys/signalfd.h>
+#include <poll.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -109,17 +109,44 @@ int forkkit_memfd_create(const char *name) {
     return memfd_create(name, MFD_CLOEXEC);
 }
 
-int forkkit_sigchld_descriptor(void) {
+static volatile sig_atomic_t forkkit_child_changed = 0;
+
+static void forkkit_note_child(int signal) {
+    (void)signal;
+    forkkit_child_changed = 1;
+}
+
+void forkkit_watch_children(void) {
     sigset_t set;
     sigemptyset(&set);
     sigaddset(&set, SIGCHLD);
-    if (sigprocmask(SIG_BLOCK, &set, NULL) != 0) return -1;
-    return signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK);
+    sigprocmask(SIG_BLOCK, &set, NULL);
+    struct sigaction action;
+    memset(&action, 0, sizeof(action));
+    action.sa_handler = forkkit_note_child;
+    action.sa_flags = SA_NOCLDSTOP | SA_RESTART;
+    sigaction(SIGCHLD, &action, NULL);
 }
 
-void forkkit_drain_signal_descriptor(int descriptor) {
-    struct signalfd_siginfo info;
-    while (read(descriptor, &info, sizeof(info)) > 0) {}
+int forkkit_wait_readable_or_child(int descriptor) {
+    sigset_t during;
+    sigprocmask(SIG_SETMASK, NULL, &during);
+    sigdelset(&during, SIGCHLD);
+    struct pollfd watched = { .fd = descriptor, .events = POLLIN };
+    int result = 0;
+    if (!forkkit_child_changed) {
+        int ready = ppoll(&watched, 1, NULL, &during);
+        if (ready < 0 && errno != EINTR) return -1;
+        if (ready > 0 && watched.revents) result |= 1;
+    } else {
+        // A child already changed state: look at the socket without blocking.
+        if (poll(&watched, 1, 0) > 0 && watched.revents) result |= 1;
+    }
+    if (forkkit_child_changed) {
+        forkkit_child_changed = 0;
+        result |= 2;
+    }
+    return result;
 }
 
 int forkkit_epoll_create(void) {

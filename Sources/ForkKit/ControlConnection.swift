@@ -144,7 +144,8 @@ final class ControlConnection: Sendable {
             let count = peeked.withUnsafeMutableBytes { recv(socket, $0.baseAddress, $0.count, Int32(MSG_PEEK | MSG_DONTWAIT)) }
             if count < 0 {
                 if errno == EAGAIN || errno == EINTR { return }
-                return fail(.processGone, "the connection broke: \(String(cString: strerror(errno)))")
+                // A reset means the peer died with unread data; its exit status says more than errno.
+                return fail(.processGone, errno == ECONNRESET ? nil : "broke the connection: \(String(cString: strerror(errno)))")
             }
             if count == 0 { return fail(.processGone, nil) }
 
@@ -234,6 +235,7 @@ final class ControlConnection: Sendable {
             var sentence = "\(state.name) "
             if let reason {
                 sentence += reason
+                if let status { sentence += " and ended with \(status)" }
             } else if let status {
                 sentence += "ended with \(status)"
             } else {

@@ -59,8 +59,15 @@ public final class ForkTemplate: Sendable {
         let (ours, theirs) = try socketPair()
         var spawnedPid: pid_t = 0
         let argv = [path, templateFlag] + arguments
-        let result = withCStrings(argv) { argv in
-            forkkit_spawn_template(path, argv, environ, theirs, &spawnedPid)
+        var result: Int32 = 0
+        for _ in 0..<50 {
+            result = withCStrings(argv) { argv in
+                forkkit_spawn_template(path, argv, environ, theirs, &spawnedPid)
+            }
+            // "Text file busy": a concurrent fork elsewhere in this process briefly holds the freshly
+            // written executable open for writing. It passes within milliseconds.
+            guard result == ETXTBSY else { break }
+            try await Task.sleep(for: .milliseconds(10))
         }
         let pid = spawnedPid
         close(theirs)

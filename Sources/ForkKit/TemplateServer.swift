@@ -19,14 +19,13 @@ struct TemplateServer: ~Copyable {
     /// What a function will receive (inherited by children forked from here).
     private var arguments: [[UInt8]] = []
     private var descriptors: [Int32] = []
-    private let childSignals: Int32
 
     /// Arguments for initializers may be large (a table to load); a control message is refused beyond this.
     static let maximumMessageSize = 64 << 20
 
     /// Serves on `socket` (descriptor 3 in a spawned template) and never returns.
     static func serve(socket: Int32) -> Never {
-        var server = TemplateServer(socket: socket)
+        let server = TemplateServer(socket: socket)
         server.send(.hello(version: ControlMessage.version, pid: getpid()))
         server.loop()
     }
@@ -35,21 +34,17 @@ struct TemplateServer: ~Copyable {
         self.socket = socket
         signal(SIGPIPE, SIG_IGN)
         forkkit_become_subreaper()
-        childSignals = forkkit_sigchld_descriptor()
+        forkkit_watch_children()
     }
 
     private consuming func loop() -> Never {
         var buffer = [UInt8](repeating: 0, count: 64 * 1024)
         var incoming = [Int32](repeating: -1, count: 253)
         while true {
-            var events = [pollfd(fd: socket, events: Int16(POLLIN), revents: 0),
-                          pollfd(fd: childSignals, events: Int16(POLLIN), revents: 0)]
-            if poll(&events, 2, -1) < 0 {
-                if errno == EINTR { continue }
-                leave(status: 70)
-            }
-            if events[1].revents != 0 { reapChildren() }
-            guard events[0].revents != 0 else { continue }
+            let ready = forkkit_wait_readable_or_child(socket)
+            if ready < 0 { leave(status: 70) }
+            if ready & 2 != 0 { reapChildren() }
+            guard ready & 1 != 0 else { continue }
 
             var count: Int32 = 0, truncated: Int32 = 0
             let received = buffer.withUnsafeMutableBytes { bytes in
@@ -163,7 +158,6 @@ struct TemplateServer: ~Copyable {
 
     private mutating func run(name: String, _ body: @Sendable (ChildContext) throws -> Void) -> Never {
         send(.running(pid: getpid()))
-        close(childSignals)
         forkkit_reset_signals()
         SharedMemoryRegion.protectForChild()
         unclaimedDescriptors.forEach { close($0) }
@@ -184,7 +178,6 @@ struct TemplateServer: ~Copyable {
 
     /// Reaps every child that has ended and tells the owner how each ended.
     private func reapChildren() {
-        forkkit_drain_signal_descriptor(childSignals)
         var status: Int32 = 0
         while true {
             let pid = waitpid(-1, &status, WNOHANG)

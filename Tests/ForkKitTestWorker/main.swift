@@ -1,2 +1,108 @@
+// The program that ForkKit's tests start as a template. Each entry point below exercises one verb;
+// the tests talk to it through real sockets and descriptors.
 import ForkKit
-ForkTemplate.bootstrap([])
+import SystemPackage
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Set by the "remember" initializer inside the template; children forked later see it.
+nonisolated(unsafe) var remembered: [UInt8] = []
+
+ForkTemplate.bootstrap([
+    .function("exit-now") { _ in },
+    .function("exit-with-code") { child in
+        exit(Int32(child.argument(0) ?? "") ?? 99)
+    },
+    .function("throwing") { _ in
+        throw TestFailure(message: "deliberate failure")
+    },
+    .function("crash") { _ in
+        // A real invalid memory access, as a buggy function would make.
+        UnsafeMutablePointer<Int>(bitPattern: 8)!.pointee = 1
+    },
+    .function("echo-arguments") { child in
+        let text = child.arguments.map { String(decoding: $0, as: UTF8.self) }.joined(separator: "\n")
+        try child.socket.writeAll(Array(text.utf8))
+    },
+    .function("write-pid-to-descriptors") { child in
+        for descriptor in child.descriptors {
+            try descriptor.writeAll(Array("\(getpid())\n".utf8))
+        }
+    },
+    .function("accept-and-greet") { child in
+        // Serves one connection on the listening socket it was given.
+        let connection = accept(child.descriptors[0].rawValue, nil, nil)
+        guard connection >= 0 else { throw TestFailure(message: "accept failed: errno \(errno)") }
+        try FileDescriptor(rawValue: connection).writeAll(Array("served by \(getpid())\n".utf8))
+        close(connection)
+    },
+    .function("report-remembered") { child in
+        try child.socket.writeAll(remembered)
+    },
+    .function("sum-shared-table") { child in
+        guard let table = SharedMemoryRegion.named("table") else {
+            throw TestFailure(message: "no shared region named table")
+        }
+        let sum = table.bytes.reduce(UInt64(0)) { $0 &+ UInt64($1) }
+        try child.socket.writeAll(Array("\(table.size) \(sum)".utf8))
+    },
+    .function("write-shared-table") { child in
+        SharedMemoryRegion.named("table")!.mutableBytes[0] = 42
+        try child.socket.writeAll(Array("wrote".utf8))
+    },
+    .function("wait-for-eof") { child in
+        // Stays alive until the owner closes the socket, so the tests can inspect the process.
+        var byte: UInt8 = 0
+        while read(child.socket.rawValue, &byte, 1) > 0 {}
+    },
+    .function("sleep-forever") { _ in
+        while true { pause() }
+    },
+    .initializer("remember") { arguments in
+        remembered = arguments.first ?? []
+    },
+    .initializer("make-table") { arguments in
+        let size = Int(String(decoding: arguments[0], as: UTF8.self))!
+        let region = try SharedMemoryRegion.create(name: "table", size: size)
+        for index in 0..<size { region.mutableBytes[index] = UInt8(truncatingIfNeeded: index) }
+    },
+    .initializer("fail") { _ in
+        throw TestFailure(message: "the table file is missing")
+    },
+    .initializer("start-thread") { _ in
+        var thread = pthread_t()
+        pthread_create(&thread, nil, { _ in
+            while true { sleep(1000) }
+        }, nil)
+    },
+])
+
+struct TestFailure: Error, CustomStringConvertible {
+    let message: String
+    var description: String { message }
+}
+
+// Not started as a template: act as an owner process for the tests that need one of their own.
+switch CommandLine.arguments.dropFirst().first {
+case "owner":
+    // For the parent-death test: a template, a busy child and an idle one; prints the pids, then
+    // waits to be killed.
+    let template = try await ForkTemplate.spawn()
+    let child = try await template.fork().run("sleep-forever")
+    let idle = try await template.fork()
+    print("\(template.pid) \(child.pid) \(idle.pid)")
+    fflush(nil)
+    while true { sleep(1000) }
+case "shared":
+    // The lazily started default template (this binary), used twice: one template process serves both.
+    let first = try await ForkTemplate.shared
+    let second = try await ForkTemplate.shared
+    let child = try await first.fork()
+    try await child.send(arguments: ["3"])
+    let status = try await child.run("exit-with-code").exitStatus()
+    print("same-template=\(first === second) status=\(status)")
+default:
+    break
+}

@@ -36,11 +36,13 @@ int forkkit_become_subreaper(void);
 /// memfd_create(name, MFD_CLOEXEC).
 int forkkit_memfd_create(const char *name);
 
-/// Blocks SIGCHLD and returns a close-on-exec, non-blocking signalfd that reports it.
-int forkkit_sigchld_descriptor(void);
+/// Blocks SIGCHLD and installs a handler that notes its arrival, for forkkit_wait_readable_or_child.
+/// (A signal handler and ppoll rather than a signalfd: a template has no descriptor beyond its socket.)
+void forkkit_watch_children(void);
 
-/// Reads and discards every pending signal from a signalfd.
-void forkkit_drain_signal_descriptor(int descriptor);
+/// Waits until `descriptor` is readable or hung up (returns bit 1) and/or a child changed state
+/// (bit 2); SIGCHLD is unblocked only while waiting. Returns -1 on error.
+int forkkit_wait_readable_or_child(int descriptor);
 
 /// epoll_create1(EPOLL_CLOEXEC).
 int forkkit_epoll_create(void);

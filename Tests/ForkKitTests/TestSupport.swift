@@ -1,0 +1,92 @@
+import ForkKit
+import Foundation
+import SystemPackage
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Paths of what the package builds for the tests, next to the test bundle.
+enum Built {
+    static var directory: String {
+        let executable = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? ""
+        return (executable as NSString).deletingLastPathComponent
+    }
+
+    /// The test worker: a ForkKit program whose entry points the tests run.
+    static var worker: String { directory + "/forkkit-test-worker" }
+    /// The plugin library.
+    static var plugin: String { directory + "/libForkKitTestPlugin.so" }
+}
+
+struct TestTimeout: Error, CustomStringConvertible {
+    let description: String
+}
+
+/// Reads until end of stream, failing after `seconds` rather than hanging the suite.
+func readAll(_ descriptor: FileDescriptor, seconds: Double = 10) throws -> String {
+    var output: [UInt8] = []
+    var buffer = [UInt8](repeating: 0, count: 4096)
+    let deadline = Date().addingTimeInterval(seconds)
+    while true {
+        var watched = pollfd(fd: descriptor.rawValue, events: Int16(POLLIN), revents: 0)
+        let remaining = Int32(max(0, deadline.timeIntervalSinceNow * 1000))
+        guard poll(&watched, 1, remaining) > 0 else {
+            throw TestTimeout(description: "no end of stream within \(seconds) s; read so far: \(String(decoding: output, as: UTF8.self))")
+        }
+        let count = read(descriptor.rawValue, &buffer, buffer.count)
+        if count <= 0 { break }
+        output += buffer.prefix(count)
+    }
+    return String(decoding: output, as: UTF8.self)
+}
+
+/// The descriptor numbers a process has open.
+func openDescriptors(of pid: Int32) throws -> [Int32] {
+    try FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/fd").compactMap { Int32($0) }.sorted()
+}
+
+/// Whether `pid` is gone or a zombie (dead, but not yet reaped by its parent).
+func isDead(_ pid: Int32) -> Bool {
+    guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8) else { return true }
+    guard let close = stat.lastIndex(of: ")") else { return true }
+    let state = stat[stat.index(close, offsetBy: 2)]
+    return state == "Z" || state == "X"
+}
+
+/// Whether `pid` no longer exists at all (exited and reaped).
+func isReaped(_ pid: Int32) -> Bool {
+    !FileManager.default.fileExists(atPath: "/proc/\(pid)")
+}
+
+/// Polls `condition` every 10 ms for up to `seconds`.
+func eventually(within seconds: Double, _ condition: () -> Bool) async -> Bool {
+    let deadline = Date().addingTimeInterval(seconds)
+    while Date() < deadline {
+        if condition() { return true }
+        try? await Task.sleep(for: .milliseconds(10))
+    }
+    return condition()
+}
+
+/// A template of the test worker.
+func workerTemplate() async throws -> ForkTemplate {
+    try await ForkTemplate.spawn(executable: Built.worker)
+}
+
+/// Runs the test worker as a plain program with `arguments`, returning its process and stdout pipe.
+func startWorkerProgram(_ arguments: [String]) throws -> (Process, Pipe) {
+    let process = Process()
+    process.executableURL = URL(fileURLWithPath: Built.worker)
+    process.arguments = arguments
+    let output = Pipe()
+    process.standardOutput = output
+    try process.run()
+    return (process, output)
+}
+
+/// A pipe as two descriptors.
+func makePipe() throws -> (read: FileDescriptor, write: FileDescriptor) {
+    let pipe = try FileDescriptor.pipe()
+    return (pipe.readEnd, pipe.writeEnd)
+}
