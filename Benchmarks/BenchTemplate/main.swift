@@ -1,2 +1,24 @@
+// The template that `forkkit-bench` forks from: only ForkKit, the Swift runtime linked in statically,
+// so that its page tables stay small (DESIGN.md: fork cost is set by the template's mappings).
 import ForkKit
-ForkTemplate.bootstrap([])
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Memory an initializer touched on the ordinary heap; kept so it stays mapped.
+nonisolated(unsafe) var privateHeap: UnsafeMutableRawPointer?
+
+ForkTemplate.bootstrap([
+    .function("exit-now") { _ in },
+    .initializer("shared-region") { arguments in
+        let megabytes = Int(String(decoding: arguments[0], as: UTF8.self)) ?? 0
+        let region = try SharedMemoryRegion.create(name: "data", size: megabytes << 20)
+        memset(region.mutableBytes.baseAddress!, 1, region.size)
+    },
+    .initializer("private-heap") { arguments in
+        let megabytes = Int(String(decoding: arguments[0], as: UTF8.self)) ?? 0
+        privateHeap = malloc(megabytes << 20)
+        memset(privateHeap!, 1, megabytes << 20)
+    },
+])

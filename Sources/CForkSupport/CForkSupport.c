@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
 #include <poll.h>
@@ -110,6 +111,8 @@ int forkkit_memfd_create(const char *name) {
 }
 
 static volatile sig_atomic_t forkkit_child_changed = 0;
+/// The signal mask while waiting: the usual one without SIGCHLD.
+static sigset_t forkkit_waiting_mask;
 
 static void forkkit_note_child(int signal) {
     (void)signal;
@@ -121,6 +124,8 @@ void forkkit_watch_children(void) {
     sigemptyset(&set);
     sigaddset(&set, SIGCHLD);
     sigprocmask(SIG_BLOCK, &set, NULL);
+    sigprocmask(SIG_SETMASK, NULL, &forkkit_waiting_mask);
+    sigdelset(&forkkit_waiting_mask, SIGCHLD);
     struct sigaction action;
     memset(&action, 0, sizeof(action));
     action.sa_handler = forkkit_note_child;
@@ -129,13 +134,10 @@ void forkkit_watch_children(void) {
 }
 
 int forkkit_wait_readable_or_child(int descriptor) {
-    sigset_t during;
-    sigprocmask(SIG_SETMASK, NULL, &during);
-    sigdelset(&during, SIGCHLD);
     struct pollfd watched = { .fd = descriptor, .events = POLLIN };
     int result = 0;
     if (!forkkit_child_changed) {
-        int ready = ppoll(&watched, 1, NULL, &during);
+        int ready = ppoll(&watched, 1, NULL, &forkkit_waiting_mask);
         if (ready < 0 && errno != EINTR) return -1;
         if (ready > 0 && watched.revents) result |= 1;
     } else {
@@ -162,13 +164,29 @@ int forkkit_epoll_remove(int epoll, int descriptor) {
     return epoll_ctl(epoll, EPOLL_CTL_DEL, descriptor, NULL);
 }
 
-int forkkit_epoll_wait(int epoll, int *descriptors, int capacity) {
+int forkkit_epoll_wait(int epoll, int *descriptors, int capacity, int timeout) {
     struct epoll_event events[64];
     if (capacity > 64) capacity = 64;
     int count;
-    do { count = epoll_wait(epoll, events, capacity, -1); } while (count < 0 && errno == EINTR);
+    do { count = epoll_wait(epoll, events, capacity, timeout); } while (count < 0 && errno == EINTR);
     for (int index = 0; index < count; index++) descriptors[index] = events[index].data.fd;
     return count;
+}
+
+int forkkit_eventfd(void) {
+    return eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+}
+
+void forkkit_eventfd_signal(int descriptor) {
+    uint64_t one = 1;
+    ssize_t ignored = write(descriptor, &one, sizeof(one));
+    (void)ignored;
+}
+
+void forkkit_eventfd_drain(int descriptor) {
+    uint64_t value;
+    ssize_t ignored = read(descriptor, &value, sizeof(value));
+    (void)ignored;
 }
 
 void forkkit_reset_signals(void) {

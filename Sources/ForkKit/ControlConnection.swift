@@ -19,13 +19,14 @@ final class ControlConnection: Sendable {
     let rootID: ObjectIdentifier?
     private let pidToReap: Int32?
     private let sendOrder = Mutex<Void>(())
+    /// A template's first message; not a reply to anything.
+    private let helloReply = PendingReply()
     private let state: Mutex<State>
 
     private struct State {
         var name: String
-        var waiting: [CheckedContinuation<ControlMessage, any Error>] = []
-        var helloWaiter: CheckedContinuation<ControlMessage, any Error>?
-        var hello: ControlMessage?
+        var waiting: [PendingReply] = []
+        var saidHello = false
         var partial: [UInt8] = []
         var failure: ForkError?
         var handedOver = false
@@ -66,51 +67,44 @@ final class ControlConnection: Sendable {
 
     /// Waits for the template's `hello`.
     func hello() async throws -> ControlMessage {
-        try await withCheckedThrowingContinuation { continuation in
-            let ready: Result<ControlMessage, ForkError>? = state.withLock { state in
-                if let hello = state.hello { return .success(hello) }
-                if let failure = state.failure { return .failure(failure) }
-                state.helloWaiter = continuation
-                return nil
-            }
-            if let ready { continuation.resume(with: ready) }
-        }
+        try await helloReply.value()
     }
 
-    var hasSaidHello: Bool { state.withLock { $0.hello != nil } }
+    var hasSaidHello: Bool { state.withLock { $0.saidHello } }
 
     /// Sends a command (with `descriptors` attached) and returns its reply; an `error` reply is thrown.
     @discardableResult
     func request(_ message: ControlMessage, descriptors: [Int32] = []) async throws -> ControlMessage {
+        try await submit(message, descriptors: descriptors).value()
+    }
+
+    /// Sends a command (with `descriptors` attached) without waiting for its reply.
+    func submit(_ message: ControlMessage, descriptors: [Int32] = []) -> PendingReply {
         let bytes = message.encoded
-        let reply: ControlMessage = try await withCheckedThrowingContinuation { continuation in
-            sendOrder.withLock { _ in
-                let failure: ForkError? = state.withLock { state in
-                    if let failure = state.failure { return failure }
-                    if state.handedOver {
-                        return ForkError(.invalidState, "\(state.name) is already running a function; it takes no more commands")
-                    }
-                    state.waiting.append(continuation)
-                    return nil
+        return sendOrder.withLock { _ in
+            let reply = PendingReply()
+            let failure: ForkError? = state.withLock { state in
+                if let failure = state.failure { return failure }
+                if state.handedOver {
+                    return ForkError(.invalidState, "\(state.name) is already running a function; it takes no more commands")
                 }
-                if let failure { return continuation.resume(throwing: failure) }
-                let sent = bytes.withUnsafeBytes { raw in
-                    forkkit_send_with_descriptors(socket, raw.baseAddress, raw.count, descriptors, Int32(descriptors.count))
-                }
-                if sent < 0 {
-                    // The reader will see the end of the stream too and fail every waiter, this one included.
-                    let error = errno
-                    shutdown(socket, Int32(SHUT_RDWR))
-                    noteBeforeFailure("sending '\(message.value.arrayValue?.first?.stringValue ?? "")' failed: \(String(cString: strerror(error)))")
-                } else if sent < bytes.count {
-                    bytes.withUnsafeBytes { raw in sendRemainder(raw, from: sent) }
-                }
+                state.waiting.append(reply)
+                return nil
             }
+            if let failure { return PendingReply(failure: failure) }
+            let sent = bytes.withUnsafeBytes { raw in
+                forkkit_send_with_descriptors(socket, raw.baseAddress, raw.count, descriptors, Int32(descriptors.count))
+            }
+            if sent < 0 {
+                // The reader then sees the end of the stream and fails every waiter, this one included.
+                let error = errno
+                noteBeforeFailure("sending '\(message.value.arrayValue?.first?.stringValue ?? "")' failed: \(String(cString: strerror(error)))")
+                shutdown(socket, Int32(SHUT_RDWR))
+            } else if sent < bytes.count {
+                bytes.withUnsafeBytes { raw in sendRemainder(raw, from: sent) }
+            }
+            return reply
         }
-        if case .error(let code, let text) = reply {
-            throw ForkError(ForkError.Kind(rawValue: code) ?? .protocolViolation, text)
-        }
-        return reply
     }
 
     private func sendRemainder(_ bytes: UnsafeRawBufferPointer, from start: Int) {
@@ -190,12 +184,8 @@ final class ControlConnection: Sendable {
             ChildExitBook.record(pid: pid, status: status)
             return true
         case .hello:
-            let waiter: CheckedContinuation<ControlMessage, any Error>? = state.withLock { state in
-                state.hello = message
-                defer { state.helloWaiter = nil }
-                return state.helloWaiter
-            }
-            waiter?.resume(returning: message)
+            state.withLock { $0.saidHello = true }
+            helloReply.resolve(.success(message))
             return true
         case .forked(let pid):
             ChildExitBook.expect(pid: pid, family: familyID)
@@ -205,14 +195,14 @@ final class ControlConnection: Sendable {
         default:
             break
         }
-        let waiter: CheckedContinuation<ControlMessage, any Error>? = state.withLock { state in
+        let waiter: PendingReply? = state.withLock { state in
             state.waiting.isEmpty ? nil : state.waiting.removeFirst()
         }
         guard let waiter else {
             fail(.protocolViolation, "it sent a reply that no request asked for")
             return false
         }
-        waiter.resume(returning: message)
+        waiter.resolve(.success(message))
         return !state.withLock { $0.handedOver }
     }
 
@@ -231,7 +221,7 @@ final class ControlConnection: Sendable {
         DescriptorMonitor.shared.unwatch(socket)
         if kind == .protocolViolation { shutdown(socket, Int32(SHUT_RDWR)) }
         let status = pidToReap.flatMap(Self.reap)
-        let (waiters, error): ([CheckedContinuation<ControlMessage, any Error>], ForkError) = state.withLock { state in
+        let (waiters, error): ([PendingReply], ForkError) = state.withLock { state in
             var sentence = "\(state.name) "
             if let reason {
                 sentence += reason
@@ -244,17 +234,14 @@ final class ControlConnection: Sendable {
             if let note = state.note { sentence += "; \(note)" }
             let error = ForkError(kind, sentence)
             state.failure = error
-            var waiters = state.waiting
-            if let hello = state.helloWaiter { waiters.append(hello) }
-            state.waiting = []
-            state.helloWaiter = nil
-            return (waiters, error)
+            defer { state.waiting = [] }
+            return (state.waiting + [helloReply], error)
         }
         if rootID == nil {
             // The template's children die with it (their parent-death signal); nobody will report them.
             ChildExitBook.templateEnded(family: ObjectIdentifier(self), error: error)
         }
-        for waiter in waiters { waiter.resume(throwing: error) }
+        for waiter in waiters { waiter.resolve(.failure(error)) }
     }
 
     /// Waits for a process that closed its socket to exit; kills it if it lingers.

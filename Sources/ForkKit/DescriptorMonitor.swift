@@ -5,13 +5,19 @@ import Synchronization
 import Glibc
 #endif
 
-/// One background thread that watches descriptors with epoll and calls a handler when one is readable.
+/// One background thread that watches descriptors with epoll, calls a handler when one is readable,
+/// and runs the tasks that prefer it as their executor.
 ///
 /// Connections to templates and not-yet-running children must be read as soon as anything arrives
 /// (replies, and notices of exited children that would otherwise fill the socket and block the
 /// template), without tying up a thread of Swift's cooperative pool. One thread serves them all.
-/// Handlers run on that thread and must not block.
-final class DescriptorMonitor: Sendable {
+///
+/// It is also a `TaskExecutor`: a task that prefers it is resumed on this thread right where the
+/// reply was read, instead of being handed to another thread (every hop between threads costs a
+/// wake-up, about 20-50 us on these machines; DESIGN.md, "The parent side"). ForkKit's own waits
+/// prefer it; callers may too, with `withTaskExecutorPreference(ForkTemplate.ioExecutor)`.
+/// Handlers and jobs run on this one thread: they must not block.
+final class DescriptorMonitor: TaskExecutor, Sendable {
     /// Called when the descriptor is readable (or hung up). A handler that is done calls `unwatch`
     /// itself, before it resumes anyone who might close the descriptor.
     typealias Handler = @Sendable () -> Void
@@ -19,11 +25,22 @@ final class DescriptorMonitor: Sendable {
     static let shared = DescriptorMonitor()
 
     private let epoll: Int32
+    private let wakeup: Int32
     private let handlers = Mutex<[Int32: Handler]>([:])
+
+    private struct Jobs {
+        var queue: [UnownedJob] = []
+        /// True while the thread waits in epoll: a new job must then write to `wakeup`.
+        var sleeping = false
+    }
+
+    private let jobs = Mutex(Jobs())
 
     private init() {
         epoll = forkkit_epoll_create()
-        precondition(epoll >= 0, "epoll_create1 failed: errno \(errno)")
+        wakeup = forkkit_eventfd()
+        precondition(epoll >= 0 && wakeup >= 0, "cannot create the ForkKit monitor's epoll or eventfd: errno \(errno)")
+        forkkit_epoll_add(epoll, wakeup)
         var thread = pthread_t()
         let result = pthread_create(&thread, nil, { _ in
             DescriptorMonitor.shared.run()
@@ -48,12 +65,36 @@ final class DescriptorMonitor: Sendable {
         forkkit_epoll_remove(epoll, descriptor)
     }
 
+    func enqueue(_ job: consuming ExecutorJob) {
+        let job = UnownedJob(job)
+        let mustWake = jobs.withLock { jobs in
+            jobs.queue.append(job)
+            defer { jobs.sleeping = false }
+            return jobs.sleeping
+        }
+        if mustWake { forkkit_eventfd_signal(wakeup) }
+    }
+
     private func run() -> Never {
         var ready = [Int32](repeating: -1, count: 64)
         while true {
-            let count = forkkit_epoll_wait(epoll, &ready, Int32(ready.count))
+            let batch = jobs.withLock { jobs in
+                defer { jobs.queue = [] }
+                jobs.sleeping = jobs.queue.isEmpty
+                return jobs.queue
+            }
+            for job in batch {
+                job.runSynchronously(on: asUnownedTaskExecutor())
+            }
+            // With jobs just run, more may be queued: only look at descriptors, do not sleep.
+            let count = forkkit_epoll_wait(epoll, &ready, Int32(ready.count), batch.isEmpty ? -1 : 0)
+            jobs.withLock { $0.sleeping = false }
             guard count > 0 else { continue }
             for descriptor in ready.prefix(Int(count)) {
+                if descriptor == wakeup {
+                    forkkit_eventfd_drain(wakeup)
+                    continue
+                }
                 guard let handler = handlers.withLock({ $0[descriptor] }) else { continue }
                 handler()
             }

@@ -21,6 +21,11 @@ extension ForkTemplate {
         ForkRegistry.register(entryPoints)
         let arguments = CommandLine.arguments
         guard arguments.count > 1, arguments[1] == templateFlag else { return }
+        if getenv(bindNowMarker) != nil {
+            // The loader has done its work; programs that children exec should start as usual.
+            unsetenv("LD_BIND_NOW")
+            unsetenv(bindNowMarker)
+        }
         TemplateServer.serve(socket: 3)
     }
 }

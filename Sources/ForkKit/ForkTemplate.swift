@@ -59,10 +59,13 @@ public final class ForkTemplate: Sendable {
         let (ours, theirs) = try socketPair()
         var spawnedPid: pid_t = 0
         let argv = [path, templateFlag] + arguments
+        let environment = templateEnvironment()
         var result: Int32 = 0
         for _ in 0..<50 {
             result = withCStrings(argv) { argv in
-                forkkit_spawn_template(path, argv, environ, theirs, &spawnedPid)
+                withCStrings(environment) { envp in
+                    forkkit_spawn_template(path, argv, envp, theirs, &spawnedPid)
+                }
             }
             // "Text file busy": a concurrent fork elsewhere in this process briefly holds the freshly
             // written executable open for writing. It passes within milliseconds.
@@ -98,6 +101,26 @@ public final class ForkTemplate: Sendable {
             throw ForkError(.notATemplate, "\(path) speaks control protocol \(hello), this library speaks version \(ControlMessage.version); rebuild both from the same ForkKit")
         }
         return ForkTemplate(pid: pid, connection: connection, parent: nil)
+    }
+
+    /// Set in a template's environment when ForkKit added `LD_BIND_NOW`, so that the template can
+    /// remove both before any child execs another program.
+    static let bindNowMarker = "FORKKIT_ADDED_LD_BIND_NOW"
+
+    /// This process's environment, plus `LD_BIND_NOW=1`: the dynamic loader then resolves every
+    /// symbol when the template starts, instead of every child resolving (and copying the pages of)
+    /// the symbols it is first to call. Measured: about 20% more forks per second.
+    private static func templateEnvironment() -> [String] {
+        var environment: [String] = []
+        var pointer = environ
+        while let entry = pointer.pointee {
+            environment.append(String(cString: entry))
+            pointer += 1
+        }
+        if !environment.contains(where: { $0.hasPrefix("LD_BIND_NOW=") }) {
+            environment += ["LD_BIND_NOW=1", "\(bindNowMarker)=1"]
+        }
+        return environment
     }
 
     private static let sharedTemplate = Mutex<Task<ForkTemplate, any Error>?>(nil)
@@ -182,10 +205,8 @@ public final class ForkTemplate: Sendable {
     /// later receives them, as does every child forked from this process afterwards, so a listening
     /// socket sent once to a template reaches every child.
     public func send(descriptors: [FileDescriptor]) async throws {
-        guard !descriptors.isEmpty else { return }
-        for chunk in stride(from: 0, to: descriptors.count, by: 253) {
-            let part = descriptors[chunk..<min(chunk + 253, descriptors.count)].map(\.rawValue)
-            try await connection.request(.descriptors(count: part.count), descriptors: part)
+        for reply in Self.submit(descriptors: descriptors, on: connection) {
+            try await reply.value()
         }
     }
 
@@ -195,23 +216,30 @@ public final class ForkTemplate: Sendable {
     ///   is busy (`PR_SET_PDEATHSIG`); `nil` for none. An idle child exits on its own when its owner
     ///   goes away.
     public func fork(parentDeathSignal: Int32? = SIGKILL) async throws -> ForkTemplate {
-        let (ours, theirs) = try Self.socketPair()
-        let reply: ControlMessage
-        do {
-            reply = try await connection.request(.fork(parentDeathSignal: parentDeathSignal ?? 0), descriptors: [theirs])
-            close(theirs)
-        } catch {
-            close(theirs)
-            close(ours)
-            throw error
-        }
-        guard case .forked(let pid) = reply else {
-            close(ours)
-            throw ForkError(.protocolViolation, "process \(self.pid) answered 'fork' with \(reply)")
-        }
-        let child = ControlConnection(socket: ours, name: "child \(pid)", pidToReap: nil, rootID: connection.familyID)
-        child.start()
-        return ForkTemplate(pid: pid, connection: child, parent: self)
+        let (forked, child) = try submitFork(parentDeathSignal: parentDeathSignal)
+        return try await forkedChild(forked, child)
+    }
+
+    /// Forks a new child and runs `function` in it, with `arguments` and `descriptors` added to what
+    /// this process already holds: the common case in one call (Perl's `fork->send_arg->run`).
+    ///
+    /// Every command is queued before any reply is awaited, so this costs one wait, not four.
+    ///
+    /// ```swift
+    /// let child = try await template.fork(running: "resize", arguments: ["photo.jpg"])
+    /// let status = try await child.exitStatus()
+    /// ```
+    public func fork(
+        running function: String, arguments: [[UInt8]] = [], descriptors: [FileDescriptor] = [],
+        parentDeathSignal: Int32? = SIGKILL
+    ) async throws -> RunningChild {
+        let (forked, child) = try submitFork(parentDeathSignal: parentDeathSignal)
+        var replies = Self.submit(descriptors: descriptors, on: child)
+        if !arguments.isEmpty { replies.append(child.submit(.arguments(arguments))) }
+        replies.append(child.submit(.run(name: function)))
+        let handle = try await forkedChild(forked, child)
+        for reply in replies { try await reply.value() }
+        return RunningChild(pid: handle.pid, socket: FileDescriptor(rawValue: child.takeSocket()), keeping: handle)
     }
 
     /// Runs the registered function `name` in this process, which from then on belongs to the
@@ -224,7 +252,49 @@ public final class ForkTemplate: Sendable {
         return RunningChild(pid: pid, socket: FileDescriptor(rawValue: connection.takeSocket()), keeping: self)
     }
 
+    /// Asks this process to fork, handing it the child's end of a new socket; returns the pending
+    /// `forked` reply and the connection to the child-to-be, which is read from now on.
+    private func submitFork(parentDeathSignal: Int32?) throws -> (PendingReply, ControlConnection) {
+        let (ours, theirs) = try Self.socketPair()
+        let forked = connection.submit(.fork(parentDeathSignal: parentDeathSignal ?? 0), descriptors: [theirs])
+        // The descriptor is in flight (or the request failed); either way this copy is done with.
+        close(theirs)
+        let child = ControlConnection(socket: ours, name: "child of process \(pid)", pidToReap: nil, rootID: connection.familyID)
+        child.start()
+        return (forked, child)
+    }
+
+    private func forkedChild(_ forked: PendingReply, _ child: ControlConnection) async throws -> ForkTemplate {
+        let reply = try await forked.value()
+        guard case .forked(let childPid) = reply else {
+            throw ForkError(.protocolViolation, "process \(pid) answered 'fork' with \(reply)")
+        }
+        child.rename("child \(childPid)")
+        return ForkTemplate(pid: childPid, connection: child, parent: self)
+    }
+
+    /// Queues `descriptors` in messages of at most 253 (the kernel's limit for one message).
+    private static func submit(descriptors: [FileDescriptor], on connection: ControlConnection) -> [PendingReply] {
+        stride(from: 0, to: descriptors.count, by: 253).map { start in
+            let part = descriptors[start..<min(start + 253, descriptors.count)].map(\.rawValue)
+            return connection.submit(.descriptors(count: part.count), descriptors: part)
+        }
+    }
+
     // MARK: - Helpers
+
+    /// The thread that reads every control connection, as a task executor.
+    ///
+    /// A task that prefers it resumes right where its reply was read, without waking another
+    /// thread; wrap a tight loop of forks in it for the lowest latency. Do not block in it: it
+    /// reads for every template and child of the process.
+    ///
+    /// ```swift
+    /// try await withTaskExecutorPreference(ForkTemplate.ioExecutor) {
+    ///     for _ in 0..<1000 { _ = try await template.fork(running: "work").exitStatus() }
+    /// }
+    /// ```
+    public static var ioExecutor: any TaskExecutor { DescriptorMonitor.shared }
 
     static func socketPair() throws(ForkError) -> (Int32, Int32) {
         var pair: [Int32] = [-1, -1]

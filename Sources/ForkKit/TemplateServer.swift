@@ -19,6 +19,11 @@ struct TemplateServer: ~Copyable {
     /// What a function will receive (inherited by children forked from here).
     private var arguments: [[UInt8]] = []
     private var descriptors: [Int32] = []
+    /// Whether code other than this loop has run since the thread count was last seen to be 1.
+    /// Only such code (the program before `bootstrap`, an initializer, a plugin) can start a thread:
+    /// this loop never does, so the count is read only after it, not on every fork.
+    private var mayHaveThreads = true
+    private var pid = getpid()
 
     /// Arguments for initializers may be large (a table to load); a control message is refused beyond this.
     static let maximumMessageSize = 64 << 20
@@ -26,8 +31,26 @@ struct TemplateServer: ~Copyable {
     /// Serves on `socket` (descriptor 3 in a spawned template) and never returns.
     static func serve(socket: Int32) -> Never {
         let server = TemplateServer(socket: socket)
+        warmUpChildPath()
         server.send(.hello(version: ControlMessage.version, pid: getpid()))
         server.loop()
+    }
+
+    /// Runs, once, what every child runs right after the fork: reading a `run` command, answering it,
+    /// and building a ``ChildContext``.
+    ///
+    /// A child's memory starts as the template's. Type metadata that Swift's runtime instantiates on
+    /// first use would otherwise be built again in every child (a page fault and a copy for each page
+    /// it writes); built here, it is inherited ready. This roughly halves a child's page faults.
+    private static func warmUpChildPath() {
+        let run = ControlMessage.run(name: "warm-up")
+        var reader = MessagePackFrameReader(maximumMessageSize: maximumMessageSize)
+        reader.append(run.encoded)
+        if let value = try? reader.next() { _ = try? ControlMessage(value) }
+        _ = ControlMessage.running(pid: getpid()).encoded
+        _ = ForkRegistry.entry(named: "warm-up")
+        _ = ChildContext(socket: FileDescriptor(rawValue: -1), arguments: [[0]], descriptors: [FileDescriptor(rawValue: -1)])
+        SharedMemoryRegion.protectForChild()
     }
 
     private init(socket: Int32) {
@@ -74,6 +97,7 @@ struct TemplateServer: ~Copyable {
     private mutating func handle(_ message: ControlMessage) {
         switch message {
         case .load(let path):
+            mayHaveThreads = true
             do {
                 try ForkRegistry.loadPlugin(at: path)
                 send(.ok)
@@ -84,6 +108,7 @@ struct TemplateServer: ~Copyable {
             guard case .initializer(let body) = ForkRegistry.entry(named: name)?.body else {
                 refuse(unknown: name, kind: "initializer")
             }
+            mayHaveThreads = true
             do {
                 try body(initializerArguments)
                 send(.ok)
@@ -122,18 +147,19 @@ struct TemplateServer: ~Copyable {
     }
 
     private mutating func fork(childSocket: Int32, parentDeathSignal: Int32) {
-        let threads = forkkit_thread_count()
+        let threads = mayHaveThreads ? forkkit_thread_count() : 1
+        mayHaveThreads = threads != 1
         guard threads == 1 else {
             close(childSocket)
             return send(.error(
                 code: ForkError.Kind.forkRefused.rawValue,
-                message: "process \(getpid()) has \(threads) threads, so fork() is unsafe and was refused; "
+                message: "process \(pid) has \(threads) threads, so fork() is unsafe and was refused; "
                     + "initializers must not leave threads (Dispatch, Task, Thread) running in a template"))
         }
-        let templatePid = getpid()
+        let templatePid = pid
         fflush(nil)
-        let pid = Glibc.fork()
-        switch pid {
+        let childPid = Glibc.fork()
+        switch childPid {
         case -1:
             let error = errno
             close(childSocket)
@@ -145,6 +171,7 @@ struct TemplateServer: ~Copyable {
                 forkkit_set_parent_death_signal(parentDeathSignal)
                 if getppid() != templatePid { _exit(0) }
             }
+            pid = getpid()
             close(socket)
             unclaimedDescriptors.forEach { close($0) }
             unclaimedDescriptors = []
@@ -152,12 +179,12 @@ struct TemplateServer: ~Copyable {
             reader = MessagePackFrameReader(maximumMessageSize: Self.maximumMessageSize)
         default:
             close(childSocket)
-            send(.forked(pid: pid))
+            send(.forked(pid: childPid))
         }
     }
 
     private mutating func run(name: String, _ body: @Sendable (ChildContext) throws -> Void) -> Never {
-        send(.running(pid: getpid()))
+        send(.running(pid: pid))
         forkkit_reset_signals()
         SharedMemoryRegion.protectForChild()
         unclaimedDescriptors.forEach { close($0) }
@@ -167,7 +194,7 @@ struct TemplateServer: ~Copyable {
         do {
             try body(context)
             fflush(nil)
-            exit(0)
+            _exit(0)
         } catch {
             let report = "forkkit: function '\(name)' failed in process \(getpid()): \(error)\n"
             _ = try? FileDescriptor.standardError.writeAll(Array(report.utf8))

@@ -53,8 +53,18 @@ int forkkit_epoll_add(int epoll, int descriptor);
 /// Removes `descriptor` from `epoll`.
 int forkkit_epoll_remove(int epoll, int descriptor);
 
-/// epoll_wait() without timeout; stores up to `capacity` ready descriptors. Returns their number or -1.
-int forkkit_epoll_wait(int epoll, int *descriptors, int capacity);
+/// epoll_wait() for up to `timeout` ms (-1: no limit); stores up to `capacity` ready descriptors.
+/// Returns their number or -1.
+int forkkit_epoll_wait(int epoll, int *descriptors, int capacity, int timeout);
+
+/// eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK).
+int forkkit_eventfd(void);
+
+/// Adds one to an eventfd.
+void forkkit_eventfd_signal(int descriptor);
+
+/// Resets an eventfd to zero.
+void forkkit_eventfd_drain(int descriptor);
 
 /// Unblocks every signal and resets SIGCHLD and SIGPIPE to their defaults (for a child about to run code).
 void forkkit_reset_signals(void);

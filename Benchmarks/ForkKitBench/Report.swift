@@ -1,0 +1,90 @@
+import Foundation
+
+/// What one benchmark measured: raw medians (unit in the name), peers that were skipped and why,
+/// and the issue targets, each a ratio of two medians from this same run.
+struct Report {
+    struct Target {
+        let name: String
+        let value: Double?
+        let target: Double
+        let explanation: String
+        var met: Bool? { value.map { $0 >= target } }
+    }
+
+    let benchmark: String
+    var metrics: [(name: String, value: Double)] = []
+    var skipped: [(name: String, reason: String)] = []
+    var targets: [Target] = []
+    var notes: [String] = []
+
+    mutating func record(_ name: String, _ value: Double) { metrics.append((name, value)) }
+
+    func metric(_ name: String) -> Double? { metrics.first { $0.name == name }?.value }
+
+    /// Adds a target `numerator / denominator >= goal`, or one without value if either is missing.
+    mutating func target(_ name: String, _ numerator: String, over denominator: String, atLeast goal: Double, _ explanation: String) {
+        let value: Double? = if let top = metric(numerator), let bottom = metric(denominator), bottom > 0 { top / bottom } else { nil }
+        targets.append(Target(name: name, value: value, target: goal, explanation: explanation))
+    }
+
+    func printTable() {
+        print("\n\(benchmark) — \(Machine.description), \(Machine.date)")
+        let width = max(metrics.map(\.name.count).max() ?? 0, skipped.map(\.name.count).max() ?? 0)
+        print("\nmedian of rounds:")
+        for (name, value) in metrics {
+            print("  \(name.padding(toLength: width, withPad: " ", startingAt: 0))  \(String(format: "%12.1f", value))")
+        }
+        for (name, reason) in skipped {
+            print("  \(name.padding(toLength: width, withPad: " ", startingAt: 0))  skipped: \(reason)")
+        }
+        print("\ntargets (ratios within this run):")
+        for target in targets {
+            let value = target.value.map { String(format: "%.2f", $0) } ?? "n/a"
+            let verdict = target.met.map { $0 ? "met" : "NOT met" } ?? "not measured"
+            print("  \(target.name): \(value) (target >= \(target.target)) \(verdict) — \(target.explanation)")
+        }
+        for note in notes { print("note: \(note)") }
+    }
+
+    func printJSON() throws {
+        var metricsObject: [String: Double] = [:]
+        for (name, value) in metrics { metricsObject[name] = (value * 10).rounded() / 10 }
+        var targetsObject: [String: Any] = [:]
+        for target in targets {
+            targetsObject[target.name] = [
+                "value": target.value.map { ($0 * 100).rounded() / 100 } as Any? ?? NSNull(),
+                "target": target.target,
+                "met": target.met as Any? ?? NSNull(),
+            ]
+        }
+        let object: [String: Any] = [
+            "benchmark": benchmark, "machine": Machine.description, "date": Machine.date,
+            "metrics": metricsObject, "targets": targetsObject,
+            "skipped": Dictionary(uniqueKeysWithValues: skipped.map { ($0.name, $0.reason) }),
+        ]
+        let data = try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])
+        print(String(decoding: data, as: UTF8.self))
+    }
+}
+
+/// The median of a non-empty list.
+func median(_ values: [Double]) -> Double {
+    let sorted = values.sorted()
+    let middle = sorted.count / 2
+    return sorted.count % 2 == 1 ? sorted[middle] : (sorted[middle - 1] + sorted[middle]) / 2
+}
+
+/// The machine, as a benchmark report names it.
+enum Machine {
+    static var description: String {
+        let cpu = (try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8))?
+            .split(separator: "\n").first { $0.hasPrefix("model name") }?
+            .split(separator: ":").last?.trimmingCharacters(in: .whitespaces) ?? "unknown CPU"
+        var name = utsname()
+        uname(&name)
+        let kernel = withUnsafeBytes(of: &name.release) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+        return "\(ProcessInfo.processInfo.activeProcessorCount) x \(cpu), Linux \(kernel)"
+    }
+
+    static var date: String { ISO8601DateFormatter().string(from: Date()) }
+}
