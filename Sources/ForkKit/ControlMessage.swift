@@ -12,6 +12,10 @@ enum ControlMessage: Equatable, Sendable {
     case descriptors(count: Int)
     /// Carries the new child's socket as SCM_RIGHTS; `parentDeathSignal` 0 means none.
     case fork(parentDeathSignal: Int32)
+    /// Forks a child that at once runs `function` with `arguments` and `descriptorCount` descriptors
+    /// added; SCM_RIGHTS carries the child's socket, then those descriptors. Nothing travels on the
+    /// child's socket before the function owns it.
+    case forkRun(parentDeathSignal: Int32, function: String, arguments: [[UInt8]], descriptorCount: Int)
     case run(name: String)
 
     // Process → owner.
@@ -32,6 +36,8 @@ enum ControlMessage: Equatable, Sendable {
         case .arguments(let arguments): ["arguments", .array(arguments.map(MessagePackValue.binary))]
         case .descriptors(let count): ["descriptors", .uint(UInt64(count))]
         case .fork(let signal): ["fork", .int64(Int64(signal))]
+        case .forkRun(let signal, let function, let arguments, let count):
+            ["fork-run", .int64(Int64(signal)), .string(function), .array(arguments.map(MessagePackValue.binary)), .uint(UInt64(count))]
         case .run(let name): ["run", .string(name)]
         case .hello(let version, let pid): ["hello", .int64(Int64(version)), .int64(Int64(pid))]
         case .ok: ["ok"]
@@ -78,6 +84,12 @@ enum ControlMessage: Equatable, Sendable {
             }
             return pid
         }
+        func signal(_ index: Int) throws(ControlProtocolError) -> Int32 {
+            guard let signal = Int32(exactly: try integer(index)), (0..<65).contains(signal) else {
+                throw ControlProtocolError("'\(command)' names an invalid parent-death signal")
+            }
+            return signal
+        }
         func byteStrings(_ index: Int) throws(ControlProtocolError) -> [[UInt8]] {
             guard case .array(let elements) = operands[index] else {
                 throw ControlProtocolError("operand \(index + 1) of '\(command)' must be an array of byte strings")
@@ -105,10 +117,14 @@ enum ControlMessage: Equatable, Sendable {
             self = .descriptors(count: count)
         case "fork":
             try expect(1)
-            guard let signal = Int32(exactly: try integer(0)), (0..<65).contains(signal) else {
-                throw ControlProtocolError("'fork' names an invalid parent-death signal")
+            self = .fork(parentDeathSignal: try signal(0))
+        case "fork-run":
+            try expect(4)
+            let count = try integer(3)
+            guard (0...252).contains(count) else {
+                throw ControlProtocolError("'fork-run' announces \(count) descriptors; 0 to 252 may travel with the child's socket")
             }
-            self = .fork(parentDeathSignal: signal)
+            self = .forkRun(parentDeathSignal: try signal(0), function: try string(1), arguments: try byteStrings(2), descriptorCount: count)
         case "run": try expect(1); self = .run(name: try string(0))
         case "hello": try expect(2); self = .hello(version: try integer(0), pid: try pid(1))
         case "ok": try expect(0); self = .ok

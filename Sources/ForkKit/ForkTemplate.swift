@@ -220,10 +220,12 @@ public final class ForkTemplate: Sendable {
         return try await forkedChild(forked, child)
     }
 
-    /// Forks a new child and runs `function` in it, with `arguments` and `descriptors` added to what
-    /// this process already holds: the common case in one call (Perl's `fork->send_arg->run`).
+    /// Forks a new child that runs `function` at once, with `arguments` and `descriptors` added to
+    /// what this process already holds: the common case, in one message (Perl's `fork->send_arg->run`).
     ///
-    /// Every command is queued before any reply is awaited, so this costs one wait, not four.
+    /// This process checks that `function` exists before it forks, so an unknown name fails with
+    /// ``ForkError/Kind/unknownFunction`` and no child; and nothing but the function's own traffic
+    /// ever travels on the child's socket.
     ///
     /// ```swift
     /// let child = try await template.fork(running: "resize", arguments: ["photo.jpg"])
@@ -233,13 +235,27 @@ public final class ForkTemplate: Sendable {
         running function: String, arguments: [[UInt8]] = [], descriptors: [FileDescriptor] = [],
         parentDeathSignal: Int32? = SIGKILL
     ) async throws -> RunningChild {
-        let (forked, child) = try submitFork(parentDeathSignal: parentDeathSignal)
-        var replies = Self.submit(descriptors: descriptors, on: child)
-        if !arguments.isEmpty { replies.append(child.submit(.arguments(arguments))) }
-        replies.append(child.submit(.run(name: function)))
-        let handle = try await forkedChild(forked, child)
-        for reply in replies { try await reply.value() }
-        return RunningChild(pid: handle.pid, socket: FileDescriptor(rawValue: child.takeSocket()), keeping: handle)
+        guard descriptors.count <= 252 else {
+            throw ForkError(.invalidState, "fork(running:) passes at most 252 descriptors (one message); send more with send(descriptors:) first")
+        }
+        let (ours, theirs) = try Self.socketPair()
+        let reply: ControlMessage
+        do {
+            let message = ControlMessage.forkRun(
+                parentDeathSignal: parentDeathSignal ?? 0, function: function, arguments: arguments,
+                descriptorCount: descriptors.count)
+            let forked = connection.submit(message, descriptors: [theirs] + descriptors.map(\.rawValue))
+            close(theirs)
+            reply = try await forked.value()
+        } catch {
+            close(ours)
+            throw error
+        }
+        guard case .forked(let childPid) = reply else {
+            close(ours)
+            throw ForkError(.protocolViolation, "process \(pid) answered 'fork-run' with \(reply)")
+        }
+        return RunningChild(pid: childPid, socket: FileDescriptor(rawValue: ours), keeping: self)
     }
 
     /// Runs the registered function `name` in this process, which from then on belongs to the

@@ -64,7 +64,10 @@ public final class SharedMemoryRegion: @unchecked Sendable {
         guard let address, address != MAP_FAILED else { throw ForkError.systemCall("mmap of \(size) bytes", errno: errno) }
         let region = SharedMemoryRegion(name: name, size: size, base: address)
         regions.withLock { $0[name] = region }
-        if !writableInChildren { readOnlyInChildren.withLock { _ = $0.insert(name) } }
+        if !writableInChildren {
+            readOnlyInChildren.withLock { $0.append(region) }
+            readOnlyCount.add(1, ordering: .relaxed)
+        }
         return region
     }
 
@@ -73,13 +76,15 @@ public final class SharedMemoryRegion: @unchecked Sendable {
         regions.withLock { $0[name] }
     }
 
-    private static let readOnlyInChildren = Mutex<Set<String>>([])
+    private static let readOnlyInChildren = Mutex<[SharedMemoryRegion]>([])
+    /// How many regions must become read-only in children. Read without taking the lock: a child
+    /// that writes to no shared page forks faster (every page written after fork is copied).
+    private static let readOnlyCount = Atomic<Int>(0)
 
     /// Called in a child before it runs a function: regions not meant for writing become read-only.
     static func protectForChild() {
-        let names = readOnlyInChildren.withLock { $0 }
-        for name in names {
-            guard let region = named(name) else { continue }
+        guard readOnlyCount.load(ordering: .relaxed) > 0 else { return }
+        for region in readOnlyInChildren.withLock({ $0 }) {
             mprotect(region.base, region.size, PROT_READ)
         }
     }

@@ -23,6 +23,8 @@ struct TemplateServer: ~Copyable {
     /// Only such code (the program before `bootstrap`, an initializer, a plugin) can start a thread:
     /// this loop never does, so the count is read only after it, not on every fork.
     private var mayHaveThreads = true
+    /// Set in a forked child until it first reads its own socket.
+    private var readerIsStale = false
     private var pid = getpid()
 
     /// Arguments for initializers may be large (a table to load); a control message is refused beyond this.
@@ -80,8 +82,13 @@ struct TemplateServer: ~Copyable {
             }
             // End of stream (or a reset): the owner has gone away, and so does this process.
             guard received > 0 else { leave(status: 0) }
+            if readerIsStale {
+                reader = MessagePackFrameReader(maximumMessageSize: Self.maximumMessageSize)
+                readerIsStale = false
+            }
             buffer.withUnsafeBytes { reader.append(UnsafeRawBufferPointer(rebasing: $0.prefix(received))) }
-            while true {
+            // A child forked by one of these messages stops here: the rest were the template's.
+            while !readerIsStale {
                 let value: MessagePackValue?
                 do { value = try reader.next() } catch { refuse("\(error)") }
                 guard let value else { break }
@@ -106,7 +113,7 @@ struct TemplateServer: ~Copyable {
             }
         case .initialize(let name, let initializerArguments):
             guard case .initializer(let body) = ForkRegistry.entry(named: name)?.body else {
-                refuse(unknown: name, kind: "initializer")
+                return send(unknownEntry(name, kind: "initializer"))
             }
             mayHaveThreads = true
             do {
@@ -124,12 +131,28 @@ struct TemplateServer: ~Copyable {
             send(.ok)
         case .fork(let parentDeathSignal):
             let childSocket = claim(1, for: "fork")[0]
-            fork(childSocket: childSocket, parentDeathSignal: parentDeathSignal)
+            _ = fork(childSocket: childSocket, parentDeathSignal: parentDeathSignal)
+        case .forkRun(let parentDeathSignal, let name, let newArguments, let count):
+            let claimed = claim(1 + count, for: "fork-run")
+            let passed = Array(claimed.dropFirst())
+            guard case .function(let body) = ForkRegistry.entry(named: name)?.body else {
+                claimed.forEach { close($0) }
+                return send(unknownEntry(name, kind: "function"))
+            }
+            if fork(childSocket: claimed[0], parentDeathSignal: parentDeathSignal) {
+                arguments += newArguments
+                descriptors += passed
+                run(name: name, body, announce: false)
+            }
+            // The descriptors were for the child alone.
+            passed.forEach { close($0) }
         case .run(let name):
             guard case .function(let body) = ForkRegistry.entry(named: name)?.body else {
-                refuse(unknown: name, kind: "function")
+                // A child that cannot run its function has nothing left to do.
+                send(unknownEntry(name, kind: "function"))
+                leave(status: 0)
             }
-            run(name: name, body)
+            run(name: name, body, announce: true)
         case .hello, .ok, .forked, .running, .error, .exited:
             refuse("'\(message.value.arrayValue?.first?.stringValue ?? "?")' is a reply, not a command")
         }
@@ -146,15 +169,17 @@ struct TemplateServer: ~Copyable {
         return claimed
     }
 
-    private mutating func fork(childSocket: Int32, parentDeathSignal: Int32) {
+    /// Forks; returns `true` in the child, which from now on serves on `childSocket`.
+    private mutating func fork(childSocket: Int32, parentDeathSignal: Int32) -> Bool {
         let threads = mayHaveThreads ? forkkit_thread_count() : 1
         mayHaveThreads = threads != 1
         guard threads == 1 else {
             close(childSocket)
-            return send(.error(
+            send(.error(
                 code: ForkError.Kind.forkRefused.rawValue,
                 message: "process \(pid) has \(threads) threads, so fork() is unsafe and was refused; "
                     + "initializers must not leave threads (Dispatch, Task, Thread) running in a template"))
+            return false
         }
         let templatePid = pid
         fflush(nil)
@@ -164,6 +189,7 @@ struct TemplateServer: ~Copyable {
             let error = errno
             close(childSocket)
             send(.error(code: ForkError.Kind.forkRefused.rawValue, message: "fork() failed in process \(templatePid): \(String(cString: strerror(error)))"))
+            return false
         case 0:
             // The child: its own connection replaces the template's; what the template had buffered
             // or had not yet claimed belongs to the template.
@@ -176,15 +202,21 @@ struct TemplateServer: ~Copyable {
             unclaimedDescriptors.forEach { close($0) }
             unclaimedDescriptors = []
             socket = childSocket
-            reader = MessagePackFrameReader(maximumMessageSize: Self.maximumMessageSize)
+            // Bytes the template had buffered are the template's; a fresh reader is made only if this
+            // child goes on to read commands (a `fork-run` child never does).
+            readerIsStale = true
+            return true
         default:
             close(childSocket)
             send(.forked(pid: childPid))
+            return false
         }
     }
 
-    private mutating func run(name: String, _ body: @Sendable (ChildContext) throws -> Void) -> Never {
-        send(.running(pid: pid))
+    /// Runs a function and exits; `announce` answers a `run` command first (`fork-run` has no reply
+    /// from the child: the template's `forked` already said everything).
+    private mutating func run(name: String, _ body: @Sendable (ChildContext) throws -> Void, announce: Bool) -> Never {
+        if announce { send(.running(pid: pid)) }
         forkkit_reset_signals()
         SharedMemoryRegion.protectForChild()
         unclaimedDescriptors.forEach { close($0) }
@@ -228,16 +260,17 @@ struct TemplateServer: ~Copyable {
         }
     }
 
-    private func refuse(unknown name: String, kind: String) -> Never {
+    private func unknownEntry(_ name: String, kind: String) -> ControlMessage {
         let known = ForkRegistry.names.joined(separator: ", ")
-        refuse(code: .unknownFunction,
-               "no \(kind) named '\(name)' is registered in process \(getpid()) (registered: \(known.isEmpty ? "none" : known)); "
-               + "pass it to ForkTemplate.bootstrap or load the plugin that defines it")
+        return .error(
+            code: ForkError.Kind.unknownFunction.rawValue,
+            message: "no \(kind) named '\(name)' is registered in process \(pid) (registered: \(known.isEmpty ? "none" : known)); "
+                + "pass it to ForkTemplate.bootstrap or load the plugin that defines it")
     }
 
     /// Answers with an error and closes the connection: after bad input the stream cannot be trusted.
-    private func refuse(code: ForkError.Kind = .protocolViolation, _ reason: String) -> Never {
-        send(.error(code: code.rawValue, message: reason))
+    private func refuse(_ reason: String) -> Never {
+        send(.error(code: ForkError.Kind.protocolViolation.rawValue, message: reason))
         leave(status: 0)
     }
 

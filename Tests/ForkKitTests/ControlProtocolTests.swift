@@ -102,9 +102,23 @@ struct ControlProtocolTests {
         try expectRefusal((["fork", 9] as MessagePackValue).encoded(), code: "protocol", mentioning: "'fork' announces 1")
     }
 
-    @Test("an unknown initializer name")
-    func unknownInitializer() throws {
-        try expectRefusal((["initialize", "nope", []] as MessagePackValue).encoded(), code: "unknown-function", mentioning: "no initializer named 'nope'")
+    @Test("an unknown initializer or function name is an error reply; the template stays usable")
+    func unknownNames() throws {
+        let template = try RawTemplate()
+        template.send(["initialize", "nope", []])
+        let reply = try #require(try template.next()?.arrayValue)
+        #expect(reply.dropFirst().first == "unknown-function")
+        #expect(reply.last?.stringValue?.contains("no initializer named 'nope'") == true)
+        template.send(["arguments", []])
+        #expect(try template.next() == ["ok"])
+        shutdown(template.socket, Int32(SHUT_WR))
+        #expect(try template.next() == nil)
+        #expect(template.exitStatus() == 0)
+    }
+
+    @Test("fork-run with fewer descriptors than announced")
+    func forkRunDescriptorsMissing() throws {
+        try expectRefusal((["fork-run", 9, "exit-now", [], 2] as MessagePackValue).encoded(), code: "protocol", mentioning: "'fork-run' announces 3")
     }
 
     @Test("a truncated message followed by end of stream: the template exits cleanly")

@@ -188,6 +188,34 @@ struct TemplateTests {
         #expect(try await template.fork().run("exit-now").exitStatus() == .exited(0))
     }
 
+    @Test("fork(running:) in one message: arguments and descriptors arrive, the status comes back")
+    func forkRunning() async throws {
+        let template = try await workerTemplate()
+        try await template.send(arguments: ["from the template"])
+        let echo = try await template.fork(running: "echo-arguments", arguments: [Array("from the call".utf8)])
+        #expect(try readAll(echo.socket) == "from the template\nfrom the call")
+        #expect(try await echo.exitStatus() == .exited(0))
+
+        let pipe = try makePipe()
+        defer { try? pipe.read.close() }
+        let writer = try await template.fork(running: "write-pid-to-descriptors", descriptors: [pipe.write])
+        try pipe.write.close()
+        #expect(try readAll(pipe.read) == "\(writer.pid)\n")
+        // The descriptor went to the child only: the template holds nothing new.
+        #expect(try openDescriptors(of: template.pid) == [0, 1, 2, 3])
+    }
+
+    @Test("fork(running:) of an unknown function forks nothing and leaves the template usable")
+    func forkRunningUnknown() async throws {
+        let template = try await workerTemplate()
+        let error = try await #require(throws: ForkError.self) {
+            _ = try await template.fork(running: "no-such-function")
+        }
+        #expect(error.kind == .unknownFunction)
+        #expect(error.message.contains("no function named 'no-such-function'"))
+        #expect(try await template.fork(running: "exit-now").exitStatus() == .exited(0))
+    }
+
     @Test("the thread guard refuses to fork a template that has started a thread")
     func threadGuard() async throws {
         let template = try await workerTemplate()
