@@ -1,2 +1,0 @@
-import ForkKit
-ForkTemplate.bootstrap([])

@@ -1,0 +1,67 @@
+import MessagePack
+import Testing
+
+@Suite("MessagePack frame reader")
+struct FrameReaderTests {
+    let messages: [MessagePackValue] = [
+        [0, 1, "square", [12345]],
+        ["fork-run", 9, "resize", [.binary([1, 2, 3])], 0],
+        .map([MessagePackPair("nested", [[1, 2], ["k": .float64(2.5)]])]),
+        .string(String(repeating: "x", count: 70_000)),
+        .timestamp(seconds: -1, nanoseconds: 999_999_999),
+    ]
+
+    @Test("whole messages come out however the bytes are split", arguments: [1, 2, 3, 7, 64, 4096, 1 << 20])
+    func anySplit(chunk: Int) throws {
+        let stream = messages.flatMap { $0.encoded() }
+        var reader = MessagePackFrameReader()
+        var received: [MessagePackValue] = []
+        var offset = 0
+        while offset < stream.count {
+            reader.append(Array(stream[offset..<min(offset + chunk, stream.count)]))
+            offset += chunk
+            while let message = try reader.next() { received.append(message) }
+        }
+        #expect(received == messages)
+    }
+
+    @Test("a message over the limit is refused with both sizes named")
+    func tooLarge() throws {
+        var reader = MessagePackFrameReader(maximumMessageSize: 1000)
+        reader.append(MessagePackValue.binary([UInt8](repeating: 7, count: 5000)).encoded().prefix(2000).map { $0 })
+        let error = try #require(throws: MessagePackError.self) { _ = try reader.next() }
+        guard case .messageTooLarge(let size, let limit) = error else {
+            Issue.record("expected messageTooLarge, got \(error)")
+            return
+        }
+        #expect(size >= 2000 && limit == 1000)
+        #expect(error.description.contains("maximumMessageSize"))
+    }
+
+    @Test("garbage is refused, and the reader stays failed")
+    func garbage() throws {
+        var reader = MessagePackFrameReader()
+        reader.append([0xc1])
+        #expect(throws: MessagePackError.self) { _ = try reader.next() }
+        reader.append(MessagePackValue.nil.encoded())
+        #expect(throws: MessagePackError.self) { _ = try reader.next() }
+    }
+
+    @Test("nesting beyond the unpacker's depth is refused, not a crash")
+    func deepNesting() throws {
+        var reader = MessagePackFrameReader()
+        reader.append([UInt8](repeating: 0x91, count: 10_000) + [0xc0])
+        #expect(throws: MessagePackError.self) { _ = try reader.next() }
+    }
+
+    @Test("a str that is not UTF-8 is refused")
+    func invalidUTF8() {
+        #expect(throws: MessagePackError.self) { _ = try MessagePackValue(decoding: [0xa2, 0xff, 0xfe]) }
+    }
+
+    @Test("one value with trailing bytes, or a truncated one, is an error")
+    func exactlyOne() {
+        #expect(throws: MessagePackError.trailingBytes(count: 1)) { _ = try MessagePackValue(decoding: [0xc0, 0xc0]) }
+        #expect(throws: MessagePackError.truncated) { _ = try MessagePackValue(decoding: [0x92, 0x01]) }
+    }
+}

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Installs what ForkKit needs beyond the Swift toolchain, when it is missing:
+# libmsgpack-dev (the MessagePack C library) and pkg-config. With --peers, also the peers that the
+# benchmarks compare against: Perl's AnyEvent::Fork (libanyevent-fork-perl) and a C compiler.
+set -euo pipefail
+
+packages=()
+pkg-config --exists msgpack 2>/dev/null || packages+=(libmsgpack-dev pkg-config)
+if [[ "${1:-}" == "--peers" ]]; then
+    perl -MAnyEvent::Fork -e 1 2>/dev/null || packages+=(libanyevent-fork-perl)
+    command -v cc >/dev/null || packages+=(gcc)
+fi
+((${#packages[@]})) || exit 0
+
+echo "installing: ${packages[*]}" >&2
+sudo=""
+[[ $(id -u) -eq 0 ]] || sudo="sudo"
+$sudo apt-get update -qq
+DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${packages[@]}" >/dev/null
