@@ -128,11 +128,9 @@ struct SpawnBenchmark: AsyncParsableCommand {
     static func forkRate(_ template: ForkTemplate, iterations: Int) async throws -> Double {
         let clock = ContinuousClock()
         let start = clock.now
-        try await withTaskExecutorPreference(ProcessInfo.processInfo.environment["PREF"] != nil ? ForkTemplate.ioExecutor : nil) {
         for _ in 0..<iterations {
             let status = try await template.fork(running: "exit-now").exitStatus()
             guard status.isSuccess else { throw PeerFailure(description: "a benchmark child ended with \(status)") }
-        }
         }
         return Double(iterations) / (clock.now - start).seconds
     }

@@ -21,13 +21,18 @@ final class ControlConnection: Sendable {
     private let sendOrder = Mutex<Void>(())
     /// A template's first message; not a reply to anything.
     private let helloReply = PendingReply()
+
+    // Touched only by the monitor thread, which alone reads the socket.
+    private nonisolated(unsafe) var scratch = [UInt8](repeating: 0, count: 16 * 1024)
+    private nonisolated(unsafe) var stream = MessagePackFrameReader(maximumMessageSize: TemplateServer.maximumMessageSize)
+    /// The start of an incomplete message, already taken from the socket (exact reads only).
+    private nonisolated(unsafe) var partial: [UInt8] = []
     private let state: Mutex<State>
 
     private struct State {
         var name: String
         var waiting: [PendingReply] = []
         var saidHello = false
-        var partial: [UInt8] = []
         var failure: ForkError?
         var handedOver = false
         var note: String?
@@ -133,17 +138,45 @@ final class ControlConnection: Sendable {
     // MARK: - Reading (on the monitor thread)
 
     private func readable() {
-        var peeked = [UInt8](repeating: 0, count: 64 * 1024)
+        if rootID == nil { readStream() } else { readExactly() }
+    }
+
+    /// A template's connection is never handed over: read whatever is there and split it into messages.
+    private func readStream() {
         while true {
-            let count = peeked.withUnsafeMutableBytes { recv(socket, $0.baseAddress, $0.count, Int32(MSG_PEEK | MSG_DONTWAIT)) }
+            let count = scratch.withUnsafeMutableBytes { recv(socket, $0.baseAddress, $0.count, Int32(MSG_DONTWAIT)) }
             if count < 0 {
                 if errno == EAGAIN || errno == EINTR { return }
-                // A reset means the peer died with unread data; its exit status says more than errno.
-                return fail(.processGone, errno == ECONNRESET ? nil : "broke the connection: \(String(cString: strerror(errno)))")
+                return failOnReadError()
+            }
+            if count == 0 { return fail(.processGone, nil) }
+            scratch.withUnsafeBytes { stream.append(UnsafeRawBufferPointer(rebasing: $0.prefix(count))) }
+            while true {
+                let value: MessagePackValue?
+                do {
+                    value = try stream.next()
+                } catch {
+                    return fail(.protocolViolation, "it sent bytes that are not a control message (\(error))")
+                }
+                guard let value else { break }
+                guard deliver(value) else { return }
+            }
+            if count < scratch.count { return }
+        }
+    }
+
+    /// A child's connection may be handed over after `running`: peek, and take exactly one message's
+    /// bytes at a time, so that nothing of the function's own traffic is consumed.
+    private func readExactly() {
+        while true {
+            let count = scratch.withUnsafeMutableBytes { recv(socket, $0.baseAddress, $0.count, Int32(MSG_PEEK | MSG_DONTWAIT)) }
+            if count < 0 {
+                if errno == EAGAIN || errno == EINTR { return }
+                return failOnReadError()
             }
             if count == 0 { return fail(.processGone, nil) }
 
-            let available = state.withLock { $0.partial } + peeked.prefix(count)
+            let available = partial + scratch.prefix(count)
             let decoded: (MessagePackValue, Int)?
             do {
                 decoded = try MessagePackValue.decodeFirst(of: available)
@@ -153,27 +186,30 @@ final class ControlConnection: Sendable {
             guard let (value, length) = decoded else {
                 // Everything available belongs to one incomplete message: keep it and wait for the rest.
                 consume(count)
-                let size = state.withLock { state in
-                    state.partial += peeked.prefix(count)
-                    return state.partial.count
-                }
-                if size > TemplateServer.maximumMessageSize {
+                partial += scratch.prefix(count)
+                if partial.count > TemplateServer.maximumMessageSize {
                     return fail(.protocolViolation, "it sent a control message larger than \(TemplateServer.maximumMessageSize) bytes")
                 }
                 continue
             }
-            let fromSocket = length - state.withLock { state in
-                defer { state.partial = [] }
-                return state.partial.count
-            }
-            consume(fromSocket)
-            let message: ControlMessage
-            do {
-                message = try ControlMessage(value)
-            } catch {
-                return fail(.protocolViolation, "it broke the control protocol: \(error)")
-            }
-            if !dispatch(message) { return }
+            consume(length - partial.count)
+            partial = []
+            guard deliver(value) else { return }
+        }
+    }
+
+    private func failOnReadError() {
+        // A reset means the peer died with unread data; its exit status says more than errno.
+        fail(.processGone, errno == ECONNRESET ? nil : "broke the connection: \(String(cString: strerror(errno)))")
+    }
+
+    /// Parses and dispatches one message; returns `false` once the connection is no longer read.
+    private func deliver(_ value: MessagePackValue) -> Bool {
+        do {
+            return dispatch(try ControlMessage(value))
+        } catch {
+            fail(.protocolViolation, "it broke the control protocol: \(error)")
+            return false
         }
     }
 
