@@ -53,6 +53,11 @@ let package = Package(
             path: "Examples/Demo"
         ),
         .executableTarget(
+            name: "forkkit-quickstart",
+            dependencies: ["ForkKit", .product(name: "SystemPackage", package: "swift-system")],
+            path: "Examples/QuickStart"
+        ),
+        .executableTarget(
             name: "forkkit-bench",
             dependencies: [
                 "ForkKit",

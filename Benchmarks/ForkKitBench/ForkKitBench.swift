@@ -14,16 +14,7 @@ struct ForkKitBench: AsyncParsableCommand {
     static func main() async {
         // The bench binary can serve as a template too (the fallback when the small one is missing).
         ForkTemplate.bootstrap([.function("exit-now") { _ in }])
-        do {
-            var command = try parseAsRoot()
-            if var asyncCommand = command as? AsyncParsableCommand {
-                try await asyncCommand.run()
-            } else {
-                try command.run()
-            }
-        } catch {
-            exit(withError: error)
-        }
+        await main(nil)
     }
 }
 

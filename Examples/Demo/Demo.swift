@@ -33,16 +33,7 @@ struct Demo: AsyncParsableCommand {
             .function("serve", DemoFunctions.serve),
             .function("exec", DemoFunctions.exec),
         ])
-        do {
-            var command = try parseAsRoot()
-            if var asyncCommand = command as? AsyncParsableCommand {
-                try await asyncCommand.run()
-            } else {
-                try command.run()
-            }
-        } catch {
-            exit(withError: error)
-        }
+        await main(nil)
     }
 
     func run() async throws {

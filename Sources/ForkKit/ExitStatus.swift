@@ -17,6 +17,7 @@ public enum ExitStatus: Sendable, Hashable, CustomStringConvertible {
     /// True for exit code 0.
     public var isSuccess: Bool { self == .exited(0) }
 
+    /// A sentence for people.
     public var description: String {
         switch self {
         case .exited(let code): "exit code \(code)"

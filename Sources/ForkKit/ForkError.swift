@@ -45,6 +45,7 @@ public struct ForkError: Error, Sendable, CustomStringConvertible {
         self.message = message
     }
 
+    /// A sentence for people.
     public var description: String { message }
 
     /// An error for a failed system call, naming the call and errno.

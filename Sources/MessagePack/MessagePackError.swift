@@ -9,6 +9,7 @@ public enum MessagePackError: Error, Sendable, Equatable, CustomStringConvertibl
     /// A complete value was followed by more bytes where exactly one value was expected.
     case trailingBytes(count: Int)
 
+    /// A sentence for people.
     public var description: String {
         switch self {
         case .malformed(let reason):

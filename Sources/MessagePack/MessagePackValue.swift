@@ -10,16 +10,23 @@
 /// let back = try MessagePackValue(decoding: bytes)
 /// ```
 public enum MessagePackValue: Sendable, Hashable {
+    /// The nil value.
     case `nil`
+    /// A boolean.
     case bool(Bool)
     /// A negative integer (or any integer the writer chose to store as signed).
     case int(Int64)
     /// A non-negative integer.
     case uint(UInt64)
+    /// A 32-bit float.
     case float32(Float)
+    /// A 64-bit float.
     case float64(Double)
+    /// UTF-8 text (the str family).
     case string(String)
+    /// Bytes (the bin family).
     case binary([UInt8])
+    /// An array of values.
     case array([MessagePackValue])
     /// Key-value pairs in wire order; keys may be of any type.
     case map([MessagePackPair])
