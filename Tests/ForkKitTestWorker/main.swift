@@ -86,6 +86,20 @@ struct TestFailure: Error, CustomStringConvertible {
 
 // Not started as a template: act as an owner process for the tests that need one of their own.
 switch CommandLine.arguments.dropFirst().first {
+case "self-template":
+    // AnyEvent::Fork::Template: fork this very program while it is still single-threaded.
+    let template = try ForkTemplate.forkingCurrentProcess()
+    try await template.send(arguments: ["inherited"])
+    let child = try await template.fork(running: "echo-arguments", arguments: [Array("given".utf8)])
+    var output = [UInt8](repeating: 0, count: 256)
+    var received = 0
+    while true {
+        let count = output.withUnsafeMutableBytes { read(child.socket.rawValue, $0.baseAddress! + received, $0.count - received) }
+        if count <= 0 { break }
+        received += count
+    }
+    let status = try await child.exitStatus()
+    print("template=\(template.pid) parent=\(getpid()) output=\(String(decoding: output.prefix(received).map { $0 == 10 ? 44 : $0 }, as: UTF8.self)) status=\(status)")
 case "owner":
     // For the parent-death test: a template, a busy child and an idle one; prints the pids, then
     // waits to be killed.

@@ -236,6 +236,31 @@ struct TemplateTests {
         #expect(error.message.contains("threads"))
     }
 
+    @Test("a program can make a template of itself while single-threaded (AnyEvent::Fork::Template)")
+    func forkingCurrentProcess() throws {
+        let (process, output) = try startWorkerProgram(["self-template"])
+        process.waitUntilExit()
+        let text = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        #expect(process.terminationStatus == 0)
+        #expect(text.contains("output=inherited,given status=exit code 0"), "got: \(text)")
+        // The template is a fork of the program, not a fresh spawn.
+        let pids = text.split(separator: " ").compactMap { $0.split(separator: "=").last.flatMap { Int32($0) } }
+        #expect(pids.count >= 2 && pids[0] != pids[1])
+    }
+
+    @Test("a child forked without a parent-death signal outlives its template")
+    func parentDeathSignalOptional() async throws {
+        let template = try await workerTemplate()
+        let guarded = try await template.fork(running: "sleep-forever")
+        let free = try await template.fork(running: "sleep-forever", parentDeathSignal: nil)
+        kill(template.pid, SIGKILL)
+        #expect(await eventually(within: 2) { isDead(guarded.pid) })
+        try await Task.sleep(for: .milliseconds(200))
+        #expect(!isDead(free.pid), "a child without a parent-death signal should survive")
+        kill(free.pid, SIGKILL)
+        #expect(await eventually(within: 2) { isDead(free.pid) })
+    }
+
     @Test("a child forked from a not-yet-running child works, and inherits its arguments")
     func forkFromChild() async throws {
         let template = try await workerTemplate()
