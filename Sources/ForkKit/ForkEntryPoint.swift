@@ -28,7 +28,9 @@ public struct ForkEntryPoint: Sendable {
     let body: Body
 
     /// A function that a forked child runs; when it returns the child exits with code 0, when it
-    /// throws the child prints the error to standard error and exits with code 1.
+    /// throws the child prints the error to standard error and exits with code 1. Either way stdio
+    /// is flushed and the child leaves with `_exit`: handlers registered with `atexit` in the
+    /// template are not run again in every child (call `exit` yourself if you need them).
     public static func function(_ name: String, _ body: @escaping @Sendable (ChildContext) throws -> Void) -> ForkEntryPoint {
         ForkEntryPoint(name: name, body: .function(body))
     }

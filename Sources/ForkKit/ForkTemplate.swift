@@ -36,6 +36,8 @@ public final class ForkTemplate: Sendable {
 
     deinit {
         connection.hangUp()
+        // A forked child that never ran (or whose RunningChild is gone too) needs no exit status kept.
+        if parent != nil { ChildExitBook.forget(pid: pid) }
     }
 
     // MARK: - Starting a template

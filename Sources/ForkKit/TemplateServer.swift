@@ -231,7 +231,7 @@ struct TemplateServer: ~Copyable {
             let report = "forkkit: function '\(name)' failed in process \(getpid()): \(error)\n"
             _ = try? FileDescriptor.standardError.writeAll(Array(report.utf8))
             fflush(nil)
-            exit(1)
+            _exit(1)
         }
     }
 
