@@ -147,10 +147,3 @@ struct ControlProtocolError: Error, CustomStringConvertible {
     let description: String
     init(_ description: String) { self.description = description }
 }
-
-extension MessagePackValue {
-    /// A signed integer stored in its smallest form (non-negative values as unsigned, as encoders do).
-    static func int64(_ value: Int64) -> MessagePackValue {
-        value < 0 ? .int(value) : .uint(UInt64(value))
-    }
-}
