@@ -10,6 +10,7 @@ let package = Package(
     products: [
         .library(name: "MessagePack", targets: ["MessagePack"]),
         .library(name: "ForkKit", targets: ["ForkKit"]),
+        .library(name: "ForkRPC", targets: ["ForkRPC"]),
         .library(name: "ForkKitTestPlugin", type: .dynamic, targets: ["ForkKitTestPlugin"]),
         .executable(name: "forkkit-demo", targets: ["forkkit-demo"]),
         .executable(name: "forkkit-bench", targets: ["forkkit-bench"]),
@@ -33,13 +34,14 @@ let package = Package(
                 .product(name: "SystemPackage", package: "swift-system"),
             ]
         ),
+        .target(name: "ForkRPC", dependencies: ["ForkKit", "MessagePack", .product(name: "SystemPackage", package: "swift-system")]),
 
         // A plugin that tests load into a template with `dlopen`.
         .target(name: "ForkKitTestPlugin", dependencies: ["ForkKit"], path: "Tests/ForkKitTestPlugin"),
         // The program that tests start as a template.
         .executableTarget(
             name: "forkkit-test-worker",
-            dependencies: ["ForkKit", .product(name: "SystemPackage", package: "swift-system")],
+            dependencies: ["ForkKit", "ForkRPC", "MessagePack", .product(name: "SystemPackage", package: "swift-system")],
             path: "Tests/ForkKitTestWorker"
         ),
 
@@ -75,6 +77,7 @@ let package = Package(
         ),
 
         .testTarget(name: "MessagePackTests", dependencies: ["MessagePack"]),
+        .testTarget(name: "ForkRPCTests", dependencies: ["ForkRPC", "ForkKit", "MessagePack"]),
         .testTarget(
             name: "ForkKitTests",
             dependencies: ["ForkKit", "CForkSupport", "MessagePack", .product(name: "SystemPackage", package: "swift-system")]

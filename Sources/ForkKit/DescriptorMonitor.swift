@@ -16,13 +16,19 @@ import Glibc
 /// reply was read, instead of being handed to another thread (every hop between threads costs a
 /// wake-up, about 20-50 us on these machines; DESIGN.md, "The parent side"). ForkKit's own waits
 /// prefer it; callers may too, with `withTaskExecutorPreference(ForkTemplate.ioExecutor)`.
-/// Handlers and jobs run on this one thread: they must not block.
-final class DescriptorMonitor: TaskExecutor, Sendable {
+/// Handlers and jobs run on this one thread: they must not block. ForkRPC reads its connections
+/// here too.
+///
+/// ```swift
+/// DescriptorMonitor.shared.watch(socket) { drainWhatArrived(socket) }
+/// ```
+public final class DescriptorMonitor: TaskExecutor, Sendable {
     /// Called when the descriptor is readable (or hung up). A handler that is done calls `unwatch`
     /// itself, before it resumes anyone who might close the descriptor.
-    typealias Handler = @Sendable () -> Void
+    public typealias Handler = @Sendable () -> Void
 
-    static let shared = DescriptorMonitor()
+    /// The process's one monitor thread, started on first use.
+    public static let shared = DescriptorMonitor()
 
     private let epoll: Int32
     private let wakeup: Int32
@@ -49,8 +55,9 @@ final class DescriptorMonitor: TaskExecutor, Sendable {
         pthread_detach(thread)
     }
 
-    /// Starts calling `handler` whenever `descriptor` is readable.
-    func watch(_ descriptor: Int32, _ handler: @escaping Handler) {
+    /// Starts calling `handler` whenever `descriptor` is readable (level-triggered: a handler that
+    /// leaves data unread is called again).
+    public func watch(_ descriptor: Int32, _ handler: @escaping Handler) {
         handlers.withLock { $0[descriptor] = handler }
         if forkkit_epoll_add(epoll, descriptor) != 0 {
             // Only a closed or invalid descriptor gets here; its handler sees the error when it reads.
@@ -60,12 +67,13 @@ final class DescriptorMonitor: TaskExecutor, Sendable {
     }
 
     /// Stops watching; call before closing the descriptor.
-    func unwatch(_ descriptor: Int32) {
+    public func unwatch(_ descriptor: Int32) {
         _ = handlers.withLock { $0.removeValue(forKey: descriptor) }
         forkkit_epoll_remove(epoll, descriptor)
     }
 
-    func enqueue(_ job: consuming ExecutorJob) {
+    /// Runs `job` on the monitor thread (the `TaskExecutor` requirement).
+    public func enqueue(_ job: consuming ExecutorJob) {
         let job = UnownedJob(job)
         let mustWake = jobs.withLock { jobs in
             jobs.queue.append(job)

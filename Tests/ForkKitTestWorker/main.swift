@@ -1,6 +1,8 @@
 // The program that ForkKit's tests start as a template. Each entry point below exercises one verb;
 // the tests talk to it through real sockets and descriptors.
 import ForkKit
+import ForkRPC
+import MessagePack
 import SystemPackage
 
 #if canImport(Glibc)
@@ -60,6 +62,40 @@ ForkTemplate.bootstrap([
     .function("sleep-forever") { _ in
         while true { pause() }
     },
+    .rpcWorker("rpc-math") { server in
+        server.register(RPCFunction<Int, Int>("square")) { $0 * $0 }
+        server.register(RPCFunction<Division, Int>("divide")) { division in
+            guard division.divisor != 0 else { throw MathError.divisionByZero }
+            return division.dividend / division.divisor
+        }
+        server.register(RPCFunction<[UInt8], [UInt8]>("echo-bytes")) { $0 }
+        server.register(RPCFunction<Int, Int>("sleep-ms")) { milliseconds in
+            usleep(UInt32(milliseconds) * 1000)
+            return milliseconds
+        }
+        server.register(RPCFunction<Int, Int>("count-down")) { count in
+            for remaining in stride(from: count, to: 0, by: -1) { try server.emit("progress", remaining) }
+            return 0
+        }
+        server.register(RPCFunction<Int, Int>("die")) { signal in
+            kill(getpid(), Int32(signal))
+            return 0
+        }
+    },
+    .function("rpc-misbehaving") { child in
+        // A worker that breaks the protocol on request, to test the owner's side.
+        let server = RPCServer(socket: child.socket)
+        server.register(RPCFunction<Int, Int>("write-garbage")) { _ in
+            try child.socket.writeAll([0xc1, 0xc1])
+            return 0
+        }
+        server.register(RPCFunction<Int, Int>("answer-unknown-id")) { _ in
+            // A well-formed response to a call nobody made.
+            try child.socket.writeAll(([1, 99_999, nil, 0] as MessagePackValue).encoded())
+            return 0
+        }
+        try server.serve()
+    },
     .initializer("remember") { arguments in
         remembered = arguments.first ?? []
     },
@@ -78,6 +114,16 @@ ForkTemplate.bootstrap([
         }, nil)
     },
 ])
+
+struct Division: Codable, Sendable {
+    var dividend: Int
+    var divisor: Int
+}
+
+enum MathError: Error, CustomStringConvertible {
+    case divisionByZero
+    var description: String { "division by zero" }
+}
 
 struct TestFailure: Error, CustomStringConvertible {
     let message: String

@@ -1,0 +1,300 @@
+import ForkKit
+import MessagePack
+import Synchronization
+import SystemPackage
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The owner side of MessagePack-RPC: calls a worker's functions, many at a time on one socket.
+///
+/// Requests are written by the calling task; responses are read on ForkKit's monitor thread and
+/// matched to their calls by msgid. Events (notifications) from the worker arrive on ``events``.
+///
+/// ```swift
+/// let square = RPCFunction<Int, Int>("square")
+/// let worker = try await RPCClient.start(template, running: "math")
+/// let nine = try await worker.call(square, 3)
+/// try await worker.close()          // queued calls finish, then the worker exits
+/// ```
+///
+/// Every call ends: with its result, the worker's error, or an ``RPCError`` when the worker dies,
+/// breaks the protocol, the timeout passes or the task is cancelled.
+public final class RPCClient: Sendable {
+    /// The worker's process id, when the worker is a forked child.
+    public var pid: Int32? { worker?.pid }
+    /// Events the worker emits, in order. One consumer.
+    public let events: AsyncStream<RPCEvent>
+
+    private let input: Int32
+    private let output: Int32
+    private let worker: RunningChild?
+    private let state: Mutex<State>
+    private let writeOrder = Mutex<Void>(())
+    private let eventSink: AsyncStream<RPCEvent>.Continuation
+    // Touched only on the monitor thread, which alone reads.
+    private nonisolated(unsafe) var reader = MessagePackFrameReader()
+    private nonisolated(unsafe) var scratch = [UInt8](repeating: 0, count: 64 * 1024)
+
+    private struct Call {
+        let function: String
+        let continuation: CheckedContinuation<MessagePackValue, any Error>
+    }
+
+    private struct State {
+        var nextID: UInt32 = 0
+        var calls: [UInt32: Call] = [:]
+        /// Calls given up on (timeout, cancellation): their late responses are expected and dropped.
+        var abandoned: Set<UInt32> = []
+        var failure: RPCError?
+        var closing = false
+        var drained: [CheckedContinuation<Void, Never>] = []
+    }
+
+    /// Talks MessagePack-RPC over `input` and `output` (the same descriptor for a socket). The client
+    /// takes ownership of both. `worker`, when given, names the process in errors and reports its exit.
+    public init(input: FileDescriptor, output: FileDescriptor, worker: RunningChild? = nil) {
+        self.input = input.rawValue
+        self.output = output.rawValue
+        self.worker = worker
+        self.state = Mutex(State())
+        (events, eventSink) = AsyncStream.makeStream(of: RPCEvent.self)
+        // Weak: a client dropped without close() must still close its end, so that the worker exits.
+        DescriptorMonitor.shared.watch(self.input) { [weak self] in self?.readable() }
+    }
+
+    deinit {
+        DescriptorMonitor.shared.unwatch(input)
+        eventSink.finish()
+        Glibc.close(input)
+        if output != input { Glibc.close(output) }
+    }
+
+    /// Forks a child from `template` that runs `function` (an ``ForkEntryPoint/rpcWorker(_:_:)``)
+    /// and returns a client connected to it (AnyEvent::Fork::RPC's `run`).
+    public static func start(_ template: ForkTemplate, running function: String, arguments: [[UInt8]] = []) async throws -> RPCClient {
+        let child = try await template.fork(running: function, arguments: arguments)
+        let socket = FileDescriptor(rawValue: dup(child.socket.rawValue))
+        child.closeSocket()
+        return RPCClient(input: socket, output: socket, worker: child)
+    }
+
+    /// Calls `function` with `input` and waits for its result.
+    ///
+    /// - Parameter timeout: how long to wait before giving up with ``RPCError/Kind/timeout``; the
+    ///   worker is then sent `$cancel`. Task cancellation does the same with `CancellationError`.
+    public func call<Input, Output>(_ function: RPCFunction<Input, Output>, _ input: Input, timeout: Duration? = nil) async throws -> Output {
+        let argument: MessagePackValue
+        do {
+            argument = try MessagePackEncoder().encodeValue(input)
+        } catch {
+            throw RPCError(.codingFailed, "cannot encode the argument as \(Input.self): \(error)", function: function.name, pid: pid)
+        }
+        let result = try await call(method: function.name, params: [argument], timeout: timeout)
+        do {
+            return try MessagePackDecoder().decode(Output.self, from: result)
+        } catch {
+            throw RPCError(.codingFailed, "returned a result that is not \(Output.self): \(error)", function: function.name, pid: pid)
+        }
+    }
+
+    /// Calls `method` with untyped parameters (for peers outside ForkKit).
+    public func call(method: String, params: [MessagePackValue], timeout: Duration? = nil) async throws -> MessagePackValue {
+        let id = state.withLock { state -> UInt32 in
+            defer { state.nextID &+= 1 }
+            return state.nextID
+        }
+        let timer = timeout.map { limit in
+            Task { [weak self] in
+                try await Task.sleep(for: limit)
+                self?.abandon(id, with: RPCError(.timeout, "did not answer within \(limit); the worker was asked to cancel it", function: method, pid: self?.pid))
+            }
+        }
+        defer { timer?.cancel() }
+        return try await withTaskCancellationHandler {
+            try await withCheckedThrowingContinuation { continuation in
+                let refused: RPCError? = state.withLock { state in
+                    if state.closing { return RPCError(.closed, "the client was closed; it takes no new calls", function: method, pid: pid) }
+                    if let failure = state.failure { return failure }
+                    state.calls[id] = Call(function: method, continuation: continuation)
+                    return nil
+                }
+                if let refused { return continuation.resume(throwing: refused) }
+                send(.request(id: id, method: method, params: params))
+            }
+        } onCancel: {
+            abandon(id, with: CancellationError())
+        }
+    }
+
+    /// Sends a notification to the worker.
+    public func notify(method: String, params: [MessagePackValue]) {
+        send(.notification(method: method, params: params))
+    }
+
+    /// Closes gracefully: no new calls; those already made are answered; then the worker sees end of
+    /// stream and exits (AnyEvent::Fork::RPC's `on_destroy`). Returns the worker's exit status.
+    @discardableResult
+    public func close() async throws -> ExitStatus? {
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            let done = state.withLock { state in
+                state.closing = true
+                if state.calls.isEmpty || state.failure != nil { return true }
+                state.drained.append(continuation)
+                return false
+            }
+            if done { continuation.resume() }
+        }
+        shutdown(output, Int32(SHUT_WR))
+        return try await worker?.exitStatus()
+    }
+
+    /// Kills the worker at once; every call in flight fails with ``RPCError/Kind/workerDied``.
+    public func terminate() {
+        worker?.send(signal: SIGKILL)
+    }
+
+    // MARK: - Internals
+
+    private func send(_ message: RPCMessage) {
+        let bytes = message.value.encoded()
+        writeOrder.withLock { _ in
+            var offset = 0
+            while offset < bytes.count {
+                let sent = bytes.withUnsafeBytes { Glibc.send(output, $0.baseAddress! + offset, $0.count - offset, Int32(MSG_NOSIGNAL)) }
+                if sent < 0 {
+                    if errno == EINTR { continue }
+                    // The reader sees the end of the stream and fails every call.
+                    shutdown(input, Int32(SHUT_RD))
+                    return
+                }
+                offset += sent
+            }
+        }
+    }
+
+    /// Gives up on call `id` (timeout or cancellation): it fails now, and the worker is told.
+    private func abandon(_ id: UInt32, with error: any Error) {
+        let call: Call? = state.withLock { state in
+            guard let call = state.calls.removeValue(forKey: id) else { return nil }
+            state.abandoned.insert(id)
+            return call
+        }
+        guard let call else { return }
+        call.continuation.resume(throwing: error)
+        send(.cancel(id))
+        settleIfDrained()
+    }
+
+    private func readable() {
+        let count = scratch.withUnsafeMutableBytes { recv(input, $0.baseAddress, $0.count, Int32(MSG_DONTWAIT)) }
+        if count < 0 {
+            if errno == EAGAIN || errno == EINTR { return }
+            return end(nil)
+        }
+        if count == 0 { return end(nil) }
+        scratch.withUnsafeBytes { reader.append(UnsafeRawBufferPointer(rebasing: $0.prefix(count))) }
+        do {
+            while let value = try reader.next() { try dispatch(try RPCMessage(value)) }
+        } catch let error as RPCError {
+            end(error)
+        } catch {
+            end(RPCError(.protocolViolation, "sent bytes that are not MessagePack-RPC (\(error)); the connection was closed", pid: pid))
+        }
+    }
+
+    private func dispatch(_ message: RPCMessage) throws {
+        switch message {
+        case .response(let id, let error, let result):
+            let (call, expected) = state.withLock { state in
+                (state.calls.removeValue(forKey: id), state.abandoned.remove(id) != nil)
+            }
+            guard let call else {
+                if expected { return }
+                throw RPCError(.protocolViolation, "answered msgid \(id), which no call is waiting for; the connection was closed", pid: pid)
+            }
+            if error == .nil {
+                call.continuation.resume(returning: result)
+            } else {
+                call.continuation.resume(throwing: remoteError(error, function: call.function))
+            }
+            settleIfDrained()
+        case .notification(let method, let params):
+            eventSink.yield(RPCEvent(name: method, params: params))
+        case .request(_, let method, _):
+            throw RPCError(.protocolViolation, "sent a request ('\(method)'); workers answer, they do not call", pid: pid)
+        }
+    }
+
+    private func remoteError(_ error: MessagePackValue, function: String) -> RPCError {
+        let fields = error.arrayValue ?? [error]
+        let type = fields.count >= 2 ? fields[0].stringValue : nil
+        let text = (fields.count >= 2 ? fields[1] : fields[0]).stringValue ?? "\(error)"
+        let kind: RPCError.Kind = switch type {
+        case "NoSuchMethod": .unknownFunction
+        case "InvalidArguments": .invalidArguments
+        default: .remote
+        }
+        let sentence = kind == .remote ? "threw: \(text)" : text
+        return RPCError(kind, sentence, function: function, pid: pid, remoteType: type)
+    }
+
+    /// The connection is over: every call fails, with the worker's exit status when it has one.
+    private func end(_ error: RPCError?) {
+        DescriptorMonitor.shared.unwatch(input)
+        if error != nil { shutdown(input, Int32(SHUT_RDWR)) }
+        eventSink.finish()
+        let pid = self.pid
+        // New calls fail at once from here on; the ones held wait for the exit status below.
+        let calls = state.withLock { state in
+            if state.failure == nil {
+                state.failure = error ?? RPCError(.workerDied, "the worker has gone", pid: pid)
+            }
+            defer { state.calls = [:] }
+            return state.calls
+        }
+        let worker = self.worker
+        // The exit notice comes from the template on another connection, usually a moment later.
+        Task {
+            let status = try? await withThrowingTaskGroup(of: ExitStatus?.self) { group in
+                group.addTask { try await worker?.exitStatus() }
+                group.addTask { try await Task.sleep(for: .seconds(1)); return nil }
+                defer { group.cancelAll() }
+                return try await group.next() ?? nil
+            }
+            let failure = error ?? RPCError(
+                .workerDied, status.map { "died (\($0)) before answering" } ?? "closed its connection before answering",
+                pid: pid, exitStatus: status)
+            self.state.withLock { $0.failure = failure }
+            for (_, call) in calls {
+                var named = failure
+                named.function = call.function
+                call.continuation.resume(throwing: named)
+            }
+            self.settleIfDrained()
+        }
+    }
+
+    private func settleIfDrained() {
+        let waiters = state.withLock { state -> [CheckedContinuation<Void, Never>] in
+            guard state.calls.isEmpty else { return [] }
+            defer { state.drained = [] }
+            return state.drained
+        }
+        for waiter in waiters { waiter.resume() }
+    }
+}
+
+/// An event a worker sent: a MessagePack-RPC notification.
+public struct RPCEvent: Sendable, Equatable {
+    /// The notification's method name.
+    public let name: String
+    /// Its parameters.
+    public let params: [MessagePackValue]
+
+    /// The first parameter decoded as `type` (what ``RPCServer/emit(_:_:)`` sends).
+    public func value<Value: Decodable>(as type: Value.Type) throws -> Value {
+        try MessagePackDecoder().decode(type, from: params.first ?? .nil)
+    }
+}

@@ -1,0 +1,219 @@
+import ForkKit
+import ForkRPC
+import Foundation
+import MessagePack
+import Testing
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+struct Division: Codable, Sendable {
+    var dividend: Int
+    var divisor: Int
+}
+
+let square = RPCFunction<Int, Int>("square")
+let divide = RPCFunction<Division, Int>("divide")
+let echoBytes = RPCFunction<[UInt8], [UInt8]>("echo-bytes")
+let sleepMilliseconds = RPCFunction<Int, Int>("sleep-ms")
+let countDown = RPCFunction<Int, Int>("count-down")
+let die = RPCFunction<Int, Int>("die")
+
+/// The test worker (Tests/ForkKitTestWorker), next to the test bundle, as a template.
+func workerTemplate() async throws -> ForkTemplate {
+    let executable = (try FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe") as NSString).deletingLastPathComponent
+    return try await ForkTemplate.spawn(executable: executable + "/forkkit-test-worker")
+}
+
+func mathWorker() async throws -> RPCClient {
+    try await RPCClient.start(try await workerTemplate(), running: "rpc-math")
+}
+
+@Suite("ForkRPC against real workers")
+struct RPCTests {
+    @Test("a typed call returns its result")
+    func typedCall() async throws {
+        let worker = try await mathWorker()
+        #expect(try await worker.call(square, 12345) == 152_399_025)
+        #expect(try await worker.call(divide, Division(dividend: 10, divisor: 3)) == 3)
+        #expect(try await worker.close() == .exited(0))
+    }
+
+    @Test("many calls in flight on one socket, each matched to its own result")
+    func pipelined() async throws {
+        let worker = try await mathWorker()
+        let results = try await withThrowingTaskGroup(of: (Int, Int).self) { group in
+            for number in 0..<500 {
+                group.addTask { (number, try await worker.call(square, number)) }
+            }
+            return try await group.reduce(into: [Int: Int]()) { $0[$1.0] = $1.1 }
+        }
+        #expect(results.count == 500)
+        #expect(results.allSatisfy { $0.value == $0.key * $0.key })
+    }
+
+    @Test("a throwing function becomes an error with its type, message, function and pid")
+    func remoteError() async throws {
+        let worker = try await mathWorker()
+        let error = try await #require(throws: RPCError.self) {
+            _ = try await worker.call(divide, Division(dividend: 1, divisor: 0))
+        }
+        #expect(error.kind == .remote)
+        #expect(error.remoteType == "MathError")
+        #expect(error.message.contains("division by zero"))
+        #expect(error.function == "divide")
+        #expect(error.pid == worker.pid)
+        #expect("\(error)".contains("'divide' in worker \(worker.pid!)"))
+        // The worker goes on serving.
+        #expect(try await worker.call(square, 3) == 9)
+    }
+
+    @Test("an unknown function and arguments of the wrong type are named")
+    func badCalls() async throws {
+        let worker = try await mathWorker()
+        let unknown = try await #require(throws: RPCError.self) {
+            _ = try await worker.call(RPCFunction<Int, Int>("cube"), 2)
+        }
+        #expect(unknown.kind == .unknownFunction)
+        #expect(unknown.message.contains("no function named 'cube'"))
+        #expect(unknown.message.contains("square"))
+
+        let wrongType = try await #require(throws: RPCError.self) {
+            _ = try await worker.call(RPCFunction<String, Int>("square"), "three")
+        }
+        #expect(wrongType.kind == .invalidArguments)
+        #expect(wrongType.function == "square")
+        #expect(wrongType.message.contains("expects Int"))
+        #expect(try await worker.call(square, 4) == 16)
+    }
+
+    @Test("events from the worker arrive in order before the result")
+    func events() async throws {
+        let worker = try await mathWorker()
+        #expect(try await worker.call(countDown, 3) == 0)
+        var received: [Int] = []
+        for await event in worker.events {
+            #expect(event.name == "progress")
+            received.append(try event.value(as: Int.self))
+            if received.count == 3 { break }
+        }
+        #expect(received == [3, 2, 1])
+    }
+
+    @Test("a worker that dies in a call fails it with the signal")
+    func workerDiesInCall() async throws {
+        let worker = try await mathWorker()
+        let error = try await #require(throws: RPCError.self) {
+            _ = try await worker.call(die, Int(SIGTERM))
+        }
+        #expect(error.kind == .workerDied)
+        #expect(error.exitStatus == .signaled(SIGTERM))
+        #expect("\(error)".contains("signal 15 (SIGTERM)"))
+        #expect(error.function == "die")
+        let after = try await #require(throws: RPCError.self) { _ = try await worker.call(square, 2) }
+        #expect(after.kind == .workerDied)
+    }
+
+    @Test("a worker killed mid-call fails every call it held, running and queued; nothing hangs")
+    func workerKilled() async throws {
+        let worker = try await mathWorker()
+        let running = Task { try await worker.call(sleepMilliseconds, 5000) }
+        let queued = Task { try await worker.call(square, 2) }
+        try await Task.sleep(for: .milliseconds(100))
+        worker.terminate()
+        for call in [running, queued] {
+            let error = await #expect(throws: RPCError.self) { _ = try await call.value }
+            #expect(error?.kind == .workerDied)
+            #expect(error?.exitStatus == .signaled(SIGKILL))
+        }
+    }
+
+    @Test("a timeout fails the call and asks the worker to cancel; later calls still work")
+    func timeout() async throws {
+        let worker = try await mathWorker()
+        let error = try await #require(throws: RPCError.self) {
+            _ = try await worker.call(sleepMilliseconds, 300, timeout: .milliseconds(50))
+        }
+        #expect(error.kind == .timeout)
+        // The late answer to the abandoned call is dropped, not mistaken for this one.
+        #expect(try await worker.call(square, 5) == 25)
+    }
+
+    @Test("task cancellation fails the call with CancellationError")
+    func cancellation() async throws {
+        let worker = try await mathWorker()
+        let task = Task { try await worker.call(sleepMilliseconds, 300) }
+        try await Task.sleep(for: .milliseconds(30))
+        task.cancel()
+        await #expect(throws: CancellationError.self) { _ = try await task.value }
+        #expect(try await worker.call(square, 6) == 36)
+    }
+
+    @Test("close lets queued calls finish, then the worker exits cleanly")
+    func gracefulClose() async throws {
+        let worker = try await mathWorker()
+        async let first = worker.call(sleepMilliseconds, 100)
+        async let second = worker.call(square, 7)
+        try await Task.sleep(for: .milliseconds(20))
+        let status = try await worker.close()
+        #expect(try await first == 100)
+        #expect(try await second == 49)
+        #expect(status == .exited(0))
+        let late = try await #require(throws: RPCError.self) { _ = try await worker.call(square, 1) }
+        #expect(late.kind == .closed)
+    }
+
+    @Test("1 MiB of bytes goes there and back as bin")
+    func largePayload() async throws {
+        let worker = try await mathWorker()
+        let payload = (0..<(1 << 20)).map { UInt8(truncatingIfNeeded: $0 &* 31) }
+        #expect(try await worker.call(echoBytes, payload) == payload)
+    }
+
+    @Test("garbage from the worker closes the connection with a protocol error; the parent goes on")
+    func garbageFromWorker() async throws {
+        let worker = try await RPCClient.start(try await workerTemplate(), running: "rpc-misbehaving")
+        let error = try await #require(throws: RPCError.self) {
+            _ = try await worker.call(RPCFunction<Int, Int>("write-garbage"), 0)
+        }
+        #expect(error.kind == .protocolViolation)
+    }
+
+    @Test("a response to a msgid nobody sent is a protocol error")
+    func unknownResponse() async throws {
+        let worker = try await RPCClient.start(try await workerTemplate(), running: "rpc-misbehaving")
+        let error = try await #require(throws: RPCError.self) {
+            _ = try await worker.call(RPCFunction<Int, Int>("answer-unknown-id"), 0)
+        }
+        #expect(error.kind == .protocolViolation)
+        #expect(error.message.contains("msgid 99999"))
+    }
+}
+
+@Suite("MessagePack-RPC messages")
+struct RPCMessageTests {
+    @Test("the spec's three messages encode to the canonical bytes")
+    func canonical() throws {
+        // From protocol/vectors/msgpack-canonical.json ("rpc request", "rpc response ok", "rpc notification").
+        #expect(RPCMessage.request(id: 1, method: "square", params: [12345]).value.encoded() == bytes("940001a673717561726591cd3039"))
+        #expect(RPCMessage.response(id: 1, error: nil, result: 152_399_025).value.encoded() == bytes("940101c0ce09156cb1"))
+        #expect(RPCMessage.notification(method: "progress", params: [3, 10]).value.encoded() == bytes("9302a870726f677265737392030a"))
+        #expect(try RPCMessage(MessagePackValue(decoding: bytes("940001a673717561726591cd3039"))) == .request(id: 1, method: "square", params: [12345]))
+    }
+
+    @Test("malformed messages are refused with a reason")
+    func malformed() {
+        #expect(throws: RPCError.self) { try RPCMessage([3, 1, 2]) }
+        #expect(throws: RPCError.self) { try RPCMessage([0, -1, "f", []]) }
+        #expect(throws: RPCError.self) { try RPCMessage([0, 1, 2, []]) }
+        #expect(throws: RPCError.self) { try RPCMessage([2, "event", "not an array"]) }
+    }
+
+    func bytes(_ hex: String) -> [UInt8] {
+        stride(from: 0, to: hex.count, by: 2).map {
+            let start = hex.index(hex.startIndex, offsetBy: $0)
+            return UInt8(hex[start..<hex.index(start, offsetBy: 2)], radix: 16)!
+        }
+    }
+}
