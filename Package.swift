@@ -34,7 +34,7 @@ let package = Package(
                 .product(name: "SystemPackage", package: "swift-system"),
             ]
         ),
-        .target(name: "ForkRPC", dependencies: ["ForkKit", "MessagePack", .product(name: "SystemPackage", package: "swift-system")]),
+        .target(name: "ForkRPC", dependencies: ["ForkKit", "MessagePack", "CForkSupport", .product(name: "SystemPackage", package: "swift-system")]),
 
         // A plugin that tests load into a template with `dlopen`.
         .target(name: "ForkKitTestPlugin", dependencies: ["ForkKit"], path: "Tests/ForkKitTestPlugin"),
@@ -77,7 +77,10 @@ let package = Package(
         ),
 
         .testTarget(name: "MessagePackTests", dependencies: ["MessagePack"]),
-        .testTarget(name: "ForkRPCTests", dependencies: ["ForkRPC", "ForkKit", "MessagePack"]),
+        .testTarget(
+            name: "ForkRPCTests",
+            dependencies: ["ForkRPC", "ForkKit", "MessagePack", .product(name: "SystemPackage", package: "swift-system")]
+        ),
         .testTarget(
             name: "ForkKitTests",
             dependencies: ["ForkKit", "CForkSupport", "MessagePack", .product(name: "SystemPackage", package: "swift-system")]

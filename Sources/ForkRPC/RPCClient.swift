@@ -1,3 +1,4 @@
+import CForkSupport
 import ForkKit
 import MessagePack
 import Synchronization
@@ -29,12 +30,17 @@ public final class RPCClient: Sendable {
 
     private let input: Int32
     private let output: Int32
+    /// Sockets are written with `send(MSG_NOSIGNAL)`; pipes with `write`, with SIGPIPE ignored.
+    private let outputIsSocket: Bool
+    /// Sockets are read with `recv(MSG_DONTWAIT)`; pipes are made non-blocking and read with `read`.
+    private let inputIsSocket: Bool
     private let worker: RunningChild?
     private let state: Mutex<State>
-    private let writeOrder = Mutex<Void>(())
+    /// Guards the writing side; false once it was closed (a pipe cannot be half-shut like a socket).
+    private let outputOpen = Mutex(true)
     private let eventSink: AsyncStream<RPCEvent>.Continuation
     // Touched only on the monitor thread, which alone reads.
-    private nonisolated(unsafe) var reader = MessagePackFrameReader()
+    private nonisolated(unsafe) var reader: MessagePackFrameReader
     private nonisolated(unsafe) var scratch = [UInt8](repeating: 0, count: 64 * 1024)
 
     private struct Call {
@@ -54,9 +60,21 @@ public final class RPCClient: Sendable {
 
     /// Talks MessagePack-RPC over `input` and `output` (the same descriptor for a socket). The client
     /// takes ownership of both. `worker`, when given, names the process in errors and reports its exit.
-    public init(input: FileDescriptor, output: FileDescriptor, worker: RunningChild? = nil) {
+    /// A message from the worker larger than `maximumMessageSize` closes the connection.
+    public init(input: FileDescriptor, output: FileDescriptor, worker: RunningChild? = nil, maximumMessageSize: Int = 64 << 20) {
+        self.reader = MessagePackFrameReader(maximumMessageSize: maximumMessageSize)
         self.input = input.rawValue
         self.output = output.rawValue
+        outputIsSocket = Self.isSocket(output.rawValue)
+        inputIsSocket = Self.isSocket(input.rawValue)
+        if !inputIsSocket {
+            _ = fcntl(input.rawValue, F_SETFL, fcntl(input.rawValue, F_GETFL) | O_NONBLOCK)
+        }
+        if !outputIsSocket {
+            // A worker that dies makes the next write to its pipe raise SIGPIPE, which would kill
+            // this process; ignored, the write fails with EPIPE and the call with workerDied.
+            signal(SIGPIPE, SIG_IGN)
+        }
         self.worker = worker
         self.state = Mutex(State())
         (events, eventSink) = AsyncStream.makeStream(of: RPCEvent.self)
@@ -68,16 +86,18 @@ public final class RPCClient: Sendable {
         DescriptorMonitor.shared.unwatch(input)
         eventSink.finish()
         Glibc.close(input)
-        if output != input { Glibc.close(output) }
+        if output != input, outputOpen.withLock({ $0 }) { Glibc.close(output) }
     }
 
     /// Forks a child from `template` that runs `function` (an ``ForkEntryPoint/rpcWorker(_:_:)``)
     /// and returns a client connected to it (AnyEvent::Fork::RPC's `run`).
-    public static func start(_ template: ForkTemplate, running function: String, arguments: [[UInt8]] = []) async throws -> RPCClient {
+    public static func start(
+        _ template: ForkTemplate, running function: String, arguments: [[UInt8]] = [], maximumMessageSize: Int = 64 << 20
+    ) async throws -> RPCClient {
         let child = try await template.fork(running: function, arguments: arguments)
         let socket = FileDescriptor(rawValue: dup(child.socket.rawValue))
         child.closeSocket()
-        return RPCClient(input: socket, output: socket, worker: child)
+        return RPCClient(input: socket, output: socket, worker: child, maximumMessageSize: maximumMessageSize)
     }
 
     /// Calls `function` with `input` and waits for its result.
@@ -121,7 +141,11 @@ public final class RPCClient: Sendable {
                     return nil
                 }
                 if let refused { return continuation.resume(throwing: refused) }
-                send(.request(id: id, method: method, params: params))
+                if var failure = send(.request(id: id, method: method, params: params)) {
+                    failure.function = method
+                    let call = state.withLock { $0.calls.removeValue(forKey: id) }
+                    call?.continuation.resume(throwing: failure)
+                }
             }
         } onCancel: {
             abandon(id, with: CancellationError())
@@ -146,7 +170,7 @@ public final class RPCClient: Sendable {
             }
             if done { continuation.resume() }
         }
-        shutdown(output, Int32(SHUT_WR))
+        finishOutput()
         return try await worker?.exitStatus()
     }
 
@@ -157,19 +181,53 @@ public final class RPCClient: Sendable {
 
     // MARK: - Internals
 
-    private func send(_ message: RPCMessage) {
-        let bytes = message.value.encoded()
-        writeOrder.withLock { _ in
+    /// Writes a message whole; returns why it could not, or nil.
+    @discardableResult
+    private func send(_ message: RPCMessage) -> RPCError? {
+        let value = message.value
+        let bytes = value.encoded()
+        let descriptors = PassedDescriptor.descriptors(in: value)
+        return outputOpen.withLock { open -> RPCError? in
+            guard open else { return RPCError(.closed, "the client's output is closed", pid: pid) }
             var offset = 0
+            if !descriptors.isEmpty {
+                guard outputIsSocket else {
+                    return RPCError(.codingFailed, "descriptors can only be passed over a Unix socket, not a pipe", pid: pid)
+                }
+                // The descriptors ride on the message's first bytes, so they arrive before it is complete.
+                offset = bytes.withUnsafeBytes {
+                    forkkit_send_with_descriptors(output, $0.baseAddress, $0.count, descriptors, Int32(descriptors.count))
+                }
+                if offset < 0 { return sendFailure(errno) }
+            }
             while offset < bytes.count {
-                let sent = bytes.withUnsafeBytes { Glibc.send(output, $0.baseAddress! + offset, $0.count - offset, Int32(MSG_NOSIGNAL)) }
+                let sent = bytes.withUnsafeBytes { raw in
+                    outputIsSocket
+                        ? Glibc.send(output, raw.baseAddress! + offset, raw.count - offset, Int32(MSG_NOSIGNAL))
+                        : Glibc.write(output, raw.baseAddress! + offset, raw.count - offset)
+                }
                 if sent < 0 {
                     if errno == EINTR { continue }
-                    // The reader sees the end of the stream and fails every call.
-                    shutdown(input, Int32(SHUT_RD))
-                    return
+                    return sendFailure(errno)
                 }
                 offset += sent
+            }
+            return nil
+        }
+    }
+
+    private func sendFailure(_ error: Int32) -> RPCError {
+        RPCError(.workerDied, "cannot send to the worker: \(String(cString: strerror(error)))", pid: pid)
+    }
+
+    /// Tells the worker no more requests come: end of stream on its input.
+    private func finishOutput() {
+        outputOpen.withLock { open in
+            guard open else { return }
+            if shutdown(output, Int32(SHUT_WR)) != 0 && output != input {
+                // A pipe: closing the write end is how it ends.
+                Glibc.close(output)
+                open = false
             }
         }
     }
@@ -187,8 +245,16 @@ public final class RPCClient: Sendable {
         settleIfDrained()
     }
 
+    private static func isSocket(_ descriptor: Int32) -> Bool {
+        var kind: Int32 = 0
+        var length = socklen_t(MemoryLayout<Int32>.size)
+        return getsockopt(descriptor, SOL_SOCKET, SO_TYPE, &kind, &length) == 0
+    }
+
     private func readable() {
-        let count = scratch.withUnsafeMutableBytes { recv(input, $0.baseAddress, $0.count, Int32(MSG_DONTWAIT)) }
+        let count = scratch.withUnsafeMutableBytes { buffer in
+            inputIsSocket ? recv(input, buffer.baseAddress, buffer.count, Int32(MSG_DONTWAIT)) : read(input, buffer.baseAddress, buffer.count)
+        }
         if count < 0 {
             if errno == EAGAIN || errno == EINTR { return }
             return end(nil)

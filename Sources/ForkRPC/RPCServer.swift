@@ -1,3 +1,4 @@
+import CForkSupport
 import ForkKit
 import MessagePack
 import SystemPackage
@@ -26,17 +27,23 @@ public final class RPCServer {
     private let input: Int32
     private let output: Int32
     private var handlers: [String: Handler] = [:]
-    private var reader = MessagePackFrameReader()
+    private var reader: MessagePackFrameReader
     /// Requests the owner cancelled before they were started.
     private var cancelled: Set<UInt32> = []
+    /// Descriptors that arrived (SCM_RIGHTS) and no request has claimed yet.
+    private var received: [Int32] = []
+    /// False once the input turned out to be a pipe: then plain reads, and no descriptors.
+    private var inputIsSocket = true
 
     /// Serves on one bidirectional socket (a forked child's socket).
-    public convenience init(socket: FileDescriptor) {
-        self.init(input: socket, output: socket)
+    public convenience init(socket: FileDescriptor, maximumMessageSize: Int = 64 << 20) {
+        self.init(input: socket, output: socket, maximumMessageSize: maximumMessageSize)
     }
 
     /// Serves on separate input and output descriptors (a pipe pair, or standard input and output).
-    public init(input: FileDescriptor, output: FileDescriptor) {
+    /// A message from the owner larger than `maximumMessageSize` ends `serve()` with an error.
+    public init(input: FileDescriptor, output: FileDescriptor, maximumMessageSize: Int = 64 << 20) {
+        reader = MessagePackFrameReader(maximumMessageSize: maximumMessageSize)
         self.input = input.rawValue
         self.output = output.rawValue
         signal(SIGPIPE, SIG_IGN)
@@ -70,19 +77,34 @@ public final class RPCServer {
         try write(.notification(method: name, params: [MessagePackEncoder().encodeValue(value)]))
     }
 
-    /// Answers requests until the owner closes its end.
+    /// Answers requests until the owner closes its end. Throws (and the worker should exit) when the
+    /// owner sends something that is not MessagePack-RPC: the stream can no longer be trusted.
     public func serve() throws {
+        defer { received.forEach { close($0) } }
         var buffer = [UInt8](repeating: 0, count: 64 * 1024)
+        var incoming = [Int32](repeating: -1, count: 253)
         while true {
-            let count = buffer.withUnsafeMutableBytes { read(input, $0.baseAddress, $0.count) }
+            var arrived: Int32 = 0, truncated: Int32 = 0
+            let count = buffer.withUnsafeMutableBytes { bytes in
+                inputIsSocket
+                    ? forkkit_receive_with_descriptors(input, bytes.baseAddress, bytes.count, &incoming, 253, &arrived, &truncated)
+                    : read(input, bytes.baseAddress, bytes.count)
+            }
             if count < 0 {
                 if errno == EINTR { continue }
+                if errno == ENOTSOCK && inputIsSocket {
+                    inputIsSocket = false
+                    continue
+                }
                 throw Errno(rawValue: errno)
             }
+            received += incoming.prefix(Int(arrived))
             if count == 0 { return }
             buffer.withUnsafeBytes { reader.append(UnsafeRawBufferPointer(rebasing: $0.prefix(count))) }
             var batch: [RPCMessage] = []
-            while let value = try reader.next() { batch.append(try RPCMessage(value)) }
+            while let value = try reader.next() {
+                batch.append(try RPCMessage(try PassedDescriptor.substitute(value, from: &received)))
+            }
             // A cancel that arrived together with its request spares the work.
             for case .notification("$cancel", let params) in batch {
                 if let id = params.first?.integerValue.flatMap(UInt32.init(exactly:)) { cancelled.insert(id) }
@@ -111,7 +133,12 @@ public final class RPCServer {
     }
 
     private func write(_ message: RPCMessage) throws {
-        let bytes = message.value.encoded()
+        var value = message.value
+        if case .response(let id, _, _) = message, !PassedDescriptor.descriptors(in: value).isEmpty {
+            value = RPCMessage.response(
+                id: id, error: ["InvalidResult", "results cannot carry descriptors; only arguments can"], result: .nil).value
+        }
+        let bytes = value.encoded()
         var offset = 0
         while offset < bytes.count {
             let sent = bytes.withUnsafeBytes { Glibc.write(output, $0.baseAddress! + offset, $0.count - offset) }

@@ -35,6 +35,13 @@ struct TreeDecoder: Decoder {
             guard let bytes = value.bytesValue else { throw mismatch(type, expected: "bin") }
             return binary.init(messagePackBytes: bytes) as! Value
         }
+        if let custom = type as? MessagePackValueConvertible.Type {
+            do {
+                return try custom.init(messagePackValue: value) as! Value
+            } catch {
+                throw DecodingError.typeMismatch(type, DecodingError.Context(codingPath: codingPath, debugDescription: "\(error)", underlyingError: error))
+            }
+        }
         return try Value(from: self)
     }
 

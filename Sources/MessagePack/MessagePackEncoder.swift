@@ -30,9 +30,19 @@ public struct MessagePackEncoder: Sendable {
         switch value {
         case let value as MessagePackValue: return value
         case let bytes as MessagePackBinaryConvertible: return .binary(bytes.messagePackBytes)
+        case let custom as MessagePackValueConvertible: return custom.messagePackValue
         default: return nil
         }
     }
+}
+
+/// A type with its own MessagePack form (an ext type, say), used by ``MessagePackEncoder`` and
+/// ``MessagePackDecoder`` instead of its `Codable` conformance.
+public protocol MessagePackValueConvertible {
+    /// The value's MessagePack form.
+    var messagePackValue: MessagePackValue { get }
+    /// Reads the value back, or throws if `messagePackValue` is not its form.
+    init(messagePackValue: MessagePackValue) throws
 }
 
 /// A type encoded as MessagePack bin rather than as an array of numbers.

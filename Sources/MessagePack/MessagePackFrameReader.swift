@@ -57,8 +57,21 @@ public struct MessagePackFrameReader: ~Copyable {
     /// Returns the next complete message, or `nil` when more bytes are needed.
     public mutating func next() throws(MessagePackError) -> MessagePackValue? {
         if let failure { throw failure }
+        // A message whose header already declares more than the limit is refused before its body
+        // is waited for (or buffered).
+        if unpacker.pointee.parsed == 0, let declared = declaredSizeOfNextMessage(), declared > maximumMessageSize {
+            failure = .messageTooLarge(size: declared, limit: maximumMessageSize)
+            throw failure!
+        }
+        let start = Int(unpacker.pointee.off) - Int(unpacker.pointee.parsed)
         switch msgpack_unpacker_next(unpacker, unpacked) {
         case MSGPACK_UNPACK_SUCCESS:
+            // A message that arrived whole in one piece is only measured now.
+            let size = Int(unpacker.pointee.off) - start
+            if size > maximumMessageSize {
+                failure = .messageTooLarge(size: size, limit: maximumMessageSize)
+                throw failure!
+            }
             do {
                 return try MessagePackValue(unpacked.pointee.data)
             } catch {
@@ -78,6 +91,33 @@ public struct MessagePackFrameReader: ~Copyable {
         default:
             failure = .malformed("invalid type byte")
             throw failure!
+        }
+    }
+}
+
+extension MessagePackFrameReader {
+    /// The least size the next message's header announces (header plus declared body), if the
+    /// header has arrived and announces a size.
+    private func declaredSizeOfNextMessage() -> Int? {
+        let used = Int(unpacker.pointee.used), offset = Int(unpacker.pointee.off)
+        guard let base = unpacker.pointee.buffer, used > offset else { return nil }
+        let bytes = UnsafeRawBufferPointer(start: base + offset, count: used - offset)
+        func length(_ width: Int) -> Int? {
+            guard bytes.count > width else { return nil }
+            return (1...width).reduce(0) { $0 << 8 | Int(bytes[$1]) }
+        }
+        switch bytes[0] {
+        case 0xc4, 0xd9: return length(1).map { 2 + $0 }            // bin 8, str 8
+        case 0xc5, 0xda: return length(2).map { 3 + $0 }            // bin 16, str 16
+        case 0xc6, 0xdb: return length(4).map { 5 + $0 }            // bin 32, str 32
+        case 0xc7: return length(1).map { 3 + $0 }                  // ext 8
+        case 0xc8: return length(2).map { 4 + $0 }                  // ext 16
+        case 0xc9: return length(4).map { 6 + $0 }                  // ext 32
+        case 0xdc: return length(2).map { 3 + $0 }                  // array 16: at least a byte each
+        case 0xdd: return length(4).map { 5 + $0 }                  // array 32
+        case 0xde: return length(2).map { 3 + 2 * $0 }              // map 16: at least two bytes a pair
+        case 0xdf: return length(4).map { 5 + 2 * $0 }              // map 32
+        default: return nil
         }
     }
 }

@@ -77,6 +77,11 @@ ForkTemplate.bootstrap([
             for remaining in stride(from: count, to: 0, by: -1) { try server.emit("progress", remaining) }
             return 0
         }
+        server.register(RPCFunction<PassedDescriptor, Int32>("write-pid-to")) { passed in
+            defer { try? passed.descriptor.close() }
+            try passed.descriptor.writeAll(Array("\(getpid())\n".utf8))
+            return getpid()
+        }
         server.register(RPCFunction<Int, Int>("die")) { signal in
             kill(getpid(), Int32(signal))
             return 0
@@ -132,6 +137,11 @@ struct TestFailure: Error, CustomStringConvertible {
 
 // Not started as a template: act as an owner process for the tests that need one of their own.
 switch CommandLine.arguments.dropFirst().first {
+case "pipe-server":
+    // MessagePack-RPC on standard input and output, as a worker started by any program would be.
+    let server = RPCServer(input: .standardInput, output: .standardOutput)
+    server.register(RPCFunction<Int, Int>("square")) { $0 * $0 }
+    try server.serve()
 case "self-template":
     // AnyEvent::Fork::Template: fork this very program while it is still single-threaded.
     let template = try ForkTemplate.forkingCurrentProcess()

@@ -2,6 +2,7 @@ import ForkKit
 import ForkRPC
 import Foundation
 import MessagePack
+import SystemPackage
 import Testing
 
 #if canImport(Glibc)
@@ -188,6 +189,60 @@ struct RPCTests {
         }
         #expect(error.kind == .protocolViolation)
         #expect(error.message.contains("msgid 99999"))
+    }
+}
+
+@Suite("ForkRPC: descriptors, pipes, limits, bad input")
+struct RPCEdgeTests {
+    @Test("a descriptor passed as an argument arrives in the worker and works")
+    func passDescriptor() async throws {
+        let worker = try await mathWorker()
+        let pipe = try FileDescriptor.pipe()
+        defer { try? pipe.readEnd.close() }
+        let pid = try await worker.call(RPCFunction<PassedDescriptor, Int32>("write-pid-to"), PassedDescriptor(pipe.writeEnd))
+        try pipe.writeEnd.close()
+        #expect(pid == worker.pid)
+        var buffer = [UInt8](repeating: 0, count: 64)
+        let count = try buffer.withUnsafeMutableBytes { try pipe.readEnd.read(into: $0) }
+        #expect(String(decoding: buffer.prefix(count), as: UTF8.self) == "\(pid)\n")
+    }
+
+    @Test("a client attaches to any pipe pair: a worker on standard input and output")
+    func pipePair() async throws {
+        let executable = (try FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe") as NSString).deletingLastPathComponent
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: executable + "/forkkit-test-worker")
+        process.arguments = ["pipe-server"]
+        let toWorker = Pipe(), fromWorker = Pipe()
+        process.standardInput = toWorker
+        process.standardOutput = fromWorker
+        try process.run()
+        let client = RPCClient(
+            input: FileDescriptor(rawValue: dup(fromWorker.fileHandleForReading.fileDescriptor)),
+            output: FileDescriptor(rawValue: dup(toWorker.fileHandleForWriting.fileDescriptor)))
+        try toWorker.fileHandleForWriting.close()
+        try fromWorker.fileHandleForReading.close()
+        #expect(try await client.call(square, 11) == 121)
+        try await client.close()
+        process.waitUntilExit()
+        #expect(process.terminationStatus == 0)
+    }
+
+    @Test("a response over the client's size limit closes the connection with a protocol error")
+    func tooLarge() async throws {
+        let worker = try await RPCClient.start(try await workerTemplate(), running: "rpc-math", maximumMessageSize: 1000)
+        let error = try await #require(throws: RPCError.self) {
+            _ = try await worker.call(echoBytes, [UInt8](repeating: 1, count: 5000))
+        }
+        #expect(error.kind == .protocolViolation)
+        #expect(error.message.contains("limit of 1000 bytes"))
+    }
+
+    @Test("garbage sent to a worker ends it with an error; nothing hangs")
+    func garbageToWorker() async throws {
+        let child = try await workerTemplate().fork(running: "rpc-math")
+        try child.socket.writeAll([0xc1, 0xc1, 0xc1])
+        #expect(try await child.exitStatus() == .exited(1))
     }
 }
 
