@@ -3,6 +3,7 @@
 import ForkKit
 import ForkRPC
 import MessagePack
+import Synchronization
 import SystemPackage
 
 #if canImport(Glibc)
@@ -87,6 +88,30 @@ ForkTemplate.bootstrap([
             return 0
         }
     },
+    .asyncRPCWorker("rpc-async", maximumConcurrentCalls: 3) { server in
+        server.register(RPCFunction<Int, Int>("nap-ms")) { milliseconds in
+            let now = AsyncCounters.running.add(1, ordering: .relaxed).newValue
+            AsyncCounters.peak.max(now, ordering: .relaxed)
+            defer { AsyncCounters.running.subtract(1, ordering: .relaxed) }
+            do {
+                try await Task.sleep(for: .milliseconds(milliseconds))
+            } catch {
+                AsyncCounters.cancelled.add(1, ordering: .relaxed)
+                throw error
+            }
+            return milliseconds
+        }
+        server.register(RPCFunction<Int, Int>("peak")) { _ in AsyncCounters.peak.load(ordering: .relaxed) }
+        server.register(RPCFunction<Int, Int>("cancelled")) { _ in AsyncCounters.cancelled.load(ordering: .relaxed) }
+        server.register(RPCFunction<Int, String>("count-down")) { count in
+            // The Perl documentation's example: a slow count-down that reports as it goes.
+            for remaining in stride(from: count, to: 0, by: -1) {
+                try server.emit("tick", remaining)
+                try await Task.sleep(for: .milliseconds(10))
+            }
+            return "liftoff"
+        }
+    },
     .function("rpc-misbehaving") { child in
         // A worker that breaks the protocol on request, to test the owner's side.
         let server = RPCServer(socket: child.socket)
@@ -119,6 +144,12 @@ ForkTemplate.bootstrap([
         }, nil)
     },
 ])
+
+enum AsyncCounters {
+    static let running = Atomic<Int>(0)
+    static let peak = Atomic<Int>(0)
+    static let cancelled = Atomic<Int>(0)
+}
 
 struct Division: Codable, Sendable {
     var dividend: Int

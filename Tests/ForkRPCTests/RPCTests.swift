@@ -192,6 +192,50 @@ struct RPCTests {
     }
 }
 
+@Suite("ForkRPC asynchronous backend")
+struct AsyncBackendTests {
+    let nap = RPCFunction<Int, Int>("nap-ms")
+
+    @Test("several slow calls run at once in one worker, up to its limit")
+    func concurrent() async throws {
+        let worker = try await RPCClient.start(try await workerTemplate(), running: "rpc-async")
+        let results = try await withThrowingTaskGroup(of: Int.self) { group in
+            for _ in 0..<5 { group.addTask { try await worker.call(nap, 200) } }
+            return try await group.reduce(into: []) { $0.append($1) }
+        }
+        #expect(results == [200, 200, 200, 200, 200])
+        #expect(try await worker.call(RPCFunction<Int, Int>("peak"), 0) == 3)
+    }
+
+    @Test("a timeout cancels the running call inside the worker")
+    func remoteCancellation() async throws {
+        let worker = try await RPCClient.start(try await workerTemplate(), running: "rpc-async")
+        let error = try await #require(throws: RPCError.self) {
+            _ = try await worker.call(nap, 10_000, timeout: .milliseconds(100))
+        }
+        #expect(error.kind == .timeout)
+        var cancelled = 0
+        for _ in 0..<100 where cancelled == 0 {
+            cancelled = try await worker.call(RPCFunction<Int, Int>("cancelled"), 0)
+            try await Task.sleep(for: .milliseconds(10))
+        }
+        #expect(cancelled == 1)
+    }
+
+    @Test("the count-down example: events while the call runs, then the result")
+    func countDown() async throws {
+        let worker = try await RPCClient.start(try await workerTemplate(), running: "rpc-async")
+        #expect(try await worker.call(RPCFunction<Int, String>("count-down"), 3) == "liftoff")
+        var ticks: [Int] = []
+        for await event in worker.events {
+            ticks.append(try event.value(as: Int.self))
+            if ticks.count == 3 { break }
+        }
+        #expect(ticks == [3, 2, 1])
+        #expect(try await worker.close() == .exited(0))
+    }
+}
+
 @Suite("ForkRPC: descriptors, pipes, limits, bad input")
 struct RPCEdgeTests {
     @Test("a descriptor passed as an argument arrives in the worker and works")

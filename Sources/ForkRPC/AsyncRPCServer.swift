@@ -1,0 +1,199 @@
+import Dispatch
+import ForkKit
+
+#if canImport(Glibc)
+import Glibc
+#endif
+import MessagePack
+import Synchronization
+import SystemPackage
+
+/// The worker side of MessagePack-RPC, asynchronous backend: `async` functions, several calls
+/// running at once up to a limit (AnyEvent::Fork::RPC's async backend), each cancelled when the
+/// owner sends `$cancel` (a timeout or a cancelled task on the owner's side).
+///
+/// ```swift
+/// ForkTemplate.bootstrap([
+///     .asyncRPCWorker("fetcher", maximumConcurrentCalls: 8) { server in
+///         server.register(fetch) { url in try await download(url) }
+///     },
+/// ])
+/// ```
+///
+/// A dedicated thread reads requests; each runs in its own task; responses are written as they
+/// finish, in any order. When the owner closes its end, calls already started finish first.
+public final class AsyncRPCServer: Sendable {
+    private typealias Handler = @Sendable ([MessagePackValue]) async throws -> MessagePackValue
+
+    private let maximumConcurrentCalls: Int
+    private let input: Int32
+    private let output: Int32
+    private let maximumMessageSize: Int
+    private let handlers = Mutex<[String: Handler]>([:])
+    /// Writes from concurrent calls go out one whole message at a time.
+    private let writer: Mutex<RPCStream>
+    private let state = Mutex(State())
+
+    private struct State {
+        var running: [UInt32: Task<Void, Never>] = [:]
+        var waiting: [(UInt32, String, [MessagePackValue])] = []
+        var cancelledEarly: Set<UInt32> = []
+        var ended = false
+        var finished: CheckedContinuation<Void, Never>?
+    }
+
+    /// Serves on one bidirectional socket (a forked child's socket), at most `maximumConcurrentCalls`
+    /// calls at a time; more wait in order.
+    public init(socket: FileDescriptor, maximumConcurrentCalls: Int = 16, maximumMessageSize: Int = 64 << 20) {
+        self.maximumConcurrentCalls = max(1, maximumConcurrentCalls)
+        input = socket.rawValue
+        output = socket.rawValue
+        self.maximumMessageSize = maximumMessageSize
+        writer = Mutex(RPCStream(input: -1, output: socket.rawValue, maximumMessageSize: maximumMessageSize))
+    }
+
+    /// Serves `function` with an `async` body.
+    public func register<Input, Output>(_ function: RPCFunction<Input, Output>, _ body: @escaping @Sendable (Input) async throws -> Output) {
+        handlers.withLock {
+            $0[function.name] = { params in
+                try MessagePackEncoder().encodeValue(try await body(try RPCArguments.decode(Input.self, from: params)))
+            }
+        }
+    }
+
+    /// Sends an event to the owner, from any task.
+    public func emit<Value: Encodable>(_ name: String, _ value: Value) throws {
+        let message = RPCMessage.notification(method: name, params: [try MessagePackEncoder().encodeValue(value)])
+        try writer.withLock { try $0.write(message) }
+    }
+
+    /// Answers requests until the owner closes its end and every started call has finished.
+    public func serve() async throws {
+        let failure = Mutex<(any Error)?>(nil)
+        await withCheckedContinuation { (finished: CheckedContinuation<Void, Never>) in
+            state.withLock { $0.finished = finished }
+            // Blocking reads belong on a thread of their own, not on Swift's cooperative pool.
+            Self.startThread { [self] in
+                do {
+                    var stream = RPCStream(input: input, output: -1, maximumMessageSize: maximumMessageSize)
+                    while let batch = try stream.read() { accept(batch) }
+                } catch {
+                    failure.withLock { $0 = error }
+                }
+                state.withLock { $0.ended = true }
+                finishIfIdle()
+            }
+        }
+        if let error = failure.withLock({ $0 }) { throw error }
+    }
+
+    /// Runs `body` on a new detached thread.
+    private static func startThread(_ body: @escaping @Sendable () -> Void) {
+        final class Box: Sendable {
+            let body: @Sendable () -> Void
+            init(_ body: @escaping @Sendable () -> Void) { self.body = body }
+        }
+        var thread = pthread_t()
+        let box = Unmanaged.passRetained(Box(body)).toOpaque()
+        let result = pthread_create(&thread, nil, { pointer in
+            Unmanaged<Box>.fromOpaque(pointer!).takeRetainedValue().body()
+            return nil
+        }, box)
+        precondition(result == 0, "cannot start the RPC reader thread: error \(result)")
+        pthread_detach(thread)
+    }
+
+    private func accept(_ batch: [RPCMessage]) {
+        for message in batch {
+            switch message {
+            case .request(let id, let method, let params):
+                let startNow = state.withLock { state -> Bool in
+                    if state.cancelledEarly.remove(id) != nil { return false }
+                    guard state.running.count < maximumConcurrentCalls else {
+                        state.waiting.append((id, method, params))
+                        return false
+                    }
+                    return true
+                }
+                if startNow { start(id, method, params) }
+            case .notification("$cancel", let params):
+                guard let id = params.first?.integerValue.flatMap(UInt32.init(exactly:)) else { continue }
+                let task = state.withLock { state -> Task<Void, Never>? in
+                    if let running = state.running[id] { return running }
+                    if let index = state.waiting.firstIndex(where: { $0.0 == id }) {
+                        state.waiting.remove(at: index)
+                    } else {
+                        state.cancelledEarly.insert(id)
+                    }
+                    return nil
+                }
+                task?.cancel()
+            default:
+                continue
+            }
+        }
+    }
+
+    private func start(_ id: UInt32, _ method: String, _ params: [MessagePackValue]) {
+        let handler = handlers.withLock { $0[method] }
+        let known = handlers.withLock { Array($0.keys) }
+        // Registered before it can finish, so that `finish` always finds it.
+        state.withLock { state in
+            state.running[id] = Task { [self] in
+                let response: RPCMessage
+                if let handler {
+                    do {
+                        response = .response(id: id, error: .nil, result: try await handler(params))
+                    } catch {
+                        response = RPCArguments.errorResponse(id: id, error)
+                    }
+                } else {
+                    response = RPCArguments.noSuchMethod(id: id, method, known: known)
+                }
+                // The owner stopped waiting for a cancelled call; it drops a late answer anyway.
+                try? writer.withLock { try $0.write(response) }
+                finish(id)
+            }
+        }
+    }
+
+    private func finish(_ id: UInt32) {
+        let next = state.withLock { state -> (UInt32, String, [MessagePackValue])? in
+            state.running[id] = nil
+            return state.waiting.isEmpty ? nil : state.waiting.removeFirst()
+        }
+        if let next { start(next.0, next.1, next.2) }
+        finishIfIdle()
+    }
+
+    private func finishIfIdle() {
+        let finished = state.withLock { state -> CheckedContinuation<Void, Never>? in
+            guard state.ended, state.running.isEmpty, state.waiting.isEmpty else { return nil }
+            defer { state.finished = nil }
+            return state.finished
+        }
+        finished?.resume()
+    }
+}
+
+extension ForkEntryPoint {
+    /// A function that serves MessagePack-RPC on the child's socket with the asynchronous backend:
+    /// `setUp` registers `async` functions; up to `maximumConcurrentCalls` run at once.
+    public static func asyncRPCWorker(
+        _ name: String, maximumConcurrentCalls: Int = 16, _ setUp: @escaping @Sendable (AsyncRPCServer) throws -> Void
+    ) -> ForkEntryPoint {
+        .function(name) { child in
+            let server = AsyncRPCServer(socket: child.socket, maximumConcurrentCalls: maximumConcurrentCalls)
+            try setUp(server)
+            // The child's main thread waits here while the server's tasks run on the pool.
+            let done = DispatchSemaphore(value: 0)
+            let failure = Mutex<(any Error)?>(nil)
+            Task {
+                do { try await server.serve() } catch { failure.withLock { $0 = error } }
+                done.signal()
+            }
+            done.wait()
+            if let error = failure.withLock({ $0 }) { throw error }
+        }
+    }
+}

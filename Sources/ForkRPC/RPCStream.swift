@@ -1,0 +1,82 @@
+import CForkSupport
+import MessagePack
+import SystemPackage
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The worker's side of the wire, shared by both server backends: whole messages in (with the
+/// descriptors that came along), whole messages out. Blocking; one reader, one writer at a time.
+struct RPCStream: ~Copyable {
+    let input: Int32
+    let output: Int32
+    private var reader: MessagePackFrameReader
+    /// Descriptors that arrived (SCM_RIGHTS) and no request has claimed yet.
+    private var received: [Int32] = []
+    /// False once the input turned out to be a pipe: then plain reads, and no descriptors.
+    private var inputIsSocket = true
+    private var buffer = [UInt8](repeating: 0, count: 64 * 1024)
+
+    init(input: Int32, output: Int32, maximumMessageSize: Int) {
+        self.input = input
+        self.output = output
+        reader = MessagePackFrameReader(maximumMessageSize: maximumMessageSize)
+        signal(SIGPIPE, SIG_IGN)
+    }
+
+    deinit {
+        received.forEach { close($0) }
+    }
+
+    /// The messages that the next read completes; nil at end of stream. Throws on bytes that are not
+    /// MessagePack-RPC: the stream can no longer be trusted.
+    mutating func read() throws -> [RPCMessage]? {
+        var incoming = [Int32](repeating: -1, count: 253)
+        while true {
+            var arrived: Int32 = 0, truncated: Int32 = 0
+            let input = self.input, isSocket = inputIsSocket
+            let count = buffer.withUnsafeMutableBytes { bytes in
+                isSocket
+                    ? forkkit_receive_with_descriptors(input, bytes.baseAddress, bytes.count, &incoming, 253, &arrived, &truncated)
+                    : Glibc.read(input, bytes.baseAddress, bytes.count)
+            }
+            if count < 0 {
+                if errno == EINTR { continue }
+                if errno == ENOTSOCK && inputIsSocket {
+                    inputIsSocket = false
+                    continue
+                }
+                throw Errno(rawValue: errno)
+            }
+            received += incoming.prefix(Int(arrived))
+            if count == 0 { return nil }
+            buffer.withUnsafeBytes { reader.append(UnsafeRawBufferPointer(rebasing: $0.prefix(count))) }
+            var batch: [RPCMessage] = []
+            while let value = try reader.next() {
+                batch.append(try RPCMessage(try PassedDescriptor.substitute(value, from: &received)))
+            }
+            if !batch.isEmpty { return batch }
+        }
+    }
+
+    /// Writes a message whole. A result that would carry descriptors is answered with an error
+    /// instead: only arguments can carry them.
+    func write(_ message: RPCMessage) throws {
+        var value = message.value
+        if case .response(let id, _, _) = message, !PassedDescriptor.descriptors(in: value).isEmpty {
+            value = RPCMessage.response(
+                id: id, error: ["InvalidResult", "results cannot carry descriptors; only arguments can"], result: .nil).value
+        }
+        let bytes = value.encoded()
+        var offset = 0
+        while offset < bytes.count {
+            let sent = bytes.withUnsafeBytes { Glibc.write(output, $0.baseAddress! + offset, $0.count - offset) }
+            if sent < 0 {
+                if errno == EINTR { continue }
+                throw Errno(rawValue: errno)
+            }
+            offset += sent
+        }
+    }
+}
