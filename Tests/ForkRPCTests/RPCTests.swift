@@ -134,7 +134,7 @@ struct RPCTests {
     func timeout() async throws {
         let worker = try await mathWorker()
         let error = try await #require(throws: RPCError.self) {
-            _ = try await worker.call(sleepMilliseconds, 300, timeout: .milliseconds(50))
+            _ = try await worker.call(sleepMilliseconds, 3000, timeout: .milliseconds(100))
         }
         #expect(error.kind == .timeout)
         // The late answer to the abandoned call is dropped, not mistaken for this one.
@@ -144,7 +144,7 @@ struct RPCTests {
     @Test("task cancellation fails the call with CancellationError")
     func cancellation() async throws {
         let worker = try await mathWorker()
-        let task = Task { try await worker.call(sleepMilliseconds, 300) }
+        let task = Task { try await worker.call(sleepMilliseconds, 3000) }
         try await Task.sleep(for: .milliseconds(30))
         task.cancel()
         await #expect(throws: CancellationError.self) { _ = try await task.value }
