@@ -18,6 +18,7 @@ let package = Package(
     dependencies: [
         .package(url: "https://github.com/apple/swift-system", from: "1.8.1"),
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
     ],
     targets: [
         .systemLibrary(
@@ -34,14 +35,25 @@ let package = Package(
                 .product(name: "SystemPackage", package: "swift-system"),
             ]
         ),
-        .target(name: "ForkRPC", dependencies: ["ForkKit", "MessagePack", "CForkSupport", .product(name: "SystemPackage", package: "swift-system")]),
+        .target(
+            name: "ForkRPC",
+            dependencies: [
+                "ForkKit", "MessagePack", "CForkSupport",
+                .product(name: "SystemPackage", package: "swift-system"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
 
         // A plugin that tests load into a template with `dlopen`.
         .target(name: "ForkKitTestPlugin", dependencies: ["ForkKit"], path: "Tests/ForkKitTestPlugin"),
         // The program that tests start as a template.
         .executableTarget(
             name: "forkkit-test-worker",
-            dependencies: ["ForkKit", "ForkRPC", "MessagePack", .product(name: "SystemPackage", package: "swift-system")],
+            dependencies: [
+                "ForkKit", "ForkRPC", "MessagePack",
+                .product(name: "SystemPackage", package: "swift-system"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
             path: "Tests/ForkKitTestWorker"
         ),
 
@@ -79,7 +91,11 @@ let package = Package(
         .testTarget(name: "MessagePackTests", dependencies: ["MessagePack"]),
         .testTarget(
             name: "ForkRPCTests",
-            dependencies: ["ForkRPC", "ForkKit", "MessagePack", .product(name: "SystemPackage", package: "swift-system")]
+            dependencies: [
+                "ForkRPC", "ForkKit", "MessagePack",
+                .product(name: "SystemPackage", package: "swift-system"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
         ),
         .testTarget(
             name: "ForkKitTests",

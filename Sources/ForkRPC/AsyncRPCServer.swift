@@ -1,5 +1,6 @@
 import Dispatch
 import ForkKit
+import Logging
 
 #if canImport(Glibc)
 import Glibc
@@ -65,6 +66,13 @@ public final class AsyncRPCServer: Sendable {
     public func emit<Value: Encodable>(_ name: String, _ value: Value) throws {
         let message = RPCMessage.notification(method: name, params: [try MessagePackEncoder().encodeValue(value)])
         try writer.withLock { try $0.write(message) }
+    }
+
+    /// A logger whose records go to the owner's logger (see ``RPCLogHandler``); usable from any task.
+    public func makeLogger(label: String) -> Logger {
+        Logger(label: label) { [self] label in
+            RPCLogHandler(label: label) { message in try? self.writer.withLock { try $0.write(message) } }
+        }
     }
 
     /// Answers requests until the owner closes its end and every started call has finished.

@@ -1,5 +1,6 @@
 import CForkSupport
 import ForkKit
+import Logging
 import MessagePack
 import Synchronization
 import SystemPackage
@@ -35,6 +36,7 @@ public final class RPCClient: Sendable {
     /// Sockets are read with `recv(MSG_DONTWAIT)`; pipes are made non-blocking and read with `read`.
     private let inputIsSocket: Bool
     private let worker: RunningChild?
+    private let logger: Logger?
     private let state: Mutex<State>
     /// Guards the writing side; false once it was closed (a pipe cannot be half-shut like a socket).
     private let outputOpen = Mutex(true)
@@ -61,7 +63,13 @@ public final class RPCClient: Sendable {
     /// Talks MessagePack-RPC over `input` and `output` (the same descriptor for a socket). The client
     /// takes ownership of both. `worker`, when given, names the process in errors and reports its exit.
     /// A message from the worker larger than `maximumMessageSize` closes the connection.
-    public init(input: FileDescriptor, output: FileDescriptor, worker: RunningChild? = nil, maximumMessageSize: Int = 64 << 20) {
+    /// Log records the worker sends (``RPCLogHandler``) go to `logger`; without one they arrive on
+    /// ``events`` as `$log` events.
+    public init(
+        input: FileDescriptor, output: FileDescriptor, worker: RunningChild? = nil,
+        maximumMessageSize: Int = 64 << 20, logger: Logger? = nil
+    ) {
+        self.logger = logger
         self.reader = MessagePackFrameReader(maximumMessageSize: maximumMessageSize)
         self.input = input.rawValue
         self.output = output.rawValue
@@ -92,12 +100,13 @@ public final class RPCClient: Sendable {
     /// Forks a child from `template` that runs `function` (an ``ForkEntryPoint/rpcWorker(_:_:)``)
     /// and returns a client connected to it (AnyEvent::Fork::RPC's `run`).
     public static func start(
-        _ template: ForkTemplate, running function: String, arguments: [[UInt8]] = [], maximumMessageSize: Int = 64 << 20
+        _ template: ForkTemplate, running function: String, arguments: [[UInt8]] = [],
+        maximumMessageSize: Int = 64 << 20, logger: Logger? = nil
     ) async throws -> RPCClient {
         let child = try await template.fork(running: function, arguments: arguments)
         let socket = FileDescriptor(rawValue: dup(child.socket.rawValue))
         child.closeSocket()
-        return RPCClient(input: socket, output: socket, worker: child, maximumMessageSize: maximumMessageSize)
+        return RPCClient(input: socket, output: socket, worker: child, maximumMessageSize: maximumMessageSize, logger: logger)
     }
 
     /// Calls `function` with `input` and waits for its result.
@@ -287,6 +296,7 @@ public final class RPCClient: Sendable {
             }
             settleIfDrained()
         case .notification(let method, let params):
+            if method == RPCLogHandler.method, let logger, RPCLogHandler.forward(params, to: logger, pid: pid) { return }
             eventSink.yield(RPCEvent(name: method, params: params))
         case .request(_, let method, _):
             throw RPCError(.protocolViolation, "sent a request ('\(method)'); workers answer, they do not call", pid: pid)

@@ -1,4 +1,5 @@
 import ForkKit
+import Logging
 import MessagePack
 import SystemPackage
 
@@ -55,6 +56,20 @@ public final class RPCServer {
     /// buffer to flush).
     public func emit<Value: Encodable>(_ name: String, _ value: Value) throws {
         try stream.write(.notification(method: name, params: [MessagePackEncoder().encodeValue(value)]))
+    }
+
+    /// A logger whose records go to the owner's logger (see ``RPCLogHandler``).
+    public func makeLogger(label: String) -> Logger {
+        let sender = UncheckedSender(server: self)
+        return Logger(label: label) { label in
+            RPCLogHandler(label: label) { message in try? sender.server.stream.write(message) }
+        }
+    }
+
+    /// Lets the log handler reach this server: the synchronous backend has one thread, so records
+    /// are written from the thread that serves.
+    private struct UncheckedSender: @unchecked Sendable {
+        let server: RPCServer
     }
 
     /// Answers requests until the owner closes its end. Throws (and the worker should exit) when the

@@ -78,6 +78,12 @@ ForkTemplate.bootstrap([
             for remaining in stride(from: count, to: 0, by: -1) { try server.emit("progress", remaining) }
             return 0
         }
+        let logger = server.makeLogger(label: "math-worker")
+        server.register(RPCFunction<String, Int>("log")) { text in
+            logger.info("\(text)", metadata: ["stage": "testing"])
+            logger.debug("below the level, never sent")
+            return text.count
+        }
         server.register(RPCFunction<PassedDescriptor, Int32>("write-pid-to")) { passed in
             defer { try? passed.descriptor.close() }
             try passed.descriptor.writeAll(Array("\(getpid())\n".utf8))

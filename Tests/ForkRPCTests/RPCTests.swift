@@ -1,7 +1,9 @@
 import ForkKit
 import ForkRPC
 import Foundation
+import Logging
 import MessagePack
+import Synchronization
 import SystemPackage
 import Testing
 
@@ -189,6 +191,46 @@ struct RPCTests {
         }
         #expect(error.kind == .protocolViolation)
         #expect(error.message.contains("msgid 99999"))
+    }
+}
+
+/// What reached the owner's logger.
+final class LogRecords: Sendable {
+    let records = Mutex<[(Logger.Level, String, Logger.Metadata, String)]>([])
+}
+
+/// Collects what reaches the owner's logger.
+struct CollectingLogHandler: LogHandler {
+    let sink: LogRecords
+    var logLevel: Logger.Level = .trace
+    var metadata: Logger.Metadata = [:]
+
+    func log(event: LogEvent) {
+        sink.records.withLock { $0.append((event.level, event.message.description, event.metadata ?? [:], event.source)) }
+    }
+
+    subscript(metadataKey key: String) -> Logger.Metadata.Value? {
+        get { metadata[key] }
+        set { metadata[key] = newValue }
+    }
+}
+
+@Suite("ForkRPC logging")
+struct LoggingTests {
+    @Test("a worker's log records come out of the owner's logger, with the worker's pid")
+    func forwarded() async throws {
+        let sink = LogRecords()
+        let logger = Logger(label: "owner") { _ in CollectingLogHandler(sink: sink) }
+        let worker = try await RPCClient.start(try await workerTemplate(), running: "rpc-math", logger: logger)
+        #expect(try await worker.call(RPCFunction<String, Int>("log"), "hello from the worker") == 21)
+        try await worker.close()
+        let collected = sink.records.withLock { $0 }
+        #expect(collected.count == 1)
+        #expect(collected.first?.0 == .info)
+        #expect(collected.first?.1 == "hello from the worker")
+        #expect(collected.first?.2["stage"] == "testing")
+        #expect(collected.first?.2["worker-pid"] == .stringConvertible(worker.pid!))
+        #expect(collected.first?.3 == "math-worker")
     }
 }
 
