@@ -74,7 +74,7 @@ let package = Package(
         .executableTarget(
             name: "forkkit-bench",
             dependencies: [
-                "ForkKit",
+                "ForkKit", "ForkRPC", "MessagePack", "CMsgPack",
                 .product(name: "SystemPackage", package: "swift-system"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
@@ -83,7 +83,7 @@ let package = Package(
         // The small template the benchmarks fork from: no Foundation, Swift runtime linked in.
         .executableTarget(
             name: "forkkit-bench-template",
-            dependencies: ["ForkKit"],
+            dependencies: ["ForkKit", "ForkRPC"],
             path: "Benchmarks/BenchTemplate",
             linkerSettings: staticRuntime
         ),

@@ -1,6 +1,7 @@
 // The template that `forkkit-bench` forks from: only ForkKit, the Swift runtime linked in statically,
 // so that its page tables stay small (DESIGN.md: fork cost is set by the template's mappings).
 import ForkKit
+import ForkRPC
 
 #if canImport(Glibc)
 import Glibc
@@ -11,6 +12,10 @@ nonisolated(unsafe) var privateHeap: UnsafeMutableRawPointer?
 
 ForkTemplate.bootstrap([
     .function("exit-now") { _ in },
+    .rpcWorker("rpc-bench") { server in
+        server.register(RPCFunction<Int, Int>("square")) { $0 * $0 }
+        server.register(RPCFunction<[UInt8], [UInt8]>("echo-bytes")) { $0 }
+    },
     .initializer("shared-region") { arguments in
         let megabytes = Int(String(decoding: arguments[0], as: UTF8.self)) ?? 0
         let region = try SharedMemoryRegion.create(name: "data", size: megabytes << 20)

@@ -8,7 +8,7 @@ struct ForkKitBench: AsyncParsableCommand {
         commandName: "forkkit-bench",
         abstract: "Measure ForkKit against its peers (Perl AnyEvent::Fork, a C floor) in one run.",
         discussion: "Run in release mode: swift build -c release && .build/release/forkkit-bench spawn",
-        subcommands: [SpawnBenchmark.self, AllBenchmarks.self]
+        subcommands: [SpawnBenchmark.self, RPCBenchmark.self, AllBenchmarks.self]
     )
 
     static func main() async {
@@ -37,5 +37,8 @@ struct AllBenchmarks: AsyncParsableCommand {
         var spawn = SpawnBenchmark()
         spawn.options = options
         try await spawn.run()
+        var rpc = RPCBenchmark()
+        rpc.options = options
+        try await rpc.run()
     }
 }

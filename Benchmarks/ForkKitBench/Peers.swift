@@ -23,6 +23,111 @@ struct Peer {
         return rate
     }
 
+    /// Runs the peer with `arguments`; it prints lines `metric value`.
+    func measure(arguments: [String]) throws -> [(String, Double)] {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: command[0])
+        process.arguments = Array(command.dropFirst()) + arguments
+        let output = Pipe()
+        process.standardOutput = output
+        try process.run()
+        let text = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        process.waitUntilExit()
+        let pairs = text.split(separator: "\n").compactMap { line -> (String, Double)? in
+            let fields = line.split(separator: " ")
+            guard fields.count == 2, let value = Double(fields[1]) else { return nil }
+            return (String(fields[0]), value)
+        }
+        guard process.terminationStatus == 0, !pairs.isEmpty else {
+            throw PeerFailure(description: "\(command.joined(separator: " ")) failed (status \(process.terminationStatus)): \(text)")
+        }
+        return pairs
+    }
+
+    /// A C socketpair ping-pong between two processes, 16 bytes each way: the floor for a round trip.
+    static func cPingPong(in directory: URL) -> Result<Peer, PeerFailure> {
+        compile(pingPongSource, named: "pingpong", metric: "c_pingpong_rtt_us", in: directory)
+    }
+
+    /// Python's multiprocessing Pool(2): `apply` one at a time, and `map` with chunksize 1.
+    static func pythonMultiprocessing(in directory: URL) -> Result<Peer, PeerFailure> {
+        guard let python = executable("python3") else { return .failure(PeerFailure(description: "python3 is not installed")) }
+        let script = directory.appendingPathComponent("pool.py")
+        try? poolScript.write(to: script, atomically: true, encoding: .utf8)
+        return .success(Peer(metric: "python_pool_apply_rtt_us", command: [python, script.path]))
+    }
+
+    private static func compile(_ source: String, named name: String, metric: String, in directory: URL) -> Result<Peer, PeerFailure> {
+        guard let compiler = executable("cc") ?? executable("gcc") ?? executable("clang") else {
+            return .failure(PeerFailure(description: "no C compiler (cc, gcc or clang) is installed"))
+        }
+        let file = directory.appendingPathComponent("\(name).c")
+        let binary = directory.appendingPathComponent(name)
+        try? source.write(to: file, atomically: true, encoding: .utf8)
+        guard run([compiler, "-O2", "-o", binary.path, file.path]) else {
+            return .failure(PeerFailure(description: "\(compiler) could not build \(name).c"))
+        }
+        return .success(Peer(metric: metric, command: [binary.path]))
+    }
+
+    private static let pingPongSource = """
+        #include <stdio.h>
+        #include <stdlib.h>
+        #include <sys/socket.h>
+        #include <sys/wait.h>
+        #include <time.h>
+        #include <unistd.h>
+        static double now(void) { struct timespec t; clock_gettime(CLOCK_MONOTONIC, &t); return t.tv_sec + t.tv_nsec / 1e9; }
+        static int compare(const void *a, const void *b) { double x = *(const double *)a, y = *(const double *)b; return (x > y) - (x < y); }
+        int main(int argc, char **argv) {
+            int n = argc > 1 ? atoi(argv[1]) : 10000;
+            int pair[2];
+            if (socketpair(AF_UNIX, SOCK_STREAM, 0, pair) != 0) return 1;
+            char message[16] = {0};
+            if (fork() == 0) {
+                close(pair[0]);
+                while (read(pair[1], message, sizeof message) == sizeof message) write(pair[1], message, sizeof message);
+                _exit(0);
+            }
+            close(pair[1]);
+            double *times = malloc(sizeof(double) * n);
+            for (int i = 0; i < n; i++) {
+                double start = now();
+                write(pair[0], message, sizeof message);
+                if (read(pair[0], message, sizeof message) != sizeof message) return 1;
+                times[i] = (now() - start) * 1e6;
+            }
+            close(pair[0]);
+            wait(NULL);
+            qsort(times, n, sizeof(double), compare);
+            printf("c_pingpong_rtt_us %.2f\\n", times[n / 2]);
+            return 0;
+        }
+        """
+
+    private static let poolScript = """
+        import multiprocessing, statistics, sys, time
+
+        def square(x):
+            return x * x
+
+        if __name__ == "__main__":
+            n = int(sys.argv[1]) if len(sys.argv) > 1 else 1000
+            with multiprocessing.Pool(2) as pool:
+                pool.apply(square, (1,))
+                times = []
+                for i in range(n):
+                    start = time.perf_counter()
+                    pool.apply(square, (i,))
+                    times.append((time.perf_counter() - start) * 1e6)
+                xs = list(range(n * 10))
+                start = time.perf_counter()
+                pool.map(square, xs, chunksize=1)
+                elapsed = time.perf_counter() - start
+            print("python_pool_apply_rtt_us %.2f" % statistics.median(times))
+            print("python_pool_map_chunksize1_calls_per_s %.1f" % (len(xs) / elapsed))
+        """
+
     /// Perl's `AnyEvent::Fork->new->run("CORE::exit")`, waiting for each child's socket to close
     /// (Debian: libanyevent-fork-perl).
     static func perlAnyEventFork(in directory: URL) -> Result<Peer, PeerFailure> {
@@ -37,16 +142,7 @@ struct Peer {
 
     /// A plain C loop: socketpair, fork, the child `_exit`s, the parent sees end of stream and reaps.
     static func cFloor(in directory: URL) -> Result<Peer, PeerFailure> {
-        guard let compiler = executable("cc") ?? executable("gcc") ?? executable("clang") else {
-            return .failure(PeerFailure(description: "no C compiler (cc, gcc or clang) is installed"))
-        }
-        let source = directory.appendingPathComponent("fork-floor.c")
-        let binary = directory.appendingPathComponent("fork-floor")
-        try? cSource.write(to: source, atomically: true, encoding: .utf8)
-        guard run([compiler, "-O2", "-o", binary.path, source.path]) else {
-            return .failure(PeerFailure(description: "\(compiler) could not build the C floor"))
-        }
-        return .success(Peer(metric: "c_socketpair_fork_exit_per_s", command: [binary.path]))
+        compile(cSource, named: "fork-floor", metric: "c_socketpair_fork_exit_per_s", in: directory)
     }
 
     private static func executable(_ name: String) -> String? {

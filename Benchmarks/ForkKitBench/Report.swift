@@ -8,7 +8,9 @@ struct Report {
         let value: Double?
         let target: Double
         let explanation: String
-        var met: Bool? { value.map { $0 >= target } }
+        /// True when the value must not exceed the target (a latency ratio), false when it must reach it.
+        var isCeiling = false
+        var met: Bool? { value.map { isCeiling ? $0 <= target : $0 >= target } }
     }
 
     let benchmark: String
@@ -23,8 +25,21 @@ struct Report {
 
     /// Adds a target `numerator / denominator >= goal`, or one without value if either is missing.
     mutating func target(_ name: String, _ numerator: String, over denominator: String, atLeast goal: Double, _ explanation: String) {
-        let value: Double? = if let top = metric(numerator), let bottom = metric(denominator), bottom > 0 { top / bottom } else { nil }
-        targets.append(Target(name: name, value: value, target: goal, explanation: explanation))
+        targets.append(Target(name: name, value: ratio(numerator, denominator), target: goal, explanation: explanation))
+    }
+
+    /// Adds a target `numerator / denominator <= goal` (for latencies).
+    mutating func target(_ name: String, _ numerator: String, over denominator: String, atMost goal: Double, _ explanation: String) {
+        targets.append(Target(name: name, value: ratio(numerator, denominator), target: goal, explanation: explanation, isCeiling: true))
+    }
+
+    /// Adds a target on a metric itself.
+    mutating func target(_ name: String, _ metricName: String, atLeast goal: Double, _ explanation: String) {
+        targets.append(Target(name: name, value: metric(metricName), target: goal, explanation: explanation))
+    }
+
+    private func ratio(_ numerator: String, _ denominator: String) -> Double? {
+        if let top = metric(numerator), let bottom = metric(denominator), bottom > 0 { top / bottom } else { nil }
     }
 
     func printTable() {
@@ -41,7 +56,7 @@ struct Report {
         for target in targets {
             let value = target.value.map { String(format: "%.2f", $0) } ?? "n/a"
             let verdict = target.met.map { $0 ? "met" : "NOT met" } ?? "not measured"
-            print("  \(target.name): \(value) (target >= \(target.target)) \(verdict) — \(target.explanation)")
+            print("  \(target.name): \(value) (target \(target.isCeiling ? "<=" : ">=") \(target.target)) \(verdict) — \(target.explanation)")
         }
         for note in notes { print("note: \(note)") }
     }
@@ -54,6 +69,7 @@ struct Report {
             targetsObject[target.name] = [
                 "value": target.value.map { ($0 * 100).rounded() / 100 } as Any? ?? NSNull(),
                 "target": target.target,
+                "at_most": target.isCeiling,
                 "met": target.met as Any? ?? NSNull(),
             ]
         }

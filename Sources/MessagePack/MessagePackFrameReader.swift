@@ -214,6 +214,6 @@ extension MessagePackValue {
 
     private static func bytes(_ pointer: UnsafePointer<CChar>?, _ count: Int) -> [UInt8] {
         guard let pointer, count > 0 else { return [] }
-        return UnsafeRawBufferPointer(start: pointer, count: count).map { $0 }
+        return Array(UnsafeRawBufferPointer(start: pointer, count: count))
     }
 }

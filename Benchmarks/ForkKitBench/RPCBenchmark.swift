@@ -1,0 +1,203 @@
+import ArgumentParser
+import CMsgPack
+import ForkKit
+import ForkRPC
+import Foundation
+import MessagePack
+
+/// `forkkit-bench rpc`: calls over worker sockets, against a C ping-pong floor and Python's
+/// multiprocessing, plus the cost of the Codable layer against raw msgpack-c.
+struct RPCBenchmark: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "rpc",
+        abstract: "Round-trip latency, throughput on 2 workers, 1 MiB payloads, and MessagePack coding cost."
+    )
+
+    @OptionGroup var options: BenchmarkOptions
+
+    @Option(help: "Rounds per measurement; each figure is the median of the rounds.")
+    var rounds: Int?
+
+    static let square = RPCFunction<Int, Int>("square")
+    static let echo = RPCFunction<[UInt8], [UInt8]>("echo-bytes")
+
+    func run() async throws {
+        let rounds = self.rounds ?? (options.quick ? 2 : 5)
+        let calls = options.quick ? 300 : 3000
+        var report = Report(benchmark: "rpc")
+        let log = Progress(quiet: options.json)
+        let scratch = FileManager.default.temporaryDirectory.appendingPathComponent("forkkit-bench-rpc-\(getpid())")
+        try FileManager.default.createDirectory(at: scratch, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: scratch) }
+
+        let (templatePath, note) = SpawnBenchmark.templateExecutable()
+        if let note { report.notes.append(note) }
+        let template = try await ForkTemplate.spawn(executable: templatePath)
+        let first = try await RPCClient.start(template, running: "rpc-bench")
+        let second = try await RPCClient.start(template, running: "rpc-bench")
+
+        var floor: Peer?, python: Peer?
+        switch Peer.cPingPong(in: scratch) {
+        case .success(let peer): floor = peer
+        case .failure(let failure): report.skipped.append(("c_pingpong_rtt_us", failure.description))
+        }
+        switch Peer.pythonMultiprocessing(in: scratch) {
+        case .success(let peer): python = peer
+        case .failure(let failure): report.skipped.append(("python_pool_apply_rtt_us", failure.description))
+        }
+
+        var samples: [String: [Double]] = [:]
+        _ = try await Self.latency(first, calls: 200)
+        for round in 1...rounds {
+            log.say("round \(round)/\(rounds): latency, throughput, 1 MiB echo, peers")
+            samples["forkkit_call_rtt_us", default: []].append(try await Self.latency(first, calls: calls))
+            samples["forkkit_call_rtt_io_executor_us", default: []].append(
+                try await withTaskExecutorPreference(ForkTemplate.ioExecutor) { try await Self.latency(first, calls: calls) })
+            samples["forkkit_2_workers_calls_per_s", default: []].append(try await Self.throughput([first, second], calls: calls * 10))
+            samples["forkkit_2_workers_io_executor_calls_per_s", default: []].append(
+                try await withTaskExecutorPreference(ForkTemplate.ioExecutor) { try await Self.throughput([first, second], calls: calls * 10) })
+            samples["forkkit_echo_1mib_gb_per_s", default: []].append(try await Self.echoRate(first, calls: options.quick ? 5 : 20))
+            if let floor {
+                for (name, value) in try floor.measure(arguments: ["\(calls * 3)"]) { samples[name, default: []].append(value) }
+            }
+            if let python {
+                for (name, value) in try python.measure(arguments: ["\(calls / 3)"]) { samples[name, default: []].append(value) }
+            }
+        }
+        log.say("coding cost")
+        let iterations = options.quick ? 20_000 : 200_000
+        samples["codable_request_encode_decode_ns"] = (1...rounds).map { _ in Self.codableCost(iterations: iterations) }
+        samples["msgpack_c_request_pack_unpack_ns"] = (1...rounds).map { _ in Self.rawCost(iterations: iterations) }
+        for (name, values) in samples.sorted(by: { $0.key < $1.key }) { report.record(name, median(values)) }
+        _ = try await first.close()
+        _ = try await second.close()
+
+        report.target("rtt_vs_c_pingpong", "forkkit_call_rtt_us", over: "c_pingpong_rtt_us", atMost: 1.5,
+                      "one call at a time vs a blocking C socketpair ping-pong")
+        report.target("rtt_io_executor_vs_c_pingpong", "forkkit_call_rtt_io_executor_us", over: "c_pingpong_rtt_us", atMost: 1.5,
+                      "the same, with the caller preferring ForkTemplate.ioExecutor (no thread hop on the way back)")
+        report.target("rtt_vs_python_apply", "forkkit_call_rtt_us", over: "python_pool_apply_rtt_us", atMost: 0.5,
+                      "one call at a time vs Python multiprocessing pool.apply")
+        report.target("throughput_vs_python_map", "forkkit_2_workers_calls_per_s", over: "python_pool_map_chunksize1_calls_per_s", atLeast: 5,
+                      "x*x on 2 workers, many calls in flight, vs Pool(2).map(chunksize=1)")
+        report.target("throughput_io_executor_vs_python_map", "forkkit_2_workers_io_executor_calls_per_s",
+                      over: "python_pool_map_chunksize1_calls_per_s", atLeast: 5, "the same, callers preferring ForkTemplate.ioExecutor")
+        report.target("echo_1mib_gb_per_s", "forkkit_echo_1mib_gb_per_s", atLeast: 1,
+                      "1 MiB bin argument echoed back, GB of argument per second")
+        report.target("codable_vs_msgpack_c", "codable_request_encode_decode_ns", over: "msgpack_c_request_pack_unpack_ns", atMost: 2,
+                      "[0, 1, \"square\", [12345]] through the Codable layer vs raw msgpack-c")
+        report.notes.append("the low-latency spinning mode is not built yet, so its target (2x a spinning C ping-pong) is not measured")
+        if options.json { try report.printJSON() } else { report.printTable() }
+    }
+
+    /// Median round trip of one call at a time, in microseconds.
+    static func latency(_ client: RPCClient, calls: Int) async throws -> Double {
+        let clock = ContinuousClock()
+        var times: [Double] = []
+        times.reserveCapacity(calls)
+        for value in 0..<calls {
+            let start = clock.now
+            guard try await client.call(square, value) == value * value else { throw PeerFailure(description: "wrong square") }
+            times.append((clock.now - start).seconds * 1e6)
+        }
+        return median(times)
+    }
+
+    /// Calls per second with many calls in flight, spread over the workers.
+    static func throughput(_ clients: [RPCClient], calls: Int) async throws -> Double {
+        let clock = ContinuousClock()
+        let start = clock.now
+        let lanes = 64
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for lane in 0..<lanes {
+                let client = clients[lane % clients.count]
+                group.addTask {
+                    for value in stride(from: lane, to: calls, by: lanes) {
+                        guard try await client.call(square, value) == value * value else { throw PeerFailure(description: "wrong square") }
+                    }
+                }
+            }
+            try await group.waitForAll()
+        }
+        return Double(calls) / (clock.now - start).seconds
+    }
+
+    /// GB of argument per second for a 1 MiB bin echoed back.
+    static func echoRate(_ client: RPCClient, calls: Int) async throws -> Double {
+        let payload = [UInt8](repeating: 0x5a, count: 1 << 20)
+        let clock = ContinuousClock()
+        let start = clock.now
+        for _ in 0..<calls {
+            guard try await client.call(echo, payload).count == payload.count else { throw PeerFailure(description: "short echo") }
+        }
+        return Double(calls * payload.count) / (clock.now - start).seconds / 1e9
+    }
+
+    /// `[0, 1, "square", [12345]]` as a Codable value.
+    struct Request: Codable {
+        var type: Int, id: Int, method: String, params: [Int]
+        init(type: Int, id: Int, method: String, params: [Int]) {
+            self.type = type; self.id = id; self.method = method; self.params = params
+        }
+        init(from decoder: any Decoder) throws {
+            var container = try decoder.unkeyedContainer()
+            type = try container.decode(Int.self)
+            id = try container.decode(Int.self)
+            method = try container.decode(String.self)
+            params = try container.decode([Int].self)
+        }
+        func encode(to encoder: any Encoder) throws {
+            var container = encoder.unkeyedContainer()
+            try container.encode(type)
+            try container.encode(id)
+            try container.encode(method)
+            try container.encode(params)
+        }
+    }
+
+    /// Nanoseconds per encode + decode through MessagePackEncoder and MessagePackDecoder.
+    static func codableCost(iterations: Int) -> Double {
+        let request = Request(type: 0, id: 1, method: "square", params: [12345])
+        let encoder = MessagePackEncoder(), decoder = MessagePackDecoder()
+        var check = 0
+        let clock = ContinuousClock()
+        let start = clock.now
+        for _ in 0..<iterations {
+            let bytes = try! encoder.encode(request)
+            check &+= try! decoder.decode(Request.self, from: bytes).params[0]
+        }
+        precondition(check == 12345 &* iterations)
+        return (clock.now - start).seconds * 1e9 / Double(iterations)
+    }
+
+    /// Nanoseconds per pack + unpack of the same message with msgpack-c directly.
+    static func rawCost(iterations: Int) -> Double {
+        let buffer = msgpack_sbuffer_new()!
+        let packer = msgpack_packer_new(UnsafeMutableRawPointer(buffer), msgpack_sbuffer_write)!
+        var unpacked = msgpack_unpacked()
+        msgpack_unpacked_init(&unpacked)
+        defer {
+            msgpack_unpacked_destroy(&unpacked)
+            msgpack_packer_free(packer)
+            msgpack_sbuffer_free(buffer)
+        }
+        var check = 0
+        let clock = ContinuousClock()
+        let start = clock.now
+        for _ in 0..<iterations {
+            msgpack_sbuffer_clear(buffer)
+            msgpack_pack_array(packer, 4)
+            msgpack_pack_int(packer, 0)
+            msgpack_pack_int(packer, 1)
+            msgpack_pack_str(packer, 6)
+            msgpack_pack_str_body(packer, "square", 6)
+            msgpack_pack_array(packer, 1)
+            msgpack_pack_int(packer, 12345)
+            var offset = 0
+            _ = msgpack_unpack_next(&unpacked, buffer.pointee.data, buffer.pointee.size, &offset)
+            check &+= Int(unpacked.data.via.array.ptr[3].via.array.ptr[0].via.u64)
+        }
+        precondition(check == 12345 &* iterations)
+        return (clock.now - start).seconds * 1e9 / Double(iterations)
+    }
+}
