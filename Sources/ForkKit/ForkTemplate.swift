@@ -319,6 +319,12 @@ public final class ForkTemplate: Sendable {
         guard socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0, &pair) == 0 else {
             throw ForkError.systemCall("socketpair", errno: errno)
         }
+        // Large messages (a 1 MiB argument) cross in a few big writes instead of many 200 KB
+        // hand-offs; the kernel only commits the memory while data is queued.
+        var size: Int32 = 2 << 20
+        for end in pair {
+            setsockopt(end, SOL_SOCKET, SO_SNDBUF, &size, socklen_t(MemoryLayout<Int32>.size))
+        }
         return (pair[0], pair[1])
     }
 

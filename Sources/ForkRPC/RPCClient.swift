@@ -43,7 +43,7 @@ public final class RPCClient: Sendable {
     private let eventSink: AsyncStream<RPCEvent>.Continuation
     // Touched only on the monitor thread, which alone reads.
     private nonisolated(unsafe) var reader: MessagePackFrameReader
-    private nonisolated(unsafe) var scratch = [UInt8](repeating: 0, count: 64 * 1024)
+    private nonisolated(unsafe) var scratch = [UInt8](repeating: 0, count: 256 * 1024)
 
     private struct Call {
         let function: String

@@ -16,7 +16,7 @@ struct RPCStream: ~Copyable {
     private var received: [Int32] = []
     /// False once the input turned out to be a pipe: then plain reads, and no descriptors.
     private var inputIsSocket = true
-    private var buffer = [UInt8](repeating: 0, count: 64 * 1024)
+    private var buffer = [UInt8](repeating: 0, count: 256 * 1024)
 
     init(input: Int32, output: Int32, maximumMessageSize: Int) {
         self.input = input

@@ -20,29 +20,35 @@ public struct MessagePackDecoder: Sendable {
 
     /// Decodes a value of `type` from a ``MessagePackValue`` tree.
     public func decode<Value: Decodable>(_ type: Value.Type, from value: MessagePackValue) throws -> Value {
-        try TreeDecoder(value: value, codingPath: []).decodeValue(type)
+        try TreeDecoder(value: value, parentPath: [], key: nil).decodeValue(type)
     }
 }
 
 struct TreeDecoder: Decoder {
     let value: MessagePackValue
-    let codingPath: [any CodingKey]
+    // The path is put together only when asked for (errors, mostly): building an array for every
+    // nested value would cost more than decoding it.
+    let parentPath: [any CodingKey]
+    let key: (any CodingKey)?
+    var codingPath: [any CodingKey] { key.map { parentPath + [$0] } ?? parentPath }
     var userInfo: [CodingUserInfoKey: Any] { [:] }
 
     func decodeValue<Value: Decodable>(_ type: Value.Type) throws -> Value {
-        if type == MessagePackValue.self { return value as! Value }
-        if let binary = type as? MessagePackBinaryConvertible.Type {
+        switch SpecialCoding.of(type) {
+        case .plain:
+            return try Value(from: self)
+        case .value:
+            return value as! Value
+        case .binary:
             guard let bytes = value.bytesValue else { throw mismatch(type, expected: "bin") }
-            return binary.init(messagePackBytes: bytes) as! Value
-        }
-        if let custom = type as? MessagePackValueConvertible.Type {
+            return (type as! MessagePackBinaryConvertible.Type).init(messagePackBytes: bytes) as! Value
+        case .custom:
             do {
-                return try custom.init(messagePackValue: value) as! Value
+                return try (type as! MessagePackValueConvertible.Type).init(messagePackValue: value) as! Value
             } catch {
                 throw DecodingError.typeMismatch(type, DecodingError.Context(codingPath: codingPath, debugDescription: "\(error)", underlyingError: error))
             }
         }
-        return try Value(from: self)
     }
 
     func mismatch(_ type: Any.Type, expected: String) -> DecodingError {
@@ -86,7 +92,7 @@ struct TreeDecoder: Decoder {
                 throw DecodingError.keyNotFound(key, DecodingError.Context(
                     codingPath: codingPath, debugDescription: "no value for key '\(key.stringValue)'"))
             }
-            return TreeDecoder(value: value, codingPath: codingPath + [key])
+            return TreeDecoder(value: value, parentPath: codingPath, key: key)
         }
 
         func decodeNil(forKey key: Key) throws -> Bool { try decoder(for: key).value == .nil }
@@ -98,7 +104,7 @@ struct TreeDecoder: Decoder {
             try decoder(for: key).unkeyedContainer()
         }
         func superDecoder() throws -> any Decoder {
-            TreeDecoder(value: entries["super"] ?? .nil, codingPath: codingPath)
+            TreeDecoder(value: entries["super"] ?? .nil, parentPath: codingPath, key: nil)
         }
         func superDecoder(forKey key: Key) throws -> any Decoder { try decoder(for: key) }
     }
@@ -116,7 +122,7 @@ struct TreeDecoder: Decoder {
                     codingPath: codingPath + [IndexKey(currentIndex)], debugDescription: "the array has only \(elements.count) elements"))
             }
             defer { currentIndex += 1 }
-            return TreeDecoder(value: elements[currentIndex], codingPath: codingPath + [IndexKey(currentIndex)])
+            return TreeDecoder(value: elements[currentIndex], parentPath: codingPath, key: IndexKey(currentIndex))
         }
 
         mutating func decodeNil() throws -> Bool {

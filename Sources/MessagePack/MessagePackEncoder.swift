@@ -1,3 +1,5 @@
+import Synchronization
+
 /// Encodes `Encodable` values as MessagePack.
 ///
 /// Structs and classes become maps keyed by their coding keys; arrays become arrays; `[UInt8]` (and
@@ -21,18 +23,38 @@ public struct MessagePackEncoder: Sendable {
     public func encodeValue<Value: Encodable>(_ value: Value) throws -> MessagePackValue {
         if let direct = Self.direct(value) { return direct }
         let root = EncodingNode()
-        try value.encode(to: TreeEncoder(node: root, codingPath: []))
+        try value.encode(to: TreeEncoder(node: root, parentPath: [], key: nil))
         return root.value
     }
 
     /// Values whose encoding is not what their `Encodable` conformance would produce.
-    static func direct(_ value: Any) -> MessagePackValue? {
-        switch value {
-        case let value as MessagePackValue: return value
-        case let bytes as MessagePackBinaryConvertible: return .binary(bytes.messagePackBytes)
-        case let custom as MessagePackValueConvertible: return custom.messagePackValue
-        default: return nil
+    static func direct<Value>(_ value: Value) -> MessagePackValue? {
+        switch SpecialCoding.of(Value.self) {
+        case .plain: return nil
+        case .value: return (value as! MessagePackValue)
+        case .binary: return .binary((value as! MessagePackBinaryConvertible).messagePackBytes)
+        case .custom: return (value as! MessagePackValueConvertible).messagePackValue
         }
+    }
+}
+
+/// Which types the coders treat specially, looked up once per type: asking the runtime whether a
+/// type conforms to a protocol on every value costs more than coding the value.
+enum SpecialCoding: Sendable {
+    case plain, value, binary, custom
+
+    private static let known = Mutex<[ObjectIdentifier: SpecialCoding]>([:])
+
+    static func of(_ type: Any.Type) -> SpecialCoding {
+        let key = ObjectIdentifier(type)
+        if let cached = known.withLock({ $0[key] }) { return cached }
+        let kind: SpecialCoding =
+            type == MessagePackValue.self ? .value
+            : type is MessagePackBinaryConvertible.Type ? .binary
+            : type is MessagePackValueConvertible.Type ? .custom
+            : .plain
+        known.withLock { $0[key] = kind }
+        return kind
     }
 }
 
@@ -104,7 +126,10 @@ final class EncodingNode {
 
 struct TreeEncoder: Encoder {
     let node: EncodingNode
-    let codingPath: [any CodingKey]
+    // As in the decoder, the path is only put together when asked for.
+    let parentPath: [any CodingKey]
+    let key: (any CodingKey)?
+    var codingPath: [any CodingKey] { key.map { parentPath + [$0] } ?? parentPath }
     var userInfo: [CodingUserInfoKey: Any] { [:] }
 
     func container<Key: CodingKey>(keyedBy type: Key.Type) -> KeyedEncodingContainer<Key> {
@@ -122,11 +147,11 @@ struct TreeEncoder: Encoder {
     }
 
     /// Encodes a nested value into `node`.
-    static func encode<Value: Encodable>(_ value: Value, into node: EncodingNode, codingPath: [any CodingKey]) throws {
+    static func encode<Value: Encodable>(_ value: Value, into node: EncodingNode, parentPath: [any CodingKey], key: (any CodingKey)?) throws {
         if let direct = MessagePackEncoder.direct(value) {
             node.content = .value(direct)
         } else {
-            try value.encode(to: TreeEncoder(node: node, codingPath: codingPath))
+            try value.encode(to: TreeEncoder(node: node, parentPath: parentPath, key: key))
         }
     }
 
@@ -136,19 +161,19 @@ struct TreeEncoder: Encoder {
 
         mutating func encodeNil(forKey key: Key) throws { node.child(forKey: key.stringValue).content = .value(.nil) }
         mutating func encode<T: Encodable>(_ value: T, forKey key: Key) throws {
-            try TreeEncoder.encode(value, into: node.child(forKey: key.stringValue), codingPath: codingPath + [key])
+            try TreeEncoder.encode(value, into: node.child(forKey: key.stringValue), parentPath: codingPath, key: key)
         }
         mutating func nestedContainer<NestedKey: CodingKey>(keyedBy keyType: NestedKey.Type, forKey key: Key) -> KeyedEncodingContainer<NestedKey> {
-            TreeEncoder(node: node.child(forKey: key.stringValue), codingPath: codingPath + [key]).container(keyedBy: keyType)
+            TreeEncoder(node: node.child(forKey: key.stringValue), parentPath: codingPath, key: key).container(keyedBy: keyType)
         }
         mutating func nestedUnkeyedContainer(forKey key: Key) -> any UnkeyedEncodingContainer {
-            TreeEncoder(node: node.child(forKey: key.stringValue), codingPath: codingPath + [key]).unkeyedContainer()
+            TreeEncoder(node: node.child(forKey: key.stringValue), parentPath: codingPath, key: key).unkeyedContainer()
         }
         mutating func superEncoder() -> any Encoder {
-            TreeEncoder(node: node.child(forKey: "super"), codingPath: codingPath)
+            TreeEncoder(node: node.child(forKey: "super"), parentPath: codingPath, key: nil)
         }
         mutating func superEncoder(forKey key: Key) -> any Encoder {
-            TreeEncoder(node: node.child(forKey: key.stringValue), codingPath: codingPath + [key])
+            TreeEncoder(node: node.child(forKey: key.stringValue), parentPath: codingPath, key: key)
         }
     }
 
@@ -160,24 +185,25 @@ struct TreeEncoder: Encoder {
             return 0
         }
 
-        private var nextPath: [any CodingKey] { codingPath + [IndexKey(count)] }
+        /// The encoder of the next element (its key is taken before the element is added).
+        private func nextElement() -> TreeEncoder {
+            let key = IndexKey(count)
+            return TreeEncoder(node: node.appendElement(), parentPath: codingPath, key: key)
+        }
 
         mutating func encodeNil() throws { node.appendElement().content = .value(.nil) }
         mutating func encode<T: Encodable>(_ value: T) throws {
-            let path = nextPath
-            try TreeEncoder.encode(value, into: node.appendElement(), codingPath: path)
+            let next = nextElement()
+            try TreeEncoder.encode(value, into: next.node, parentPath: next.parentPath, key: next.key)
         }
         mutating func nestedContainer<NestedKey: CodingKey>(keyedBy keyType: NestedKey.Type) -> KeyedEncodingContainer<NestedKey> {
-            let path = nextPath
-            return TreeEncoder(node: node.appendElement(), codingPath: path).container(keyedBy: keyType)
+            nextElement().container(keyedBy: keyType)
         }
         mutating func nestedUnkeyedContainer() -> any UnkeyedEncodingContainer {
-            let path = nextPath
-            return TreeEncoder(node: node.appendElement(), codingPath: path).unkeyedContainer()
+            nextElement().unkeyedContainer()
         }
         mutating func superEncoder() -> any Encoder {
-            let path = nextPath
-            return TreeEncoder(node: node.appendElement(), codingPath: path)
+            nextElement()
         }
     }
 
@@ -203,7 +229,7 @@ struct TreeEncoder: Encoder {
         mutating func encode(_ value: UInt32) throws { set(.uint(UInt64(value))) }
         mutating func encode(_ value: UInt64) throws { set(.uint(value)) }
         mutating func encode<T: Encodable>(_ value: T) throws {
-            try TreeEncoder.encode(value, into: node, codingPath: codingPath)
+            try TreeEncoder.encode(value, into: node, parentPath: codingPath, key: nil)
         }
     }
 }
