@@ -1,5 +1,6 @@
 import ArgumentParser
 import ForkKit
+import Foundation
 
 /// `forkkit-bench`: ForkKit's benchmarks, each compared side by side with its peers in one run.
 @main
@@ -25,6 +26,39 @@ struct BenchmarkOptions: ParsableArguments {
 
     @Flag(help: "A short smoke run (for CI): fewer rounds and iterations, no multi-gigabyte parents.")
     var quick = false
+
+    @Option(help: "Rounds per measurement; each figure is the median of the rounds.")
+    var rounds: Int?
+}
+
+/// What every benchmark run sets up and tears down: the round count, the report, progress lines,
+/// a scratch directory for the peers' programs, and the small template to fork from.
+struct BenchmarkRun: ~Copyable {
+    let rounds: Int
+    var report: Report
+    let log: Progress
+    let scratch: URL
+    let templatePath: String
+
+    init(_ name: String, options: BenchmarkOptions) throws {
+        rounds = options.rounds ?? (options.quick ? 2 : 5)
+        report = Report(benchmark: name)
+        log = Progress(quiet: options.json)
+        scratch = FileManager.default.temporaryDirectory.appendingPathComponent("forkkit-bench-\(name)-\(getpid())")
+        try FileManager.default.createDirectory(at: scratch, withIntermediateDirectories: true)
+        let (path, note) = SpawnBenchmark.templateExecutable()
+        templatePath = path
+        if let note { report.notes.append(note) }
+    }
+
+    deinit {
+        try? FileManager.default.removeItem(at: scratch)
+    }
+
+    /// Prints the report as a table, or as JSON.
+    func finish(json: Bool) throws {
+        if json { try report.printJSON() } else { report.printTable() }
+    }
 }
 
 /// Every benchmark in turn.
@@ -34,11 +68,12 @@ struct AllBenchmarks: AsyncParsableCommand {
     @OptionGroup var options: BenchmarkOptions
 
     func run() async throws {
-        var spawn = SpawnBenchmark()
-        spawn.options = options
+        var arguments = options.json ? ["--json"] : []
+        if options.quick { arguments.append("--quick") }
+        if let rounds = options.rounds { arguments += ["--rounds", "\(rounds)"] }
+        let spawn = try SpawnBenchmark.parse(arguments)
         try await spawn.run()
-        var rpc = RPCBenchmark()
-        rpc.options = options
+        let rpc = try RPCBenchmark.parse(arguments)
         try await rpc.run()
     }
 }

@@ -15,23 +15,13 @@ struct RPCBenchmark: AsyncParsableCommand {
 
     @OptionGroup var options: BenchmarkOptions
 
-    @Option(help: "Rounds per measurement; each figure is the median of the rounds.")
-    var rounds: Int?
-
     static let square = RPCFunction<Int, Int>("square")
     static let echo = RPCFunction<[UInt8], [UInt8]>("echo-bytes")
 
     func run() async throws {
-        let rounds = self.rounds ?? (options.quick ? 2 : 5)
         let calls = options.quick ? 300 : 3000
-        var report = Report(benchmark: "rpc")
-        let log = Progress(quiet: options.json)
-        let scratch = FileManager.default.temporaryDirectory.appendingPathComponent("forkkit-bench-rpc-\(getpid())")
-        try FileManager.default.createDirectory(at: scratch, withIntermediateDirectories: true)
-        defer { try? FileManager.default.removeItem(at: scratch) }
-
-        let (templatePath, note) = SpawnBenchmark.templateExecutable()
-        if let note { report.notes.append(note) }
+        var run = try BenchmarkRun("rpc", options: options)
+        let (rounds, log, scratch, templatePath) = (run.rounds, run.log, run.scratch, run.templatePath)
         let template = try await ForkTemplate.spawn(executable: templatePath)
         let first = try await RPCClient.start(template, running: "rpc-bench")
         let second = try await RPCClient.start(template, running: "rpc-bench")
@@ -39,11 +29,11 @@ struct RPCBenchmark: AsyncParsableCommand {
         var floor: Peer?, python: Peer?
         switch Peer.cPingPong(in: scratch) {
         case .success(let peer): floor = peer
-        case .failure(let failure): report.skipped.append(("c_pingpong_rtt_us", failure.description))
+        case .failure(let failure): run.report.skipped.append(("c_pingpong_rtt_us", failure.description))
         }
         switch Peer.pythonMultiprocessing(in: scratch) {
         case .success(let peer): python = peer
-        case .failure(let failure): report.skipped.append(("python_pool_apply_rtt_us", failure.description))
+        case .failure(let failure): run.report.skipped.append(("python_pool_apply_rtt_us", failure.description))
         }
 
         var samples: [String: [Double]] = [:]
@@ -68,26 +58,26 @@ struct RPCBenchmark: AsyncParsableCommand {
         let iterations = options.quick ? 20_000 : 200_000
         samples["codable_request_encode_decode_ns"] = (1...rounds).map { _ in Self.codableCost(iterations: iterations) }
         samples["msgpack_c_request_pack_unpack_ns"] = (1...rounds).map { _ in Self.rawCost(iterations: iterations) }
-        for (name, values) in samples.sorted(by: { $0.key < $1.key }) { report.record(name, median(values)) }
+        for (name, values) in samples.sorted(by: { $0.key < $1.key }) { run.report.record(name, median(values)) }
         _ = try await first.close()
         _ = try await second.close()
 
-        report.target("rtt_vs_c_pingpong", "forkkit_call_rtt_us", over: "c_pingpong_rtt_us", atMost: 1.5,
+        run.report.target("rtt_vs_c_pingpong", "forkkit_call_rtt_us", over: "c_pingpong_rtt_us", atMost: 1.5,
                       "one call at a time vs a blocking C socketpair ping-pong")
-        report.target("rtt_io_executor_vs_c_pingpong", "forkkit_call_rtt_io_executor_us", over: "c_pingpong_rtt_us", atMost: 1.5,
+        run.report.target("rtt_io_executor_vs_c_pingpong", "forkkit_call_rtt_io_executor_us", over: "c_pingpong_rtt_us", atMost: 1.5,
                       "the same, with the caller preferring ForkTemplate.ioExecutor (no thread hop on the way back)")
-        report.target("rtt_vs_python_apply", "forkkit_call_rtt_us", over: "python_pool_apply_rtt_us", atMost: 0.5,
+        run.report.target("rtt_vs_python_apply", "forkkit_call_rtt_us", over: "python_pool_apply_rtt_us", atMost: 0.5,
                       "one call at a time vs Python multiprocessing pool.apply")
-        report.target("throughput_vs_python_map", "forkkit_2_workers_calls_per_s", over: "python_pool_map_chunksize1_calls_per_s", atLeast: 5,
+        run.report.target("throughput_vs_python_map", "forkkit_2_workers_calls_per_s", over: "python_pool_map_chunksize1_calls_per_s", atLeast: 5,
                       "x*x on 2 workers, many calls in flight, vs Pool(2).map(chunksize=1)")
-        report.target("throughput_io_executor_vs_python_map", "forkkit_2_workers_io_executor_calls_per_s",
+        run.report.target("throughput_io_executor_vs_python_map", "forkkit_2_workers_io_executor_calls_per_s",
                       over: "python_pool_map_chunksize1_calls_per_s", atLeast: 5, "the same, callers preferring ForkTemplate.ioExecutor")
-        report.target("echo_1mib_gb_per_s", "forkkit_echo_1mib_gb_per_s", atLeast: 1,
+        run.report.target("echo_1mib_gb_per_s", "forkkit_echo_1mib_gb_per_s", atLeast: 1,
                       "1 MiB bin argument echoed back, GB of argument per second")
-        report.target("codable_vs_msgpack_c", "codable_request_encode_decode_ns", over: "msgpack_c_request_pack_unpack_ns", atMost: 2,
+        run.report.target("codable_vs_msgpack_c", "codable_request_encode_decode_ns", over: "msgpack_c_request_pack_unpack_ns", atMost: 2,
                       "[0, 1, \"square\", [12345]] through the Codable layer vs raw msgpack-c")
-        report.notes.append("the low-latency spinning mode is not built yet, so its target (2x a spinning C ping-pong) is not measured")
-        if options.json { try report.printJSON() } else { report.printTable() }
+        run.report.notes.append("the low-latency spinning mode is not built yet, so its target (2x a spinning C ping-pong) is not measured")
+        try run.finish(json: options.json)
     }
 
     /// Median round trip of one call at a time, in microseconds.

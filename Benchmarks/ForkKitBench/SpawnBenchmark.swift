@@ -12,26 +12,15 @@ struct SpawnBenchmark: AsyncParsableCommand {
 
     @OptionGroup var options: BenchmarkOptions
 
-    @Option(help: "Rounds per measurement; each figure is the median of the rounds.")
-    var rounds: Int?
-
     @Option(help: "Processes per round.")
     var iterations: Int?
 
     func run() async throws {
-        let rounds = self.rounds ?? (options.quick ? 2 : 5)
         let iterations = self.iterations ?? (options.quick ? 100 : 1000)
         let parentSizes = options.quick ? [200] : [200, 2000]
         let sharedSize = options.quick ? 100 : 1000
-        var report = Report(benchmark: "spawn")
-        let log = Progress(quiet: options.json)
-
-        let scratch = FileManager.default.temporaryDirectory.appendingPathComponent("forkkit-bench-\(getpid())")
-        try FileManager.default.createDirectory(at: scratch, withIntermediateDirectories: true)
-        defer { try? FileManager.default.removeItem(at: scratch) }
-
-        let (templatePath, note) = Self.templateExecutable()
-        if let note { report.notes.append(note) }
+        var run = try BenchmarkRun("spawn", options: options)
+        let (rounds, log, scratch, templatePath) = (run.rounds, run.log, run.scratch, run.templatePath)
         let template = try await ForkTemplate.spawn(executable: templatePath)
 
         // 1. Side by side with the peers, rounds interleaved so that noise hits all alike.
@@ -41,7 +30,7 @@ struct SpawnBenchmark: AsyncParsableCommand {
             case .success(let peer): peers.append(peer)
             case .failure(let failure):
                 let name = failure.description.contains("perl") || failure.description.contains("AnyEvent") ? "perl_anyevent_fork_new_run_exit_per_s" : "c_socketpair_fork_exit_per_s"
-                report.skipped.append((name, failure.description))
+                run.report.skipped.append((name, failure.description))
             }
         }
         let ours = "template_fork_run_exit_per_s"
@@ -54,12 +43,12 @@ struct SpawnBenchmark: AsyncParsableCommand {
                 do {
                     samples[peer.metric, default: []].append(try peer.rate(iterations: iterations))
                 } catch {
-                    report.notes.append("\(peer.metric) failed: \(error)")
+                    run.report.notes.append("\(peer.metric) failed: \(error)")
                 }
             }
         }
         for (name, values) in samples.sorted(by: { $0.key < $1.key }) where !values.isEmpty {
-            report.record(name, median(values))
+            run.report.record(name, median(values))
         }
 
         // 2. The parent grows: the template does not care; a manual fork of the parent does.
@@ -75,8 +64,8 @@ struct SpawnBenchmark: AsyncParsableCommand {
             grownMegabytes = size
             var rates: [Double] = []
             for _ in 1...rounds { rates.append(try await Self.forkRate(template, iterations: iterations)) }
-            report.record("template_fork_run_exit_parent_\(size)mb_per_s", median(rates))
-            report.record("manual_fork_parent_\(size)mb_per_s", Self.manualForkRate(iterations: options.quick ? 5 : 20))
+            run.report.record("template_fork_run_exit_parent_\(size)mb_per_s", median(rates))
+            run.report.record("manual_fork_parent_\(size)mb_per_s", Self.manualForkRate(iterations: options.quick ? 5 : 20))
         }
         grown.forEach { free($0) }
         grown = []
@@ -92,11 +81,11 @@ struct SpawnBenchmark: AsyncParsableCommand {
             emptyRates.append(try await Self.forkRate(empty, iterations: iterations))
             sharedRates.append(try await Self.forkRate(shared, iterations: iterations))
         }
-        report.record("template_fork_run_exit_empty_template_per_s", median(emptyRates))
-        report.record("template_fork_run_exit_shared_\(sharedSize)mb_per_s", median(sharedRates))
+        run.report.record("template_fork_run_exit_empty_template_per_s", median(emptyRates))
+        run.report.record("template_fork_run_exit_shared_\(sharedSize)mb_per_s", median(sharedRates))
         let heavy = try await ForkTemplate.spawn(executable: templatePath)
         try await heavy.initialize("private-heap", arguments: ["\(sharedSize)"])
-        report.record("template_fork_run_exit_private_heap_\(sharedSize)mb_per_s",
+        run.report.record("template_fork_run_exit_private_heap_\(sharedSize)mb_per_s",
                       try await Self.forkRate(heavy, iterations: options.quick ? 5 : 20))
 
         // 4. Starting a fresh template (posix_spawn, exec, hello).
@@ -109,18 +98,18 @@ struct SpawnBenchmark: AsyncParsableCommand {
             for _ in 0..<count { _ = try await ForkTemplate.spawn(executable: templatePath) }
             spawnRates.append(Double(count) / (clock.now - start).seconds)
         }
-        report.record("template_spawn_per_s", median(spawnRates))
+        run.report.record("template_spawn_per_s", median(spawnRates))
 
-        report.target("vs_perl_anyevent_fork", ours, over: "perl_anyevent_fork_new_run_exit_per_s", atLeast: 1.5,
+        run.report.target("vs_perl_anyevent_fork", ours, over: "perl_anyevent_fork_new_run_exit_per_s", atLeast: 1.5,
                       "fork+run+exit through a template vs Perl's AnyEvent::Fork->new->run")
-        report.target("vs_c_floor", ours, over: "c_socketpair_fork_exit_per_s", atLeast: 0.5,
+        run.report.target("vs_c_floor", ours, over: "c_socketpair_fork_exit_per_s", atLeast: 0.5,
                       "vs a plain C socketpair+fork+_exit+wait loop")
-        report.target("parent_\(parentSizes.last!)mb_vs_small", "template_fork_run_exit_parent_\(parentSizes.last!)mb_per_s",
+        run.report.target("parent_\(parentSizes.last!)mb_vs_small", "template_fork_run_exit_parent_\(parentSizes.last!)mb_per_s",
                       over: ours, atLeast: 0.9, "the template's rate with a \(parentSizes.last!) MB parent vs a small one")
-        report.target("shared_\(sharedSize)mb_vs_empty", "template_fork_run_exit_shared_\(sharedSize)mb_per_s",
+        run.report.target("shared_\(sharedSize)mb_vs_empty", "template_fork_run_exit_shared_\(sharedSize)mb_per_s",
                       over: "template_fork_run_exit_empty_template_per_s", atLeast: 0.8,
                       "a template holding \(sharedSize) MB in a shared region vs an empty one")
-        if options.json { try report.printJSON() } else { report.printTable() }
+        try run.finish(json: options.json)
     }
 
     /// Forks `iterations` children one at a time, each running a function that returns at once, and
