@@ -26,7 +26,8 @@ import Glibc
 public final class RPCClient: Sendable {
     /// The worker's process id, when the worker is a forked child.
     public var pid: Int32? { worker?.pid }
-    /// Events the worker emits, in order. One consumer.
+    /// Events the worker emits, in order. One consumer; events nobody reads are kept until read, so
+    /// a worker that emits without end needs a reader.
     public let events: AsyncStream<RPCEvent>
 
     private let input: Int32
