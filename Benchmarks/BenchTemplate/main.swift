@@ -16,6 +16,9 @@ ForkTemplate.bootstrap([
         server.register(RPCFunction<Int, Int>("square")) { $0 * $0 }
         server.register(RPCFunction<[UInt8], [UInt8]>("echo-bytes")) { $0 }
     },
+    .rpcWorker("rpc-bench-spin", spinBeforeBlocking: .microseconds(100)) { server in
+        server.register(RPCFunction<Int, Int>("square")) { $0 * $0 }
+    },
     .initializer("shared-region") { arguments in
         let megabytes = Int(String(decoding: arguments[0], as: UTF8.self)) ?? 0
         let region = try SharedMemoryRegion.create(name: "data", size: megabytes << 20)

@@ -79,14 +79,23 @@ struct Peer {
         #include <unistd.h>
         static double now(void) { struct timespec t; clock_gettime(CLOCK_MONOTONIC, &t); return t.tv_sec + t.tv_nsec / 1e9; }
         static int compare(const void *a, const void *b) { double x = *(const double *)a, y = *(const double *)b; return (x > y) - (x < y); }
-        int main(int argc, char **argv) {
-            int n = argc > 1 ? atoi(argv[1]) : 10000;
+        /* Reads a whole message; spinning polls without sleeping, otherwise the read blocks. */
+        static int receive(int fd, char *message, int size, int spin) {
+            int got = 0;
+            while (got < size) {
+                ssize_t n = recv(fd, message + got, size - got, spin ? MSG_DONTWAIT : 0);
+                if (n > 0) got += n; else if (n == 0 || !spin) return -1;
+            }
+            return got;
+        }
+        static double measure(int n, int spin) {
             int pair[2];
-            if (socketpair(AF_UNIX, SOCK_STREAM, 0, pair) != 0) return 1;
+            if (socketpair(AF_UNIX, SOCK_STREAM, 0, pair) != 0) exit(1);
             char message[16] = {0};
-            if (fork() == 0) {
+            pid_t pid = fork();
+            if (pid == 0) {
                 close(pair[0]);
-                while (read(pair[1], message, sizeof message) == sizeof message) write(pair[1], message, sizeof message);
+                while (receive(pair[1], message, sizeof message, spin) == sizeof message) write(pair[1], message, sizeof message);
                 _exit(0);
             }
             close(pair[1]);
@@ -94,13 +103,20 @@ struct Peer {
             for (int i = 0; i < n; i++) {
                 double start = now();
                 write(pair[0], message, sizeof message);
-                if (read(pair[0], message, sizeof message) != sizeof message) return 1;
+                if (receive(pair[0], message, sizeof message, spin) != sizeof message) exit(1);
                 times[i] = (now() - start) * 1e6;
             }
             close(pair[0]);
-            wait(NULL);
+            waitpid(pid, NULL, 0);
             qsort(times, n, sizeof(double), compare);
-            printf("c_pingpong_rtt_us %.2f\\n", times[n / 2]);
+            double middle = times[n / 2];
+            free(times);
+            return middle;
+        }
+        int main(int argc, char **argv) {
+            int n = argc > 1 ? atoi(argv[1]) : 10000;
+            printf("c_pingpong_rtt_us %.2f\\n", measure(n, 0));
+            printf("c_pingpong_spin_rtt_us %.2f\\n", measure(n, 1));
             return 0;
         }
         """

@@ -25,6 +25,7 @@ struct RPCBenchmark: AsyncParsableCommand {
         let template = try await ForkTemplate.spawn(executable: templatePath)
         let first = try await RPCClient.start(template, running: "rpc-bench")
         let second = try await RPCClient.start(template, running: "rpc-bench")
+        let spinning = try await RPCClient.start(template, running: "rpc-bench-spin")
 
         var floor: Peer?, python: Peer?
         switch Peer.cPingPong(in: scratch) {
@@ -43,6 +44,7 @@ struct RPCBenchmark: AsyncParsableCommand {
             samples["forkkit_call_rtt_us", default: []].append(try await Self.latency(first, calls: calls))
             samples["forkkit_call_rtt_io_executor_us", default: []].append(
                 try await withTaskExecutorPreference(ForkTemplate.ioExecutor) { try await Self.latency(first, calls: calls) })
+            samples["forkkit_call_rtt_spin_us", default: []].append(try await Self.spinningLatency(spinning, calls: calls))
             samples["forkkit_2_workers_calls_per_s", default: []].append(try await Self.throughput([first, second], calls: calls * 10))
             samples["forkkit_2_workers_io_executor_calls_per_s", default: []].append(
                 try await withTaskExecutorPreference(ForkTemplate.ioExecutor) { try await Self.throughput([first, second], calls: calls * 10) })
@@ -61,6 +63,7 @@ struct RPCBenchmark: AsyncParsableCommand {
         for (name, values) in samples.sorted(by: { $0.key < $1.key }) { run.report.record(name, median(values)) }
         _ = try await first.close()
         _ = try await second.close()
+        _ = try await spinning.close()
 
         run.report.target("rtt_vs_c_pingpong", "forkkit_call_rtt_us", over: "c_pingpong_rtt_us", atMost: 1.5,
                       "one call at a time vs a blocking C socketpair ping-pong")
@@ -76,7 +79,10 @@ struct RPCBenchmark: AsyncParsableCommand {
                       "1 MiB bin argument echoed back, GB of argument per second")
         run.report.target("codable_vs_msgpack_c", "codable_request_encode_decode_ns", over: "msgpack_c_request_pack_unpack_ns", atMost: 2,
                       "[0, 1, \"square\", [12345]] through the Codable layer vs raw msgpack-c")
-        run.report.notes.append("the low-latency spinning mode is not built yet, so its target (2x a spinning C ping-pong) is not measured")
+        run.report.target("spin_rtt_vs_c_spin_pingpong", "forkkit_call_rtt_spin_us", over: "c_pingpong_spin_rtt_us", atMost: 2,
+                          "low-latency mode (worker and monitor spin 100 us, caller on ioExecutor) vs a spinning C ping-pong")
+        run.report.target("python_apply_vs_spin_rtt", "python_pool_apply_rtt_us", over: "forkkit_call_rtt_spin_us", atLeast: 30,
+                          "Python pool.apply's round trip over the low-latency mode's")
         try run.finish(json: options.json)
     }
 
@@ -91,6 +97,13 @@ struct RPCBenchmark: AsyncParsableCommand {
             times.append((clock.now - start).seconds * 1e6)
         }
         return median(times)
+    }
+
+    /// The low-latency mode: the worker spins, the monitor thread spins, the caller runs on it.
+    static func spinningLatency(_ client: RPCClient, calls: Int) async throws -> Double {
+        DescriptorMonitor.shared.spinBeforeSleeping = .microseconds(100)
+        defer { DescriptorMonitor.shared.spinBeforeSleeping = .zero }
+        return try await withTaskExecutorPreference(ForkTemplate.ioExecutor) { try await latency(client, calls: calls) }
     }
 
     /// Calls per second with many calls in flight, spread over the workers.

@@ -30,14 +30,17 @@ public final class RPCServer {
     private var cancelled: Set<UInt32> = []
 
     /// Serves on one bidirectional socket (a forked child's socket).
-    public convenience init(socket: FileDescriptor, maximumMessageSize: Int = 64 << 20) {
-        self.init(input: socket, output: socket, maximumMessageSize: maximumMessageSize)
+    public convenience init(socket: FileDescriptor, maximumMessageSize: Int = 64 << 20, spinBeforeBlocking: Duration = .zero) {
+        self.init(input: socket, output: socket, maximumMessageSize: maximumMessageSize, spinBeforeBlocking: spinBeforeBlocking)
     }
 
     /// Serves on separate input and output descriptors (a pipe pair, or standard input and output).
     /// A message from the owner larger than `maximumMessageSize` ends `serve()` with an error.
-    public init(input: FileDescriptor, output: FileDescriptor, maximumMessageSize: Int = 64 << 20) {
-        stream = RPCStream(input: input.rawValue, output: output.rawValue, maximumMessageSize: maximumMessageSize)
+    /// `spinBeforeBlocking` is the opt-in low-latency mode: each read polls that long before it
+    /// sleeps (a busy core while idle, for replies without wake-ups).
+    public init(input: FileDescriptor, output: FileDescriptor, maximumMessageSize: Int = 64 << 20, spinBeforeBlocking: Duration = .zero) {
+        stream = RPCStream(
+            input: input.rawValue, output: output.rawValue, maximumMessageSize: maximumMessageSize, spin: spinBeforeBlocking)
     }
 
     /// Serves `function` with `body`.
@@ -100,9 +103,13 @@ public final class RPCServer {
 extension ForkEntryPoint {
     /// A function that serves MessagePack-RPC on the child's socket with the synchronous backend:
     /// `setUp` registers the functions, then the child answers calls until its owner closes.
-    public static func rpcWorker(_ name: String, _ setUp: @escaping @Sendable (RPCServer) throws -> Void) -> ForkEntryPoint {
+    ///
+    /// - Parameter spinBeforeBlocking: the low-latency mode (see ``RPCServer/init(input:output:maximumMessageSize:spinBeforeBlocking:)``).
+    public static func rpcWorker(
+        _ name: String, spinBeforeBlocking: Duration = .zero, _ setUp: @escaping @Sendable (RPCServer) throws -> Void
+    ) -> ForkEntryPoint {
         .function(name) { child in
-            let server = RPCServer(socket: child.socket)
+            let server = RPCServer(socket: child.socket, spinBeforeBlocking: spinBeforeBlocking)
             try setUp(server)
             try server.serve()
         }

@@ -17,10 +17,13 @@ struct RPCStream: ~Copyable {
     /// False once the input turned out to be a pipe: then plain reads, and no descriptors.
     private var inputIsSocket = true
     private var buffer = [UInt8](repeating: 0, count: 256 * 1024)
+    /// How long a read polls before it blocks (the low-latency mode); zero blocks at once.
+    private let spin: Duration
 
-    init(input: Int32, output: Int32, maximumMessageSize: Int) {
+    init(input: Int32, output: Int32, maximumMessageSize: Int, spin: Duration = .zero) {
         self.input = input
         self.output = output
+        self.spin = spin
         reader = MessagePackFrameReader(maximumMessageSize: maximumMessageSize)
         signal(SIGPIPE, SIG_IGN)
     }
@@ -34,6 +37,7 @@ struct RPCStream: ~Copyable {
     mutating func read() throws -> [RPCMessage]? {
         var incoming = [Int32](repeating: -1, count: 253)
         while true {
+            if spin > .zero { waitSpinning() }
             var arrived: Int32 = 0, truncated: Int32 = 0
             let input = self.input, isSocket = inputIsSocket
             let count = buffer.withUnsafeMutableBytes { bytes in
@@ -57,6 +61,17 @@ struct RPCStream: ~Copyable {
                 batch.append(try RPCMessage(try PassedDescriptor.substitute(value, from: &received)))
             }
             if !batch.isEmpty { return batch }
+        }
+    }
+
+    /// Polls the input without sleeping until something arrives or the spin time is over: a reply
+    /// to a caller that is also spinning then costs no wake-up on either side.
+    private func waitSpinning() {
+        let clock = ContinuousClock()
+        let deadline = clock.now + spin
+        var watched = pollfd(fd: input, events: Int16(POLLIN), revents: 0)
+        while clock.now < deadline {
+            if poll(&watched, 1, 0) > 0 { return }
         }
     }
 

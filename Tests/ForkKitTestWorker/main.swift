@@ -118,6 +118,9 @@ ForkTemplate.bootstrap([
             return "liftoff"
         }
     },
+    .rpcWorker("rpc-spinning", spinBeforeBlocking: .microseconds(50)) { server in
+        server.register(RPCFunction<Int, Int>("square")) { $0 * $0 }
+    },
     .function("rpc-misbehaving") { child in
         // A worker that breaks the protocol on request, to test the owner's side.
         let server = RPCServer(socket: child.socket)

@@ -167,6 +167,21 @@ struct RPCTests {
         #expect(late.kind == .closed)
     }
 
+    @Test("the low-latency mode: a spinning worker, a spinning monitor, the caller on the I/O executor")
+    func lowLatencyMode() async throws {
+        let worker = try await RPCClient.start(try await workerTemplate(), running: "rpc-spinning")
+        DescriptorMonitor.shared.spinBeforeSleeping = .microseconds(50)
+        defer { DescriptorMonitor.shared.spinBeforeSleeping = .zero }
+        #expect(DescriptorMonitor.shared.spinBeforeSleeping == .microseconds(50))
+        let sum = try await withTaskExecutorPreference(ForkTemplate.ioExecutor) {
+            var sum = 0
+            for value in 0..<200 { sum += try await worker.call(square, value) }
+            return sum
+        }
+        #expect(sum == (0..<200).reduce(0) { $0 + $1 * $1 })
+        #expect(try await worker.close() == .exited(0))
+    }
+
     @Test("1 MiB of bytes goes there and back as bin")
     func largePayload() async throws {
         let worker = try await mathWorker()
