@@ -358,6 +358,30 @@ struct RPCMessageTests {
         #expect(try RPCMessage(MessagePackValue(decoding: bytes("940001a673717561726591cd3039"))) == .request(id: 1, method: "square", params: [12345]))
     }
 
+    @Test("protocol/vectors/rpc.json: ForkRPC's messages, byte for byte")
+    func forkRPCVectors() throws {
+        let url = URL(fileURLWithPath: #filePath)
+            .deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+            .appendingPathComponent("protocol/vectors/rpc.json")
+        let root = try JSONSerialization.jsonObject(with: Data(contentsOf: url)) as! [String: Any]
+        let vectors = Dictionary(uniqueKeysWithValues: (root["vectors"] as! [[String: Any]]).map {
+            ($0["name"] as! String, bytes($0["hex"] as! String))
+        })
+        let encoder = MessagePackEncoder()
+        #expect(vectors.count == 8)
+        #expect(RPCMessage.request(id: 7, method: "square", params: [try encoder.encodeValue(12345)]).value.encoded() == vectors["request"])
+        #expect(RPCMessage.response(id: 7, error: nil, result: try encoder.encodeValue(152_399_025)).value.encoded() == vectors["response"])
+        #expect(RPCMessage.response(id: 8, error: ["MathError", "division by zero"], result: nil).value.encoded() == vectors["error response"])
+        #expect(RPCMessage.notification(method: "progress", params: [try encoder.encodeValue(3)]).value.encoded() == vectors["event"])
+        #expect(RPCMessage.cancel(7).value.encoded() == vectors["cancel"])
+        let descriptor = try encoder.encodeValue(PassedDescriptor(FileDescriptor(rawValue: 5)))
+        #expect(RPCMessage.request(id: 10, method: "write-log", params: [descriptor]).value.encoded() == vectors["descriptor argument"])
+        // Every vector reads back as a message.
+        for (name, encoded) in vectors {
+            #expect(throws: Never.self, "\(name)") { _ = try RPCMessage(MessagePackValue(decoding: encoded)) }
+        }
+    }
+
     @Test("malformed messages are refused with a reason")
     func malformed() {
         #expect(throws: RPCError.self) { try RPCMessage([3, 1, 2]) }
