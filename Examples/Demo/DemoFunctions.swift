@@ -17,6 +17,8 @@ enum DemoFunctions {
             guard poll(&watched, 2, -1) >= 0 else { continue }
             if watched[1].revents != 0 { return }  // The owner is done with us.
             guard watched[0].revents != 0 else { continue }
+            // Every server wakes for a connection and only one gets it: the listener is
+            // non-blocking, so the others go back to waiting instead of blocking in accept.
             let connection = accept(listener, nil, nil)
             guard connection >= 0 else { continue }
             let stream = FileDescriptor(rawValue: connection)

@@ -3,9 +3,9 @@ import SystemPackage
 
 /// The plain TCP plumbing of the demo's client side.
 enum DemoSockets {
-    /// A listening socket on 127.0.0.1 with a port the kernel chose.
+    /// A non-blocking listening socket on 127.0.0.1 with a port the kernel chose.
     static func listen() throws -> (FileDescriptor, UInt16) {
-        let listener = socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        let listener = socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue) | Int32(SOCK_NONBLOCK.rawValue), 0)
         var address = loopback(port: 0)
         var length = socklen_t(MemoryLayout<sockaddr_in>.size)
         let ok = withUnsafeMutablePointer(to: &address) { pointer in
