@@ -144,9 +144,11 @@ public final class RPCClient: Sendable {
         defer { timer?.cancel() }
         return try await withTaskCancellationHandler {
             try await withCheckedThrowingContinuation { continuation in
-                let refused: RPCError? = state.withLock { state in
+                let refused: (any Error)? = state.withLock { state in
                     if state.closing { return RPCError(.closed, "the client was closed; it takes no new calls", function: method, pid: pid) }
                     if let failure = state.failure { return failure }
+                    // Cancelled before the call was registered: the cancellation handler found nothing to cancel.
+                    if Task.isCancelled { return CancellationError() }
                     state.calls[id] = Call(function: method, continuation: continuation)
                     return nil
                 }
