@@ -18,13 +18,7 @@ struct ControlVectorTests {
     @Test("every vector round-trips byte for byte", arguments: vectors.map(\.name))
     func roundTrip(name: String) throws {
         let hex = Self.vectors.first { $0.name == name }!.hex
-        var bytes: [UInt8] = []
-        var index = hex.startIndex
-        while index < hex.endIndex {
-            let next = hex.index(index, offsetBy: 2)
-            bytes.append(UInt8(hex[index..<next], radix: 16)!)
-            index = next
-        }
+        let bytes = try #require([UInt8](hex: hex))
         let message = try ControlMessage(try MessagePackValue(decoding: bytes))
         #expect(message.encoded == bytes)
         #expect(message.value.arrayValue?.first?.stringValue == name.split(separator: " ").first.map(String.init))

@@ -38,10 +38,10 @@ struct CanonicalVectorTests {
     func encodes(_ vector: Vector) throws {
         let bytes = vector.value.encoded()
         if let hex = vector.hex {
-            #expect(hexString(bytes) == hex)
+            #expect(bytes.hexString == hex)
         } else {
             #expect(bytes.count == vector.length)
-            #expect(hexString(bytes.prefix(32)) == vector.prefix)
+            #expect(Array(bytes.prefix(32)).hexString == vector.prefix)
             #expect(try sha256(bytes) == vector.sha256)
         }
     }
@@ -51,21 +51,6 @@ struct CanonicalVectorTests {
         let bytes = vector.value.encoded()
         #expect(try MessagePackValue(decoding: bytes) == vector.value)
     }
-}
-
-func hexString(_ bytes: some Sequence<UInt8>) -> String {
-    bytes.map { String(format: "%02x", $0) }.joined()
-}
-
-func bytes(fromHex hex: String) -> [UInt8] {
-    var result: [UInt8] = []
-    var index = hex.startIndex
-    while index < hex.endIndex {
-        let next = hex.index(index, offsetBy: 2)
-        result.append(UInt8(hex[index..<next], radix: 16)!)
-        index = next
-    }
-    return result
 }
 
 /// SHA-256 by the system's sha256sum (coreutils), an implementation independent of ours.
@@ -103,13 +88,13 @@ func describedValue(_ description: [String: Any]) -> MessagePackValue {
         return .string(String(repeating: parts[0] as! String, count: parts[1] as! Int))
     case "bin_repeat":
         let parts = payload as! [Any]
-        return .binary([UInt8](repeating: bytes(fromHex: parts[0] as! String)[0], count: parts[1] as! Int))
+        return .binary([UInt8](repeating: [UInt8](hex: parts[0] as! String)![0], count: parts[1] as! Int))
     case "array_of_zero": return .array(Array(repeating: 0, count: payload as! Int))
     case "map_int_to_zero": return .map((0..<(payload as! Int)).map { MessagePackPair(.uint(UInt64($0)), 0) })
     case "json_like": return jsonLike(payload)
     case "ext":
         let parts = payload as! [Any]
-        let data = [UInt8](repeating: bytes(fromHex: parts[1] as! String)[0], count: parts[2] as! Int)
+        let data = [UInt8](repeating: [UInt8](hex: parts[1] as! String)![0], count: parts[2] as! Int)
         return .extended(type: Int8(parts[0] as! Int), data: data)
     case "timestamp":
         let parts = payload as! [NSNumber]
@@ -139,7 +124,7 @@ func jsonLike(_ json: Any) -> MessagePackValue {
     case let text as String: return .string(text)
     case let array as [Any]: return .array(array.map(jsonLike))
     case let object as [String: Any]:
-        if object.count == 1, let hex = object["bin"] as? String { return .binary(bytes(fromHex: hex)) }
+        if object.count == 1, let hex = object["bin"] as? String { return .binary([UInt8](hex: hex)!) }
         return .map(object.keys.sorted().map { MessagePackPair(.string($0), jsonLike(object[$0]!)) })
     default: fatalError("unexpected JSON \(json)")
     }

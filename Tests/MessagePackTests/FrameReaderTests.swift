@@ -59,6 +59,14 @@ struct FrameReaderTests {
         #expect(throws: MessagePackError.self) { _ = try MessagePackValue(decoding: [0xa2, 0xff, 0xfe]) }
     }
 
+    @Test("hex helpers read and write the vectors' form")
+    func hex() {
+        #expect([UInt8](hex: "94 00 01 ff") == [0x94, 0x00, 0x01, 0xff])
+        #expect([UInt8](hex: "abc") == nil)
+        #expect([UInt8](hex: "zz") == nil)
+        #expect([UInt8]([0x0f, 0xa0]).hexString == "0fa0")
+    }
+
     @Test("one value with trailing bytes, or a truncated one, is an error")
     func exactlyOne() {
         #expect(throws: MessagePackError.trailingBytes(count: 1)) { _ = try MessagePackValue(decoding: [0xc0, 0xc0]) }
