@@ -117,6 +117,7 @@ public final class DescriptorMonitor: TaskExecutor, Sendable {
                     let deadline = clock.now + .nanoseconds(spin)
                     while count <= 0 && clock.now < deadline && jobs.withLock({ $0.queue.isEmpty }) {
                         count = forkkit_epoll_wait(epoll, &ready, Int32(ready.count), 0)
+                        if count <= 0 { sched_yield() }  // a peer spinning on this core gets to answer
                     }
                 }
                 if count <= 0 {

@@ -70,8 +70,14 @@ struct RPCStream: ~Copyable {
         let clock = ContinuousClock()
         let deadline = clock.now + spin
         var watched = pollfd(fd: input, events: Int16(POLLIN), revents: 0)
-        while clock.now < deadline {
+        while true {
             if poll(&watched, 1, 0) > 0 { return }
+            let now = clock.now
+            if now >= deadline { return }
+            // Yield while spinning: the scheduler often puts a woken peer on this same core, and
+            // two spinners sharing a core would each burn a whole spin before the other answers
+            // (measured: 10 us or 115 us per call at random without yielding, 18 us steadily with).
+            sched_yield()
         }
     }
 
