@@ -87,39 +87,41 @@ final class EncodingNode {
     enum Content {
         case unset
         case value(MessagePackValue)
-        case array([EncodingNode])
-        case map([(String, EncodingNode)])
+        case array
+        case map
     }
 
     var content = Content.unset
+    // Children live outside the enum: appending to an array held in an enum payload copies it
+    // every time, which made encoding a large array quadratic.
+    private var elements: [EncodingNode] = []
+    private var pairs: [(String, EncodingNode)] = []
+    private var keyIndex: [String: Int] = [:]
+
+    var elementCount: Int { elements.count }
 
     var value: MessagePackValue {
         switch content {
         case .unset: return .nil
         case .value(let value): return value
-        case .array(let nodes): return .array(nodes.map(\.value))
-        case .map(let pairs): return .map(pairs.map { MessagePackPair(.string($0.0), $0.1.value) })
+        case .array: return .array(elements.map(\.value))
+        case .map: return .map(pairs.map { MessagePackPair(.string($0.0), $0.1.value) })
         }
     }
 
     func appendElement() -> EncodingNode {
+        if case .array = content {} else { content = .array }
         let node = EncodingNode()
-        if case .array(var nodes) = content {
-            nodes.append(node)
-            content = .array(nodes)
-        } else {
-            content = .array([node])
-        }
+        elements.append(node)
         return node
     }
 
     func child(forKey key: String) -> EncodingNode {
-        var pairs: [(String, EncodingNode)] = []
-        if case .map(let existing) = content { pairs = existing }
-        if let found = pairs.first(where: { $0.0 == key }) { return found.1 }
+        if case .map = content {} else { content = .map }
+        if let index = keyIndex[key] { return pairs[index].1 }
         let node = EncodingNode()
+        keyIndex[key] = pairs.count
         pairs.append((key, node))
-        content = .map(pairs)
         return node
     }
 }
@@ -133,12 +135,12 @@ struct TreeEncoder: Encoder {
     var userInfo: [CodingUserInfoKey: Any] { [:] }
 
     func container<Key: CodingKey>(keyedBy type: Key.Type) -> KeyedEncodingContainer<Key> {
-        if case .map = node.content {} else { node.content = .map([]) }
+        if case .map = node.content {} else { node.content = .map }
         return KeyedEncodingContainer(KeyedContainer<Key>(node: node, codingPath: codingPath))
     }
 
     func unkeyedContainer() -> any UnkeyedEncodingContainer {
-        if case .array = node.content {} else { node.content = .array([]) }
+        if case .array = node.content {} else { node.content = .array }
         return UnkeyedContainer(node: node, codingPath: codingPath)
     }
 
@@ -181,8 +183,7 @@ struct TreeEncoder: Encoder {
         let node: EncodingNode
         let codingPath: [any CodingKey]
         var count: Int {
-            if case .array(let nodes) = node.content { return nodes.count }
-            return 0
+            node.elementCount
         }
 
         /// The encoder of the next element (its key is taken before the element is added).

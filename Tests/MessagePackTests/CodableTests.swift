@@ -35,6 +35,15 @@ struct CodableTests {
         #expect(try MessagePackDecoder().decode(Everything.self, from: bytes) == everything)
     }
 
+    @Test("large containers round-trip: 20,000 structs in an array, 5,000 keys in a map")
+    func largeContainers() throws {
+        let points = (0..<20_000).map { Point(x: $0, y: -$0) }
+        let table = Dictionary(uniqueKeysWithValues: (0..<5_000).map { ("key \($0)", $0) })
+        let encoder = MessagePackEncoder(), decoder = MessagePackDecoder()
+        #expect(try decoder.decode([Point].self, from: try encoder.encode(points)) == points)
+        #expect(try decoder.decode([String: Int].self, from: try encoder.encode(table)) == table)
+    }
+
     @Test("a struct is a map in its smallest encoding, bytes are bin")
     func exactBytes() throws {
         #expect(try MessagePackEncoder().encode(Point(x: 1, y: 2)) == [0x82, 0xa1, 0x78, 0x01, 0xa1, 0x79, 0x02])
