@@ -5,47 +5,33 @@ extension MessagePackValue: Codable {
     /// Encodes the value; other encoders get maps with text keys, bytes as arrays of numbers, and
     /// extensions as `[type, bytes]`.
     public func encode(to encoder: any Encoder) throws {
+        func single(_ value: some Encodable) throws {
+            var container = encoder.singleValueContainer()
+            try container.encode(value)
+        }
+        func sequence(_ values: [any Encodable]) throws {
+            var container = encoder.unkeyedContainer()
+            for value in values { try container.encode(value) }
+        }
         switch self {
         case .nil:
             var container = encoder.singleValueContainer()
             try container.encodeNil()
-        case .bool(let flag):
-            var container = encoder.singleValueContainer()
-            try container.encode(flag)
-        case .int(let number):
-            var container = encoder.singleValueContainer()
-            try container.encode(number)
-        case .uint(let number):
-            var container = encoder.singleValueContainer()
-            try container.encode(number)
-        case .float32(let number):
-            var container = encoder.singleValueContainer()
-            try container.encode(number)
-        case .float64(let number):
-            var container = encoder.singleValueContainer()
-            try container.encode(number)
-        case .string(let text):
-            var container = encoder.singleValueContainer()
-            try container.encode(text)
-        case .binary(let bytes):
-            var container = encoder.singleValueContainer()
-            try container.encode(bytes)
-        case .array(let elements):
-            var container = encoder.unkeyedContainer()
-            for element in elements { try container.encode(element) }
+        case .bool(let flag): try single(flag)
+        case .int(let number): try single(number)
+        case .uint(let number): try single(number)
+        case .float32(let number): try single(number)
+        case .float64(let number): try single(number)
+        case .string(let text): try single(text)
+        case .binary(let bytes): try single(bytes)
+        case .array(let elements): try sequence(elements)
         case .map(let pairs):
             var container = encoder.container(keyedBy: TextKey.self)
             for pair in pairs {
                 try container.encode(pair.value, forKey: TextKey(pair.key.stringValue ?? "\(pair.key)"))
             }
-        case .extended(let type, let data):
-            var container = encoder.unkeyedContainer()
-            try container.encode(type)
-            try container.encode(data)
-        case .timestamp(let seconds, let nanoseconds):
-            var container = encoder.unkeyedContainer()
-            try container.encode(seconds)
-            try container.encode(nanoseconds)
+        case .extended(let type, let data): try sequence([type, data])
+        case .timestamp(let seconds, let nanoseconds): try sequence([seconds, nanoseconds])
         }
     }
 
