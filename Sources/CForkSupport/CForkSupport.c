@@ -41,6 +41,22 @@ ssize_t forkkit_send_with_descriptors(int socket, const void *bytes, size_t leng
     return sent;
 }
 
+int forkkit_send_all(int descriptor, const void *bytes, size_t length) {
+    const char *cursor = bytes;
+    int socket = 1;
+    while (length > 0) {
+        ssize_t sent = socket ? send(descriptor, cursor, length, MSG_NOSIGNAL) : write(descriptor, cursor, length);
+        if (sent < 0) {
+            if (errno == EINTR) continue;
+            if (errno == ENOTSOCK && socket) { socket = 0; continue; }
+            return errno;
+        }
+        cursor += sent;
+        length -= (size_t)sent;
+    }
+    return 0;
+}
+
 ssize_t forkkit_receive_with_descriptors(int socket, void *bytes, size_t length,
                                          int *descriptors, int capacity, int *count, int *truncated) {
     struct iovec iov = { .iov_base = bytes, .iov_len = length };

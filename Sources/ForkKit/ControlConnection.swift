@@ -106,22 +106,10 @@ final class ControlConnection: Sendable {
                 noteBeforeFailure("sending '\(message.value.arrayValue?.first?.stringValue ?? "")' failed: \(String(cString: strerror(error)))")
                 shutdown(socket, Int32(SHUT_RDWR))
             } else if sent < bytes.count {
-                bytes.withUnsafeBytes { raw in sendRemainder(raw, from: sent) }
+                let error = bytes.withUnsafeBytes { forkkit_send_all(socket, $0.baseAddress! + sent, $0.count - sent) }
+                if error != 0 { shutdown(socket, Int32(SHUT_RDWR)) }
             }
             return reply
-        }
-    }
-
-    private func sendRemainder(_ bytes: UnsafeRawBufferPointer, from start: Int) {
-        var offset = start
-        while offset < bytes.count {
-            let sent = send(socket, bytes.baseAddress! + offset, bytes.count - offset, Int32(MSG_NOSIGNAL))
-            if sent < 0 {
-                if errno == EINTR { continue }
-                shutdown(socket, Int32(SHUT_RDWR))
-                return
-            }
-            offset += sent
         }
     }
 

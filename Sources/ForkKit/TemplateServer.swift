@@ -246,18 +246,8 @@ struct TemplateServer: ~Copyable {
     }
 
     private func send(_ message: ControlMessage) {
-        let bytes = message.encoded
-        var offset = 0
-        while offset < bytes.count {
-            let sent = bytes.withUnsafeBytes { raw in
-                Glibc.send(socket, raw.baseAddress! + offset, raw.count - offset, Int32(MSG_NOSIGNAL))
-            }
-            if sent < 0 {
-                if errno == EINTR { continue }
-                return  // The owner is gone; the next read sees end of stream.
-            }
-            offset += sent
-        }
+        // A failure means the owner is gone; the next read sees end of stream.
+        _ = message.encoded.withUnsafeBytes { forkkit_send_all(socket, $0.baseAddress, $0.count) }
     }
 
     private func unknownEntry(_ name: String, kind: String) -> ControlMessage {

@@ -32,7 +32,7 @@ public final class RPCClient: Sendable {
 
     private let input: Int32
     private let output: Int32
-    /// Sockets are written with `send(MSG_NOSIGNAL)`; pipes with `write`, with SIGPIPE ignored.
+    /// Descriptors can only be passed over a socket; a pipe is written with SIGPIPE ignored.
     private let outputIsSocket: Bool
     /// Sockets are read with `recv(MSG_DONTWAIT)`; pipes are made non-blocking and read with `read`.
     private let inputIsSocket: Bool
@@ -201,7 +201,7 @@ public final class RPCClient: Sendable {
         let descriptors = PassedDescriptor.descriptors(in: value)
         return outputOpen.withLock { open -> RPCError? in
             guard open else { return RPCError(.closed, "the client's output is closed", pid: pid) }
-            var offset = 0
+            var offset = 0  // bytes already sent with the descriptors
             if !descriptors.isEmpty {
                 guard outputIsSocket else {
                     return RPCError(.codingFailed, "descriptors can only be passed over a Unix socket, not a pipe", pid: pid)
@@ -212,19 +212,8 @@ public final class RPCClient: Sendable {
                 }
                 if offset < 0 { return sendFailure(errno) }
             }
-            while offset < bytes.count {
-                let sent = bytes.withUnsafeBytes { raw in
-                    outputIsSocket
-                        ? Glibc.send(output, raw.baseAddress! + offset, raw.count - offset, Int32(MSG_NOSIGNAL))
-                        : Glibc.write(output, raw.baseAddress! + offset, raw.count - offset)
-                }
-                if sent < 0 {
-                    if errno == EINTR { continue }
-                    return sendFailure(errno)
-                }
-                offset += sent
-            }
-            return nil
+            let error = bytes.withUnsafeBytes { forkkit_send_all(output, $0.baseAddress! + offset, $0.count - offset) }
+            return error == 0 ? nil : sendFailure(error)
         }
     }
 

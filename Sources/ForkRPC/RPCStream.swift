@@ -89,15 +89,7 @@ struct RPCStream: ~Copyable {
             value = RPCMessage.response(
                 id: id, error: ["InvalidResult", "results cannot carry descriptors; only arguments can"], result: .nil).value
         }
-        let bytes = value.encoded()
-        var offset = 0
-        while offset < bytes.count {
-            let sent = bytes.withUnsafeBytes { Glibc.write(output, $0.baseAddress! + offset, $0.count - offset) }
-            if sent < 0 {
-                if errno == EINTR { continue }
-                throw Errno(rawValue: errno)
-            }
-            offset += sent
-        }
+        let error = value.encoded().withUnsafeBytes { forkkit_send_all(output, $0.baseAddress, $0.count) }
+        if error != 0 { throw Errno(rawValue: error) }
     }
 }

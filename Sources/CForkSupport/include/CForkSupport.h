@@ -14,6 +14,11 @@
 ssize_t forkkit_send_with_descriptors(int socket, const void *bytes, size_t length,
                                       const int *descriptors, int count);
 
+/// Writes all of `bytes`, retrying after interruptions and short writes; sockets are written with
+/// MSG_NOSIGNAL (a vanished peer is an EPIPE error, not a SIGPIPE), other descriptors with write().
+/// Returns 0, or the errno that stopped it.
+int forkkit_send_all(int descriptor, const void *bytes, size_t length);
+
 /// recvmsg() into `bytes`; descriptors that arrive are stored (close-on-exec) in `descriptors`, up to
 /// `capacity`, their number in `*count`. Descriptors beyond capacity are closed and `*truncated` set.
 ssize_t forkkit_receive_with_descriptors(int socket, void *bytes, size_t length,
