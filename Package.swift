@@ -11,6 +11,7 @@ let package = Package(
         .library(name: "MessagePack", targets: ["MessagePack"]),
         .library(name: "ForkKit", targets: ["ForkKit"]),
         .library(name: "ForkRPC", targets: ["ForkRPC"]),
+        .library(name: "ForkPool", targets: ["ForkPool"]),
         .library(name: "ForkKitTestPlugin", type: .dynamic, targets: ["ForkKitTestPlugin"]),
         .executable(name: "forkkit-demo", targets: ["forkkit-demo"]),
         .executable(name: "forkkit-bench", targets: ["forkkit-bench"]),
@@ -19,6 +20,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-system", from: "1.8.1"),
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+        .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
+        .package(url: "https://github.com/apple/swift-collections", from: "1.6.0"),
     ],
     targets: [
         .systemLibrary(
@@ -41,6 +44,15 @@ let package = Package(
                 "ForkKit", "MessagePack", "CForkSupport",
                 .product(name: "SystemPackage", package: "swift-system"),
                 .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        .target(
+            name: "ForkPool",
+            dependencies: [
+                "ForkRPC", "ForkKit",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "DequeModule", package: "swift-collections"),
             ]
         ),
 
@@ -95,6 +107,13 @@ let package = Package(
                 "ForkRPC", "ForkKit", "MessagePack",
                 .product(name: "SystemPackage", package: "swift-system"),
                 .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        .testTarget(
+            name: "ForkPoolTests",
+            dependencies: [
+                "ForkPool", "ForkRPC", "ForkKit",
+                .product(name: "Metrics", package: "swift-metrics"),
             ]
         ),
         .testTarget(

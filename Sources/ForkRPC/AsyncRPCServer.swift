@@ -51,6 +51,22 @@ public final class AsyncRPCServer: Sendable {
         output = socket.rawValue
         self.maximumMessageSize = maximumMessageSize
         writer = Mutex(RPCStream(input: -1, output: socket.rawValue, maximumMessageSize: maximumMessageSize))
+        handlers.withLock {
+            $0[RPCArguments.batchMethod] = { [unowned self] params in
+                let batch = try RPCArguments.batchCalls(params)
+                let (handler, known) = handlers.withLock { ($0[batch.method], Array($0.keys)) }
+                guard let handler else { throw RPCArguments.noSuchMethod(batch.method, known: known) }
+                var outcomes: [MessagePackValue] = []
+                for argument in batch.arguments {
+                    do {
+                        outcomes.append(RPCArguments.batchOutcome(.success(try await handler([argument]))))
+                    } catch {
+                        outcomes.append(RPCArguments.batchOutcome(.failure(error)))
+                    }
+                }
+                return .array(outcomes)
+            }
+        }
     }
 
     /// Serves `function` with an `async` body.
@@ -66,6 +82,12 @@ public final class AsyncRPCServer: Sendable {
     public func emit<Value: Encodable>(_ name: String, _ value: Value) throws {
         let message = RPCMessage.notification(method: name, params: [try MessagePackEncoder().encodeValue(value)])
         try writer.withLock { try $0.write(message) }
+    }
+
+    /// Asks the owner to send no more calls and to close this worker once its calls are answered
+    /// (see ``RPCServer/retire()``).
+    public func retire() throws {
+        try writer.withLock { try $0.write(.retire) }
     }
 
     /// A logger whose records go to the owner's logger (see ``RPCLogHandler``); usable from any task.

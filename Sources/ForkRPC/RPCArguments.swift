@@ -26,15 +26,45 @@ enum RPCArguments {
     }
 
     static func errorResponse(id: UInt32, _ error: any Error) -> RPCMessage {
+        .response(id: id, error: errorValue(error), result: .nil)
+    }
+
+    /// The error field of a response: `[type, message]`.
+    static func errorValue(_ error: any Error) -> MessagePackValue {
         if let failure = error as? Failure {
-            return .response(id: id, error: [.string(failure.type), .string(failure.message)], result: .nil)
+            return [.string(failure.type), .string(failure.message)]
         }
-        return .response(id: id, error: [.string(String(describing: type(of: error))), .string(describe(error))], result: .nil)
+        return [.string(String(describing: type(of: error))), .string(describe(error))]
     }
 
     static func noSuchMethod(id: UInt32, _ method: String, known: [String]) -> RPCMessage {
-        let served = known.sorted().joined(separator: ", ")
-        return .response(id: id, error: ["NoSuchMethod", .string("no function named '\(method)' in worker \(getpid()); it serves: \(served)")], result: .nil)
+        errorResponse(id: id, noSuchMethod(method, known: known))
+    }
+
+    static func noSuchMethod(_ method: String, known: [String]) -> Failure {
+        let served = known.filter { !$0.hasPrefix("$") }.sorted().joined(separator: ", ")
+        return Failure(type: "NoSuchMethod", message: "no function named '\(method)' in worker \(getpid()); it serves: \(served)")
+    }
+
+    /// The method name of the `$batch` extension: `params` is `[method, [argument, ...]]` and the
+    /// result holds one `[error, result]` pair per argument, in order, so that one round trip
+    /// carries many small calls (a pool's map).
+    static let batchMethod = "$batch"
+
+    /// The method and the arguments of a `$batch` request.
+    static func batchCalls(_ params: [MessagePackValue]) throws -> (method: String, arguments: [MessagePackValue]) {
+        guard params.count == 2, let method = params[0].stringValue, case .array(let arguments) = params[1] else {
+            throw Failure(type: "InvalidArguments", message: "\(batchMethod) expects [method, [argument, ...]]")
+        }
+        return (method, arguments)
+    }
+
+    /// One `[error, result]` pair of a `$batch` result.
+    static func batchOutcome(_ result: Result<MessagePackValue, any Error>) -> MessagePackValue {
+        switch result {
+        case .success(let value): [.nil, value]
+        case .failure(let error): [errorValue(error), .nil]
+        }
     }
 
     static func describe(_ error: any Error) -> String {

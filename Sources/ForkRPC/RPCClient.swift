@@ -129,8 +129,47 @@ public final class RPCClient: Sendable {
         }
     }
 
+    /// Calls `function` once for each of `inputs` in one round trip (the `$batch` extension), and
+    /// returns each call's outcome in order: a pool's map sends its small items this way.
+    ///
+    /// Throws only when the batch as a whole fails (the worker died, the timeout passed, the
+    /// function does not exist); an input whose call threw has its ``RPCError`` in its place.
+    public func callBatch<Input, Output>(
+        _ function: RPCFunction<Input, Output>, _ inputs: [Input], timeout: Duration? = nil
+    ) async throws -> [Result<Output, RPCError>] {
+        let arguments: [MessagePackValue]
+        do {
+            let encoder = MessagePackEncoder()
+            arguments = try inputs.map { try encoder.encodeValue($0) }
+        } catch {
+            throw RPCError(.codingFailed, "cannot encode the argument as \(Input.self): \(error)", function: function.name, pid: pid)
+        }
+        let result = try await call(
+            method: RPCArguments.batchMethod, params: [.string(function.name), .array(arguments)], timeout: timeout, naming: function.name)
+        guard case .array(let outcomes) = result, outcomes.count == inputs.count else {
+            throw RPCError(.protocolViolation, "answered a batch of \(inputs.count) with \(result.typeName)", function: function.name, pid: pid)
+        }
+        let decoder = MessagePackDecoder()
+        return outcomes.map { outcome in
+            guard case .array(let pair) = outcome, pair.count == 2 else {
+                return .failure(RPCError(.protocolViolation, "answered a batch item with \(outcome.typeName), not [error, result]", function: function.name, pid: pid))
+            }
+            if pair[0] != .nil { return .failure(remoteError(pair[0], function: function.name)) }
+            do {
+                return .success(try decoder.decode(Output.self, from: pair[1]))
+            } catch {
+                return .failure(RPCError(.codingFailed, "returned a result that is not \(Output.self): \(error)", function: function.name, pid: pid))
+            }
+        }
+    }
+
     /// Calls `method` with untyped parameters (for peers outside ForkKit).
     public func call(method: String, params: [MessagePackValue], timeout: Duration? = nil) async throws -> MessagePackValue {
+        try await call(method: method, params: params, timeout: timeout, naming: method)
+    }
+
+    /// Calls `method`; errors name the call `function` (a batch is named after the function it runs).
+    private func call(method: String, params: [MessagePackValue], timeout: Duration?, naming function: String) async throws -> MessagePackValue {
         let id = state.withLock { state -> UInt32 in
             defer { state.nextID &+= 1 }
             return state.nextID
@@ -138,23 +177,23 @@ public final class RPCClient: Sendable {
         let timer = timeout.map { limit in
             Task { [weak self] in
                 try await Task.sleep(for: limit)
-                self?.abandon(id, with: RPCError(.timeout, "did not answer within \(limit); the worker was asked to cancel it", function: method, pid: self?.pid))
+                self?.abandon(id, with: RPCError(.timeout, "did not answer within \(limit); the worker was asked to cancel it", function: function, pid: self?.pid))
             }
         }
         defer { timer?.cancel() }
         return try await withTaskCancellationHandler {
             try await withCheckedThrowingContinuation { continuation in
                 let refused: (any Error)? = state.withLock { state in
-                    if state.closing { return RPCError(.closed, "the client was closed; it takes no new calls", function: method, pid: pid) }
+                    if state.closing { return RPCError(.closed, "the client was closed; it takes no new calls", function: function, pid: pid) }
                     if let failure = state.failure { return failure }
                     // Cancelled before the call was registered: the cancellation handler found nothing to cancel.
                     if Task.isCancelled { return CancellationError() }
-                    state.calls[id] = Call(function: method, continuation: continuation)
+                    state.calls[id] = Call(function: function, continuation: continuation)
                     return nil
                 }
                 if let refused { return continuation.resume(throwing: refused) }
                 if var failure = send(.request(id: id, method: method, params: params)) {
-                    failure.function = method
+                    failure.function = function
                     let call = state.withLock { $0.calls.removeValue(forKey: id) }
                     call?.continuation.resume(throwing: failure)
                 }

@@ -17,6 +17,12 @@ public enum RPCMessage: Sendable, Equatable {
         .notification(method: "$cancel", params: [.uint(UInt64(id))])
     }
 
+    /// The notification by which a worker asks its owner to stop sending it calls and close it
+    /// (``RPCServer/retire()``).
+    public static let retire = RPCMessage.notification(method: retireMethod, params: [])
+    /// The method name of ``retire``.
+    public static let retireMethod = "$retire"
+
     /// The message as a MessagePack array.
     public var value: MessagePackValue {
         switch self {

@@ -41,6 +41,11 @@ public final class RPCServer {
     public init(input: FileDescriptor, output: FileDescriptor, maximumMessageSize: Int = 64 << 20, spinBeforeBlocking: Duration = .zero) {
         stream = RPCStream(
             input: input.rawValue, output: output.rawValue, maximumMessageSize: maximumMessageSize, spin: spinBeforeBlocking)
+        handlers[RPCArguments.batchMethod] = { [unowned self] params in
+            let batch = try RPCArguments.batchCalls(params)
+            guard let handler = handlers[batch.method] else { throw RPCArguments.noSuchMethod(batch.method, known: Array(handlers.keys)) }
+            return .array(batch.arguments.map { argument in RPCArguments.batchOutcome(Result { try handler([argument]) }) })
+        }
     }
 
     /// Serves `function` with `body`.
@@ -59,6 +64,13 @@ public final class RPCServer {
     /// buffer to flush).
     public func emit<Value: Encodable>(_ name: String, _ value: Value) throws {
         try stream.write(.notification(method: name, params: [MessagePackEncoder().encodeValue(value)]))
+    }
+
+    /// Asks the owner to send no more calls to this worker and to close it once the calls it sent
+    /// are answered (AnyEvent::Fork::Pool's `retire`): a pool then starts a fresh worker in its
+    /// place. Useful for a worker that knows it has grown too large.
+    public func retire() throws {
+        try stream.write(.retire)
     }
 
     /// A logger whose records go to the owner's logger (see ``RPCLogHandler``).

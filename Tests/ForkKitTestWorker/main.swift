@@ -118,6 +118,38 @@ ForkTemplate.bootstrap([
             return "liftoff"
         }
     },
+    // What ForkPool's tests run in each pool worker.
+    .rpcWorker("pool-worker") { server in
+        server.register(RPCFunction<Int, Int>("square")) { $0 * $0 }
+        server.register(RPCFunction<Int, Int32>("pid")) { _ in getpid() }
+        server.register(RPCFunction<Int, Int>("sleep-ms")) { milliseconds in
+            usleep(UInt32(milliseconds) * 1000)
+            return milliseconds
+        }
+        server.register(RPCFunction<Int, Int>("slow-square")) { number in
+            usleep(2000)
+            return number * number
+        }
+        server.register(RPCFunction<Int, Int>("fail-if-negative")) { number in
+            guard number >= 0 else { throw TestFailure(message: "negative input \(number)") }
+            return number
+        }
+        server.register(RPCFunction<Int, Int32>("retire")) { _ in
+            try server.retire()
+            return getpid()
+        }
+        server.register(RPCFunction<Int, Int>("emit-progress")) { count in
+            for step in 1...max(1, count) { try server.emit("progress", step) }
+            return count
+        }
+    },
+    .asyncRPCWorker("pool-async-worker", maximumConcurrentCalls: 4) { server in
+        server.register(RPCFunction<Int, Int32>("pid")) { _ in getpid() }
+        server.register(RPCFunction<Int, Int>("sleep-ms")) { milliseconds in
+            try await Task.sleep(for: .milliseconds(milliseconds))
+            return milliseconds
+        }
+    },
     .rpcWorker("rpc-spinning", spinBeforeBlocking: .microseconds(50)) { server in
         server.register(RPCFunction<Int, Int>("square")) { $0 * $0 }
     },

@@ -1,0 +1,323 @@
+import DequeModule
+import ForkRPC
+
+/// A worker handed to one call: the call goes to `client`, and is given back by pid.
+struct Lease: Sendable {
+    let client: RPCClient
+    let pid: Int32
+}
+
+/// What the pool does once its lock is released: resuming callers and starting or stopping
+/// processes never happens while the state is locked.
+enum PoolEffect {
+    case resume(CheckedContinuation<Lease, any Error>, Lease)
+    case fail(CheckedContinuation<Lease, any Error>, any Error)
+    case startWorker
+    case startWorkerAfterDelay
+    case stopWorkerWhenIdle(pid: Int32, idleSince: ContinuousClock.Instant)
+    /// Graceful: the worker has answered every call it was given.
+    case close(RPCClient)
+    case kill(RPCClient)
+    case finishedShutdown([CheckedContinuation<Void, Never>])
+}
+
+/// The scheduler: which worker takes which call, when workers start and stop. Pure bookkeeping
+/// under the pool's lock; every decision comes back as ``PoolEffect``s for the pool to carry out.
+struct PoolState {
+    /// One worker as the scheduler sees it.
+    struct Worker {
+        let client: RPCClient
+        let pid: Int32
+        var inFlight = 0
+        var assigned = 0
+        var served = 0
+        var busyTime = Duration.zero
+        var busySince: ContinuousClock.Instant?
+        var idleSince: ContinuousClock.Instant? = .now
+        var stopTimerSet = false
+        /// Takes no new calls; closed once it has answered the ones it has.
+        var draining = false
+    }
+
+    /// A caller waiting for a worker.
+    struct Waiter {
+        let id: UInt64
+        let continuation: CheckedContinuation<Lease, any Error>
+    }
+
+    enum Shutdown { case graceful, immediate }
+
+    let configuration: WorkerPool.Configuration
+    var workers: [Worker] = []
+    /// Forks asked of the template and not yet answered.
+    var starting = 0
+    /// Callers waiting for a worker, in order.
+    var queue: Deque<Waiter> = []
+    /// Callers waiting for room in a bounded queue.
+    var overflow: Deque<Waiter> = []
+    /// Workers that died, retired or are being recycled, whose replacement has not started yet.
+    var replacementsOwed = 0
+    var startTimerSet = false
+    /// After a failed fork, only a caller's demand starts another (a dead template must not be
+    /// asked again and again).
+    var startsHeld = false
+    var shutdown: Shutdown?
+    var shutdownWaiters: [CheckedContinuation<Void, Never>] = []
+    /// Workers the pool killed itself (a timed-out or cancelled call): their other calls run again.
+    var killedByPool: Set<Int32> = []
+    var nextWaiterID: UInt64 = 0
+    var counters = WorkerPoolStatistics.Counters()
+
+    init(configuration: WorkerPool.Configuration) {
+        self.configuration = configuration
+    }
+
+    /// Workers that take calls, counting those being forked.
+    private var activeCount: Int { workers.count(where: { !$0.draining }) + starting }
+
+    private var hasWaiters: Bool { !queue.isEmpty || !overflow.isEmpty }
+
+    // MARK: Calls
+
+    /// A caller wants a worker: it gets the least-loaded one, or waits in the queue.
+    mutating func enqueue(_ waiter: Waiter) -> [PoolEffect] {
+        if shutdown != nil { return [.fail(waiter.continuation, WorkerPoolError.shutDown())] }
+        startsHeld = false
+        if let index = leastLoadedIndex() {
+            return [.resume(waiter.continuation, assign(index))]
+        }
+        if let limit = configuration.queueLimit, queue.count >= limit {
+            overflow.append(waiter)
+        } else {
+            queue.append(waiter)
+        }
+        return pump()
+    }
+
+    /// A waiting caller was cancelled: it leaves the queue.
+    mutating func cancelWaiter(_ id: UInt64) -> [PoolEffect] {
+        var effects: [PoolEffect] = []
+        if let index = queue.firstIndex(where: { $0.id == id }) {
+            effects.append(.fail(queue.remove(at: index).continuation, CancellationError()))
+        } else if let index = overflow.firstIndex(where: { $0.id == id }) {
+            effects.append(.fail(overflow.remove(at: index).continuation, CancellationError()))
+        }
+        return effects + pump()
+    }
+
+    /// A call on worker `pid` ended (answered or not) after `duration`.
+    mutating func finished(pid: Int32, succeeded: Bool) -> [PoolEffect] {
+        if succeeded { counters.callsServed += 1 } else { counters.callsFailed += 1 }
+        if let index = workers.firstIndex(where: { $0.pid == pid }) {
+            workers[index].inFlight -= 1
+            workers[index].served += 1
+            if workers[index].inFlight == 0 {
+                let now = ContinuousClock.now
+                if let since = workers[index].busySince { workers[index].busyTime += now - since }
+                workers[index].busySince = nil
+                workers[index].idleSince = now
+            }
+        }
+        return pump()
+    }
+
+    // MARK: Worker life
+
+    mutating func workerStarted(client: RPCClient, pid: Int32) -> [PoolEffect] {
+        starting -= 1
+        startsHeld = false
+        if shutdown != nil { return [.kill(client)] + pump() }
+        workers.append(Worker(client: client, pid: pid))
+        counters.workersStarted += 1
+        return pump()
+    }
+
+    mutating func workerFailedToStart(_ error: any Error) -> [PoolEffect] {
+        starting -= 1
+        startsHeld = true
+        // With no worker left to serve them, the waiting callers would wait forever.
+        guard activeCount == 0 else { return pump() }
+        let failure = WorkerPoolError.cannotStartWorker(error)
+        let waiters = queue + overflow
+        queue.removeAll()
+        overflow.removeAll()
+        return waiters.map { .fail($0.continuation, failure) } + pump()
+    }
+
+    /// The connection to worker `pid` ended: it died, or it was closed.
+    mutating func workerEnded(pid: Int32) -> [PoolEffect] {
+        guard let index = workers.firstIndex(where: { $0.pid == pid }) else { return pump() }
+        let worker = workers.remove(at: index)
+        if !worker.draining, shutdown == nil {
+            counters.workersLost += 1
+            replacementsOwed += 1
+        }
+        return pump()
+    }
+
+    /// Worker `pid` asked to retire: it takes no new calls and is replaced.
+    mutating func retire(pid: Int32) -> [PoolEffect] {
+        guard let index = workers.firstIndex(where: { $0.pid == pid }), !workers[index].draining else { return [] }
+        workers[index].draining = true
+        counters.workersRetired += 1
+        replacementsOwed += 1
+        return pump()
+    }
+
+    /// The pool kills worker `pid` (its call timed out or was cancelled): it leaves the pool at once,
+    /// and a new one replaces it.
+    mutating func kill(pid: Int32) -> [PoolEffect] {
+        guard let index = workers.firstIndex(where: { $0.pid == pid }) else { return [] }
+        let worker = workers.remove(at: index)
+        killedByPool.insert(pid)
+        counters.workersLost += 1
+        if shutdown == nil { replacementsOwed += 1 }
+        return [.kill(worker.client)] + pump()
+    }
+
+    mutating func startTimerFired() -> [PoolEffect] {
+        startTimerSet = false
+        guard shutdown == nil, !queue.isEmpty, activeCount < configuration.maximumWorkers, leastLoadedIndex() == nil else {
+            return pump()
+        }
+        starting += 1
+        return [.startWorker] + pump()
+    }
+
+    mutating func stopTimerFired(pid: Int32, idleSince: ContinuousClock.Instant) -> [PoolEffect] {
+        guard let index = workers.firstIndex(where: { $0.pid == pid }) else { return [] }
+        workers[index].stopTimerSet = false
+        if workers[index].idleSince == idleSince, workers[index].inFlight == 0, activeCount > configuration.idleWorkers {
+            workers[index].draining = true
+            counters.workersStopped += 1
+        }
+        return pump()
+    }
+
+    mutating func beginShutdown(_ mode: Shutdown, waiter: CheckedContinuation<Void, Never>) -> [PoolEffect] {
+        shutdownWaiters.append(waiter)
+        if shutdown != .immediate { shutdown = mode }
+        replacementsOwed = 0
+        var effects: [PoolEffect] = []
+        if mode == .immediate {
+            for waiter in queue + overflow {
+                effects.append(.fail(waiter.continuation, WorkerPoolError.shutDown(whileWaiting: true)))
+            }
+            queue.removeAll()
+            overflow.removeAll()
+            for worker in workers { effects.append(.kill(worker.client)) }
+            workers.removeAll()
+        }
+        return effects + pump()
+    }
+
+    // MARK: Scheduling
+
+    /// The worker with the fewest calls in flight among those below `load`.
+    private func leastLoadedIndex() -> Int? {
+        var best: Int?
+        for index in workers.indices where !workers[index].draining && workers[index].inFlight < configuration.load {
+            if best == nil || workers[index].inFlight < workers[best!].inFlight { best = index }
+        }
+        return best
+    }
+
+    private mutating func assign(_ index: Int) -> Lease {
+        if workers[index].inFlight == 0 { workers[index].busySince = .now }
+        workers[index].inFlight += 1
+        workers[index].assigned += 1
+        workers[index].idleSince = nil
+        if let limit = configuration.maximumCallsPerWorker, workers[index].assigned >= limit {
+            workers[index].draining = true
+            counters.workersRecycled += 1
+            replacementsOwed += 1
+        }
+        return Lease(client: workers[index].client, pid: workers[index].pid)
+    }
+
+    /// Brings the pool in line with its state: hands waiting calls to free workers, closes drained
+    /// workers, starts and stops workers, ends a shutdown.
+    mutating func pump() -> [PoolEffect] {
+        var effects: [PoolEffect] = []
+        workers.removeAll { worker in
+            guard worker.draining, worker.inFlight == 0 else { return false }
+            effects.append(.close(worker.client))
+            return true
+        }
+        while !queue.isEmpty, let index = leastLoadedIndex() {
+            effects.append(.resume(queue.removeFirst().continuation, assign(index)))
+        }
+        while !overflow.isEmpty, queue.count < configuration.queueLimit ?? .max {
+            queue.append(overflow.removeFirst())
+        }
+        // Assigning may have put workers to draining (recycling): close those that are idle.
+        workers.removeAll { worker in
+            guard worker.draining, worker.inFlight == 0 else { return false }
+            effects.append(.close(worker.client))
+            return true
+        }
+        guard shutdown == nil else {
+            if shutdown == .graceful, !hasWaiters {
+                for index in workers.indices where !workers[index].draining { workers[index].draining = true }
+                workers.removeAll { worker in
+                    guard worker.inFlight == 0 else { return false }
+                    effects.append(.close(worker.client))
+                    return true
+                }
+            }
+            if workers.isEmpty, starting == 0, !hasWaiters, !shutdownWaiters.isEmpty {
+                effects.append(.finishedShutdown(shutdownWaiters))
+                shutdownWaiters = []
+            }
+            return effects
+        }
+        effects += growth()
+        for index in workers.indices where workers[index].inFlight == 0 && !workers[index].draining && !workers[index].stopTimerSet {
+            guard activeCount > configuration.idleWorkers, let since = workers[index].idleSince else { continue }
+            workers[index].stopTimerSet = true
+            effects.append(.stopWorkerWhenIdle(pid: workers[index].pid, idleSince: since))
+        }
+        return effects
+    }
+
+    /// Which workers to start now, and whether to start one after the start delay.
+    private mutating func growth() -> [PoolEffect] {
+        var effects: [PoolEffect] = []
+        let maximum = max(1, configuration.maximumWorkers)
+        func start() {
+            starting += 1
+            effects.append(.startWorker)
+        }
+        if !startsHeld {
+            while replacementsOwed > 0, activeCount < maximum {
+                replacementsOwed -= 1
+                start()
+            }
+            while activeCount < min(configuration.idleWorkers, maximum) { start() }
+        }
+        replacementsOwed = min(replacementsOwed, maximum)
+        if !queue.isEmpty, activeCount == 0 {
+            start()
+        } else if !queue.isEmpty, activeCount < maximum, starting == 0, !startTimerSet {
+            startTimerSet = true
+            effects.append(.startWorkerAfterDelay)
+        }
+        return effects
+    }
+
+    // MARK: Introspection
+
+    var statistics: WorkerPoolStatistics {
+        WorkerPoolStatistics(
+            workers: workers.map { worker in
+                var busy = worker.busyTime
+                if let since = worker.busySince { busy += .now - since }
+                return WorkerPoolStatistics.Worker(
+                    pid: worker.pid, callsInFlight: worker.inFlight, callsServed: worker.served, busyTime: busy, isRetiring: worker.draining)
+            },
+            workersStarting: starting,
+            queueLength: queue.count,
+            callersWaitingForQueueRoom: overflow.count,
+            counters: counters)
+    }
+}

@@ -1,0 +1,145 @@
+import ForkRPC
+
+/// One result of ``WorkerPool/results(of:_:order:chunkSize:retries:progress:)``: which input it
+/// belongs to, and the function's output for it.
+public struct MapResult<Output: Sendable>: Sendable {
+    /// The position of the input in the input sequence, from 0.
+    public let index: Int
+    /// The function's result for that input.
+    public let output: Output
+}
+
+/// The order in which a streaming map yields its results.
+public enum MapOrder: Sendable, Hashable {
+    /// In the order of the inputs (a result waits for those before it).
+    case input
+    /// As they arrive.
+    case completion
+}
+
+extension WorkerPool {
+    /// Calls `function` on every input across the pool's workers and returns the results in input
+    /// order (Python's `Pool.map`).
+    ///
+    /// Small items travel in chunks, one round trip each, sized from measured call times (or
+    /// `chunkSize`); near the end chunks shrink, so that no worker is left far behind. Inputs are
+    /// read from the sequence only as workers have room, so a long lazy sequence is not held in
+    /// memory at once (the results are).
+    ///
+    /// ```swift
+    /// let progress = MapProgress()
+    /// let squares = try await pool.map(square, 1...1_000_000, progress: progress)
+    /// ```
+    ///
+    /// - Throws: the first error of any item (an `RPCError` naming the function and worker); the
+    ///   rest of the map is then cancelled.
+    public func map<Inputs: Sequence, Input, Output>(
+        _ function: RPCFunction<Input, Output>, _ inputs: Inputs, chunkSize: Int? = nil, retries: Int? = nil,
+        progress: MapProgress? = nil
+    ) async throws -> [Output] where Inputs.Element == Input {
+        var results: [Output?] = []
+        results.reserveCapacity(inputs.underestimatedCount)
+        try await forEachChunk(function, inputs, chunkSize: chunkSize, retries: retries, progress: progress) { start, outputs in
+            if results.count < start + outputs.count { results.append(contentsOf: repeatElement(nil, count: start + outputs.count - results.count)) }
+            for (offset, output) in outputs.enumerated() { results[start + offset] = output }
+        }
+        return results.map { $0! }
+    }
+
+    /// Like ``map(_:_:chunkSize:retries:progress:)``, but yields each result as soon as `order`
+    /// allows, so that a consumer can act on early results while later ones are computed.
+    ///
+    /// ```swift
+    /// for try await result in pool.results(of: render, rows, order: .completion) {
+    ///     image.replaceRow(result.index, with: result.output)
+    /// }
+    /// ```
+    ///
+    /// Ending the iteration early (or cancelling its task) cancels the remaining work.
+    public func results<Inputs: Sequence & Sendable, Input, Output>(
+        of function: RPCFunction<Input, Output>, _ inputs: Inputs, order: MapOrder = .input, chunkSize: Int? = nil,
+        retries: Int? = nil, progress: MapProgress? = nil
+    ) -> AsyncThrowingStream<MapResult<Output>, any Error> where Inputs.Element == Input {
+        let (stream, continuation) = AsyncThrowingStream.makeStream(of: MapResult<Output>.self)
+        let task = Task {
+            var early: [Int: [Output]] = [:]
+            var nextIndex = 0
+            do {
+                try await forEachChunk(function, inputs, chunkSize: chunkSize, retries: retries, progress: progress) { start, outputs in
+                    switch order {
+                    case .completion:
+                        for (offset, output) in outputs.enumerated() { continuation.yield(MapResult(index: start + offset, output: output)) }
+                    case .input:
+                        early[start] = outputs
+                        while let ready = early.removeValue(forKey: nextIndex) {
+                            for output in ready {
+                                continuation.yield(MapResult(index: nextIndex, output: output))
+                                nextIndex += 1
+                            }
+                        }
+                    }
+                }
+                continuation.finish()
+            } catch {
+                continuation.finish(throwing: error)
+            }
+        }
+        continuation.onTermination = { _ in task.cancel() }
+        return stream
+    }
+
+    /// Runs `function` over `inputs` in chunks, at most as many at once as the workers can take,
+    /// and hands each chunk's outputs to `deliver` (on the calling task) as it completes.
+    private func forEachChunk<Inputs: Sequence, Input, Output>(
+        _ function: RPCFunction<Input, Output>, _ inputs: Inputs, chunkSize: Int?, retries: Int?, progress: MapProgress?,
+        deliver: (_ start: Int, _ outputs: [Output]) throws -> Void
+    ) async throws where Inputs.Element == Input {
+        defer { progress?.finish() }
+        let parallelism = max(1, configuration.maximumWorkers * configuration.load)
+        var sizer = ChunkSizer(fixedSize: chunkSize, parallelism: configuration.maximumWorkers)
+        let knownCount = inputs.underestimatedCount
+        if knownCount > 0 { progress?.setTotal(knownCount) }
+        var iterator = inputs.makeIterator()
+        var taken = 0
+        var exhausted = false
+
+        try await withThrowingTaskGroup(of: (start: Int, outputs: [Output], duration: Duration).self) { group in
+            var running = 0
+            func feed() {
+                while running < parallelism, !exhausted {
+                    let remaining = taken < knownCount ? knownCount - taken : nil
+                    let size = sizer.nextSize(remaining: remaining)
+                    var chunk: [Input] = []
+                    chunk.reserveCapacity(size)
+                    while chunk.count < size, let input = iterator.next() { chunk.append(input) }
+                    if chunk.count < size {
+                        exhausted = true
+                        progress?.setTotal(taken + chunk.count)
+                    }
+                    guard !chunk.isEmpty else { return }
+                    let start = taken
+                    taken += chunk.count
+                    running += 1
+                    group.addTask { [chunk] in
+                        let timeout = self.configuration.callTimeout.map { $0 * chunk.count }
+                        // Timed from the request, not from the wait for a worker.
+                        let (outcomes, duration) = try await self.perform(retries: retries, timeout: timeout) { client, timeout in
+                            let begin = ContinuousClock.now
+                            let outcomes = try await client.callBatch(function, chunk, timeout: timeout)
+                            return (outcomes, ContinuousClock.now - begin)
+                        }
+                        return (start, try outcomes.map { try $0.get() }, duration)
+                    }
+                }
+            }
+            feed()
+            while let (start, outputs, duration) = try await group.next() {
+                running -= 1
+                sizer.record(items: outputs.count, duration: duration)
+                progress?.add(outputs.count)
+                try deliver(start, outputs)
+                feed()
+            }
+        }
+    }
+}

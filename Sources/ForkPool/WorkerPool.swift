@@ -1,0 +1,298 @@
+import ForkKit
+import ForkRPC
+import Logging
+import Synchronization
+
+/// A load-balanced pool of forked RPC workers that share what was loaded into their template
+/// (AnyEvent::Fork::Pool, and Python's `multiprocessing.Pool` without its hangs).
+///
+/// Every worker is a child forked from `template` running the same worker function (an
+/// `ForkEntryPoint.rpcWorker` or `.asyncRPCWorker`). Calls go to the least-loaded worker; the pool
+/// grows to ``Configuration/maximumWorkers`` under load and shrinks when idle; a worker that dies
+/// fails only the calls it held (or they run again elsewhere, with retries) and is replaced.
+///
+/// ```swift
+/// // In main, first line: the worker function every pool worker runs.
+/// ForkTemplate.bootstrap([
+///     .rpcWorker("math") { server in server.register(square) { $0 * $0 } },
+/// ])
+///
+/// let squares = try await withWorkerPool(running: "math") { pool in
+///     try await pool.map(square, 1...10_000)
+/// }
+/// ```
+public final class WorkerPool: Sendable {
+    /// An event a worker emitted (`RPCServer.emit`), with the worker's pid.
+    public struct Event: Sendable, Equatable {
+        /// The worker that sent it.
+        public let pid: Int32
+        /// The event.
+        public let event: RPCEvent
+    }
+
+    /// The configuration the pool was made with.
+    public let configuration: Configuration
+    /// The template the workers are forked from.
+    public let template: ForkTemplate
+    /// The worker function every worker runs.
+    public let workerFunction: String
+    /// Events from every worker, in the order each worker sent them. One consumer; events nobody
+    /// reads are kept until read.
+    public let events: AsyncStream<Event>
+
+    private let eventSink: AsyncStream<Event>.Continuation
+    private let state: Mutex<PoolState>
+    private let metrics: PoolMetrics?
+    /// Workers being closed or killed, so that shutdown can wait for them to exit.
+    private let departing = Mutex<(nextID: Int, tasks: [Int: Task<Void, Never>])>((0, [:]))
+
+    /// Makes a pool of workers forked from `template`, each running `workerFunction`, and starts
+    /// ``Configuration/idleWorkers`` of them.
+    ///
+    /// - Throws: the fork's error when the first workers cannot start (for example a
+    ///   `workerFunction` that the template does not have).
+    public init(template: ForkTemplate, running workerFunction: String, configuration: Configuration = Configuration()) async throws {
+        self.configuration = configuration
+        self.template = template
+        self.workerFunction = workerFunction
+        (events, eventSink) = AsyncStream.makeStream(of: Event.self)
+        state = Mutex(PoolState(configuration: configuration))
+        metrics = configuration.metricsPrefix.map(PoolMetrics.init(prefix:))
+        // The minimum is started here, so that a pool that cannot fork fails where it is made.
+        let initial = min(configuration.idleWorkers, configuration.maximumWorkers)
+        state.withLock { $0.starting = initial }
+        for started in 0..<initial {
+            let client: RPCClient
+            do {
+                client = try await startClient()
+            } catch {
+                state.withLock { $0.starting -= initial - started }
+                await terminate()
+                throw error
+            }
+            carryOut(state.withLock { $0.workerStarted(client: client, pid: client.pid ?? 0) })
+        }
+    }
+
+    /// Makes a pool whose workers are forked from the program's own template
+    /// (`ForkTemplate.shared`).
+    public convenience init(running workerFunction: String, configuration: Configuration = Configuration()) async throws {
+        try await self.init(template: try await ForkTemplate.shared, running: workerFunction, configuration: configuration)
+    }
+
+    deinit {
+        // Closing the clients (when the state goes) ends every worker; the event stream ends here.
+        eventSink.finish()
+    }
+
+    /// A snapshot of the workers, the queue and the counters.
+    public var statistics: WorkerPoolStatistics { state.withLock { $0.statistics } }
+
+    // MARK: Calls
+
+    /// Calls `function` with `input` on the least-loaded worker and waits for its result.
+    ///
+    /// - Parameters:
+    ///   - retries: how many times to run the call again on another worker if its worker dies
+    ///     (default: the pool's ``Configuration/retries``).
+    ///   - timeout: how long the call may take (default: the pool's ``Configuration/callTimeout``).
+    ///     A synchronous worker that exceeds it is killed and replaced.
+    /// - Throws: the worker's error as an `RPCError` (naming function and pid), `RPCError` with
+    ///   `.workerDied` when the worker died and no retry was left, `CancellationError`, or
+    ///   ``WorkerPoolError``.
+    public func call<Input, Output>(
+        _ function: RPCFunction<Input, Output>, _ input: Input, retries: Int? = nil, timeout: Duration? = nil
+    ) async throws -> Output {
+        try await perform(retries: retries, timeout: timeout ?? configuration.callTimeout) { client, timeout in
+            try await client.call(function, input, timeout: timeout)
+        }
+    }
+
+    /// Runs `body` on a worker, again on another one when the worker dies (up to `retries` times),
+    /// and gives the worker back however it ends.
+    func perform<Result>(
+        retries: Int?, timeout: Duration?, _ body: (RPCClient, Duration?) async throws -> Result
+    ) async throws -> Result {
+        let allowed = retries ?? configuration.retries
+        var failures = 0
+        while true {
+            let lease = try await acquire()
+            do {
+                let result = try await body(lease.client, timeout)
+                giveBack(lease, succeeded: true)
+                return result
+            } catch let error as RPCError where error.kind == .workerDied || error.kind == .protocolViolation {
+                giveBack(lease, succeeded: false)
+                let (shutdown, killedByPool) = state.withLock { ($0.shutdown, $0.killedByPool.contains(lease.pid)) }
+                if shutdown == .immediate { throw WorkerPoolError.terminatedWhileRunning(pid: lease.pid) }
+                // The pool killed this worker for another call's sake: this call was not at fault.
+                if killedByPool { continue }
+                failures += 1
+                guard failures <= allowed else { throw error }
+                state.withLock { $0.counters.retries += 1 }
+                metrics?.retries.increment()
+                configuration.logger?.notice("retrying a call: \(error)")
+            } catch let error as RPCError where error.kind == .timeout {
+                giveBack(lease, succeeded: false)
+                if configuration.backend == .synchronous { kill(lease) }
+                throw error
+            } catch is CancellationError {
+                giveBack(lease, succeeded: false)
+                // The asynchronous worker was sent `$cancel`; a synchronous one cannot stop mid-call.
+                if configuration.backend == .synchronous { kill(lease) }
+                throw CancellationError()
+            } catch {
+                giveBack(lease, succeeded: false)
+                throw error
+            }
+        }
+    }
+
+    /// Waits for a worker with room for one more call.
+    private func acquire() async throws -> Lease {
+        let id = state.withLock { state in
+            defer { state.nextWaiterID &+= 1 }
+            return state.nextWaiterID
+        }
+        return try await withTaskCancellationHandler {
+            try await withCheckedThrowingContinuation { continuation in
+                if Task.isCancelled { return continuation.resume(throwing: CancellationError()) }
+                carryOut(state.withLock { $0.enqueue(PoolState.Waiter(id: id, continuation: continuation)) })
+            }
+        } onCancel: {
+            carryOut(state.withLock { $0.cancelWaiter(id) })
+        }
+    }
+
+    private func giveBack(_ lease: Lease, succeeded: Bool) {
+        if succeeded { metrics?.calls.increment() } else { metrics?.failures.increment() }
+        carryOut(state.withLock { $0.finished(pid: lease.pid, succeeded: succeeded) })
+    }
+
+    private func kill(_ lease: Lease) {
+        configuration.logger?.notice("killing worker \(lease.pid): its call timed out or was cancelled; a new one replaces it")
+        metrics?.workersLost.increment()
+        carryOut(state.withLock { $0.kill(pid: lease.pid) })
+    }
+
+    // MARK: Shutdown
+
+    /// Stops taking calls, lets every call already made finish (queued ones included), then closes
+    /// every worker and waits until they have exited.
+    public func shutdown() async {
+        await withCheckedContinuation { continuation in
+            carryOut(state.withLock { $0.beginShutdown(.graceful, waiter: continuation) })
+        }
+        await waitForDepartures()
+    }
+
+    /// Kills every worker at once. Calls waiting for a worker and calls running fail with
+    /// ``WorkerPoolError/Kind/shutDown``; waits until the workers have exited.
+    public func terminate() async {
+        await withCheckedContinuation { continuation in
+            carryOut(state.withLock { $0.beginShutdown(.immediate, waiter: continuation) })
+        }
+        await waitForDepartures()
+    }
+
+    private func waitForDepartures() async {
+        while let task = departing.withLock({ $0.tasks.first?.value }) { await task.value }
+    }
+
+    // MARK: Workers
+
+    private func startClient() async throws -> RPCClient {
+        let client = try await RPCClient.start(
+            template, running: workerFunction, arguments: configuration.arguments,
+            maximumMessageSize: configuration.maximumMessageSize, logger: configuration.logger)
+        metrics?.workersStarted.increment()
+        watchEvents(of: client)
+        return client
+    }
+
+    private func startWorker() async {
+        do {
+            let client = try await startClient()
+            carryOut(state.withLock { $0.workerStarted(client: client, pid: client.pid ?? 0) })
+        } catch {
+            configuration.logger?.error("cannot start a worker running '\(workerFunction)': \(error)")
+            carryOut(state.withLock { $0.workerFailedToStart(error) })
+        }
+    }
+
+    /// Forwards a worker's events, handles its `$retire`, and notices when its connection ends.
+    private func watchEvents(of client: RPCClient) {
+        let events = client.events
+        let pid = client.pid ?? 0
+        Task { [weak self] in
+            for await event in events {
+                guard let self else { return }
+                if event.name == RPCMessage.retireMethod {
+                    carryOut(state.withLock { $0.retire(pid: pid) })
+                } else {
+                    eventSink.yield(Event(pid: pid, event: event))
+                }
+            }
+            guard let self else { return }
+            let (wasInService, effects) = state.withLock { state in
+                (state.workers.contains { $0.pid == pid && !$0.draining }, state.workerEnded(pid: pid))
+            }
+            if wasInService {
+                metrics?.workersLost.increment()
+                configuration.logger?.warning("worker \(pid) is gone; a new one replaces it")
+            }
+            carryOut(effects)
+        }
+    }
+
+    /// Does what the scheduler decided, outside its lock.
+    private func carryOut(_ effects: [PoolEffect]) {
+        for effect in effects {
+            switch effect {
+            case .resume(let continuation, let lease):
+                continuation.resume(returning: lease)
+            case .fail(let continuation, let error):
+                continuation.resume(throwing: error)
+            case .startWorker:
+                Task { await self.startWorker() }
+            case .startWorkerAfterDelay:
+                Task { [weak self, delay = configuration.startDelay] in
+                    try? await Task.sleep(for: delay)
+                    guard let self else { return }
+                    carryOut(state.withLock { $0.startTimerFired() })
+                }
+            case .stopWorkerWhenIdle(let pid, let idleSince):
+                Task { [weak self, delay = configuration.stopDelay] in
+                    try? await Task.sleep(for: delay)
+                    guard let self else { return }
+                    carryOut(state.withLock { $0.stopTimerFired(pid: pid, idleSince: idleSince) })
+                }
+            case .close(let client):
+                depart(client)
+            case .kill(let client):
+                client.terminate()
+                depart(client)
+            case .finishedShutdown(let waiters):
+                for waiter in waiters { waiter.resume() }
+            }
+        }
+        if let metrics, !effects.isEmpty {
+            let (workers, queued) = state.withLock { ($0.workers.count, $0.queue.count) }
+            metrics.workers.record(workers)
+            metrics.queueLength.record(queued)
+        }
+    }
+
+    /// Closes `client` and waits for its worker's exit, remembered until then for ``shutdown()``.
+    private func depart(_ client: RPCClient) {
+        departing.withLock { departing in
+            let id = departing.nextID
+            departing.nextID += 1
+            // The task removes itself, under the lock that is held until it is registered.
+            departing.tasks[id] = Task { [weak self] in
+                _ = try? await client.close()
+                self?.departing.withLock { _ = $0.tasks.removeValue(forKey: id) }
+            }
+        }
+    }
+}

@@ -1,0 +1,74 @@
+import Logging
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+extension WorkerPool {
+    /// How a pool sizes itself, spreads calls and looks after its workers.
+    ///
+    /// The sizing options mean what they mean in AnyEvent::Fork::Pool, with the same defaults except
+    /// `maximumWorkers`, which follows the machine:
+    ///
+    /// ```swift
+    /// var configuration = WorkerPool.Configuration()
+    /// configuration.idleWorkers = 2               // start two at once, keep two ready
+    /// configuration.maximumCallsPerWorker = 1000  // recycle workers that may grow
+    /// configuration.retries = 2                   // run a call again elsewhere if its worker dies
+    /// ```
+    public struct Configuration: Sendable {
+        /// Most workers at once (Perl's `max`). Default: the number of online CPU cores.
+        public var maximumWorkers: Int = Self.onlineProcessorCount
+        /// Workers kept ready even when there is nothing to do; also how many start with the pool
+        /// (Perl's `idle`, default 0: the first call starts the first worker).
+        public var idleWorkers: Int = 0
+        /// Calls in flight per worker (Perl's `load`, default 2). More than one lets a worker start
+        /// the next call without waiting for a round trip; calls beyond it wait in the pool's queue.
+        public var load: Int = 2
+        /// How long every worker must have been at `load`, with calls waiting, before another worker
+        /// starts (Perl's `start`, default 0.1 s). The first worker, replacements and the `idleWorkers`
+        /// minimum start at once.
+        public var startDelay: Duration = .milliseconds(100)
+        /// How long a worker beyond `idleWorkers` may sit idle before it is stopped (Perl's `stop`,
+        /// default 10 s).
+        public var stopDelay: Duration = .seconds(10)
+        /// Which server the worker function runs: it decides what cancelling a running call does.
+        public var backend: Backend = .synchronous
+        /// Most calls waiting for a worker; callers beyond it suspend until there is room
+        /// (backpressure). `nil`: no bound.
+        public var queueLimit: Int?
+        /// A worker that has been given this many calls is replaced by a fresh fork once it has
+        /// answered them (for workers whose memory grows). `nil`: never.
+        public var maximumCallsPerWorker: Int?
+        /// How many times a call runs again on another worker when its worker dies under it (default 0:
+        /// the caller gets the error naming the pid and the signal). A call can set its own.
+        public var retries: Int = 0
+        /// How long a call may take before it fails with a timeout; a stuck synchronous worker is then
+        /// killed and replaced. A call can set its own. `nil`: no limit.
+        public var callTimeout: Duration?
+        /// Arguments every worker is forked with (``ForkKit/ChildContext/arguments``).
+        public var arguments: [[UInt8]] = []
+        /// Largest message accepted from a worker.
+        public var maximumMessageSize: Int = 64 << 20
+        /// Where the workers' log records go (see `RPCServer.makeLogger`), and the pool's own notes on
+        /// workers that died or were replaced.
+        public var logger: Logger?
+        /// The prefix of the pool's swift-metrics names (`<prefix>_calls_total`, ...), `nil` for none.
+        public var metricsPrefix: String? = "forkkit_pool"
+
+        /// A configuration with the defaults.
+        public init() {}
+
+        static var onlineProcessorCount: Int { max(1, Int(sysconf(Int32(_SC_NPROCESSORS_ONLN)))) }
+    }
+
+    /// The server backend the pool's worker function runs (see `ForkEntryPoint.rpcWorker` and
+    /// `ForkEntryPoint.asyncRPCWorker`).
+    public enum Backend: Sendable, Hashable {
+        /// One call at a time per worker. A running call cannot be interrupted, so cancelling it or
+        /// timing it out kills and replaces the worker.
+        case synchronous
+        /// Several calls at a time per worker; cancelling a running call cancels its task in the worker.
+        case asynchronous
+    }
+}

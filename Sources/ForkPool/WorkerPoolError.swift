@@ -1,0 +1,42 @@
+/// A failure of the pool itself rather than of one worker (those are `RPCError`s naming the worker).
+public struct WorkerPoolError: Error, Sendable, CustomStringConvertible {
+    /// The kinds of failure.
+    public enum Kind: String, Sendable, Hashable {
+        /// The pool was shut down: it takes no new calls, or it was terminated under this one.
+        case shutDown
+        /// No worker could be forked (the template is gone, or does not serve the function).
+        case cannotStartWorker
+    }
+
+    /// What kind of failure this is.
+    public let kind: Kind
+    /// A sentence saying what happened and what to do.
+    public let message: String
+    /// The error behind it (the fork's error for ``Kind/cannotStartWorker``).
+    public let underlyingError: (any Error)?
+
+    /// A sentence for people.
+    public var description: String { message }
+
+    static func shutDown(whileWaiting: Bool = false) -> WorkerPoolError {
+        WorkerPoolError(
+            kind: .shutDown,
+            message: whileWaiting
+                ? "the pool was terminated while this call waited for a worker; it never ran"
+                : "the pool has been shut down; it takes no new calls (make a new pool)",
+            underlyingError: nil)
+    }
+
+    static func terminatedWhileRunning(pid: Int32) -> WorkerPoolError {
+        WorkerPoolError(
+            kind: .shutDown, message: "the pool was terminated while worker \(pid) ran this call; its result is lost",
+            underlyingError: nil)
+    }
+
+    static func cannotStartWorker(_ error: any Error) -> WorkerPoolError {
+        WorkerPoolError(
+            kind: .cannotStartWorker,
+            message: "no worker could be started, so the call cannot run: \(error). Check that the template is alive and serves the pool's function",
+            underlyingError: error)
+    }
+}

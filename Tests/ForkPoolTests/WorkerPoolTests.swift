@@ -1,0 +1,369 @@
+import ForkKit
+import ForkPool
+import ForkRPC
+import Foundation
+import Synchronization
+import Testing
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+let square = RPCFunction<Int, Int>("square")
+let workerPID = RPCFunction<Int, Int32>("pid")
+let sleepMilliseconds = RPCFunction<Int, Int>("sleep-ms")
+let slowSquare = RPCFunction<Int, Int>("slow-square")
+let failIfNegative = RPCFunction<Int, Int>("fail-if-negative")
+let retire = RPCFunction<Int, Int32>("retire")
+let emitProgress = RPCFunction<Int, Int>("emit-progress")
+
+/// The test worker (Tests/ForkKitTestWorker), next to the test bundle, as a template.
+func workerTemplate() async throws -> ForkTemplate {
+    let executable = (try FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe") as NSString).deletingLastPathComponent
+    return try await ForkTemplate.spawn(executable: executable + "/forkkit-test-worker")
+}
+
+/// A pool of the test worker's "pool-worker" function, configured by `adjust`.
+func makePool(
+    _ function: String = "pool-worker", _ adjust: (inout WorkerPool.Configuration) -> Void = { _ in }
+) async throws -> WorkerPool {
+    var configuration = WorkerPool.Configuration()
+    configuration.maximumWorkers = 2
+    configuration.metricsPrefix = nil
+    adjust(&configuration)
+    return try await WorkerPool(template: try await workerTemplate(), running: function, configuration: configuration)
+}
+
+/// True once the process is gone (reaped: no /proc entry, so no zombie either).
+func isGone(_ pid: Int32) -> Bool {
+    !FileManager.default.fileExists(atPath: "/proc/\(pid)")
+}
+
+func eventually(within seconds: Double, _ condition: () -> Bool) async -> Bool {
+    let deadline = ContinuousClock.now + .seconds(seconds)
+    while ContinuousClock.now < deadline {
+        if condition() { return true }
+        try? await Task.sleep(for: .milliseconds(10))
+    }
+    return condition()
+}
+
+func openDescriptorCount() -> Int {
+    (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd").count) ?? -1
+}
+
+/// Measures how long `body` takes.
+func elapsed(_ body: () async throws -> Void) async rethrows -> Duration {
+    let start = ContinuousClock.now
+    try await body()
+    return ContinuousClock.now - start
+}
+
+@Suite("ForkPool against real worker processes", .serialized)
+struct WorkerPoolTests {
+    @Test("call and map return the right results; a map of a tiny function travels in chunks")
+    func callAndMap() async throws {
+        let pool = try await makePool()
+        #expect(try await pool.call(square, 7) == 49)
+        let numbers = Array(0..<20_000)
+        let squares = try await pool.map(square, numbers)
+        #expect(squares == numbers.map { $0 * $0 })
+        let calls = pool.statistics.counters.callsServed
+        // One round trip per item would be 20,000 calls; chunks make it a few hundred at most.
+        #expect(calls < 2_000, "map made \(calls) calls for 20,000 items")
+        #expect(try await pool.map(square, [Int]()) == [])
+        // Any Sequence, including one whose length is not known in advance.
+        #expect(try await pool.map(square, (1...100).lazy.filter { $0 % 2 == 0 }) == (1...50).map { 4 * $0 * $0 })
+        await pool.shutdown()
+    }
+
+    @Test("a fixed chunk size is honoured, and the progress view counts to the total")
+    func progressAndChunkSize() async throws {
+        let pool = try await makePool()
+        let progress = MapProgress()
+        #expect(progress.total == nil && !progress.isFinished)
+        let results = try await pool.map(square, 0..<1_000, chunkSize: 100, progress: progress)
+        #expect(results.count == 1_000)
+        #expect(progress.completed == 1_000 && progress.total == 1_000 && progress.fractionCompleted == 1 && progress.isFinished)
+        #expect(pool.statistics.counters.callsServed == 10)
+        await pool.shutdown()
+    }
+
+    @Test("streaming results in input order and in completion order")
+    func streaming() async throws {
+        let pool = try await makePool { $0.load = 1; $0.idleWorkers = 2 }
+        // The first input is slow: in completion order it comes after the others.
+        let inputs = [300, 1, 1, 1, 1]
+        var inputOrder: [Int] = []
+        for try await result in pool.results(of: sleepMilliseconds, inputs, chunkSize: 1) {
+            inputOrder.append(result.index)
+            #expect(result.output == inputs[result.index])
+        }
+        #expect(inputOrder == [0, 1, 2, 3, 4])
+        var completionOrder: [Int] = []
+        for try await result in pool.results(of: sleepMilliseconds, inputs, order: .completion, chunkSize: 1) {
+            completionOrder.append(result.index)
+        }
+        #expect(completionOrder.sorted() == [0, 1, 2, 3, 4])
+        #expect(completionOrder.last == 0)
+        await pool.shutdown()
+    }
+
+    @Test("a worker's error names the function, the worker and the message, and the pool goes on")
+    func remoteError() async throws {
+        let pool = try await makePool()
+        await #expect {
+            _ = try await pool.map(failIfNegative, [1, 2, -3, 4], chunkSize: 1)
+        } throws: { error in
+            guard let error = error as? RPCError else { return false }
+            return error.kind == .remote && error.function == "fail-if-negative" && error.pid != nil
+                && "\(error)".contains("negative input -3")
+        }
+        #expect(try await pool.call(square, 3) == 9)
+        await pool.shutdown()
+    }
+
+    @Test("a SIGKILLed worker in the middle of a map: with retries the map completes")
+    func killedWorkerWithRetries() async throws {
+        let pool = try await makePool { $0.idleWorkers = 2; $0.retries = 5 }
+        let killer = Task {
+            try await Task.sleep(for: .milliseconds(150))
+            let victim = try #require(pool.statistics.workers.first?.pid)
+            kill(victim, SIGKILL)
+            return victim
+        }
+        let inputs = Array(0..<600)
+        let results = try await pool.map(slowSquare, inputs)
+        #expect(results == inputs.map { $0 * $0 })
+        let victim = try await killer.value
+        #expect(pool.statistics.counters.workersLost == 1)
+        #expect(!pool.statistics.workers.contains { $0.pid == victim })
+        #expect(await eventually(within: 5) { isGone(victim) })
+        await pool.shutdown()
+    }
+
+    @Test("a SIGKILLed worker in the middle of a map: without retries the map fails, naming pid and signal")
+    func killedWorkerWithoutRetries() async throws {
+        let pool = try await makePool { $0.idleWorkers = 2 }
+        let victim = try #require(pool.statistics.workers.first?.pid)
+        let killer = Task {
+            try await Task.sleep(for: .milliseconds(150))
+            kill(victim, SIGKILL)
+        }
+        let time = await elapsed {
+            await #expect {
+                _ = try await pool.map(slowSquare, Array(0..<2_000))
+            } throws: { error in
+                guard let error = error as? RPCError else { return false }
+                return error.kind == .workerDied && error.pid == victim && "\(error)".contains("SIGKILL")
+            }
+        }
+        try await killer.value
+        #expect(time < .seconds(10))
+        // The pool replaced the worker and serves on.
+        #expect(try await pool.call(square, 5) == 25)
+        await pool.shutdown()
+    }
+
+    @Test("maximumCallsPerWorker recycles workers; no call is lost")
+    func recycling() async throws {
+        let pool = try await makePool { $0.maximumWorkers = 1; $0.maximumCallsPerWorker = 3 }
+        var pids: [Int32] = []
+        for _ in 0..<10 { pids.append(try await pool.call(workerPID, 0)) }
+        #expect(Set(pids).count == 4)
+        #expect(Array(pids[0..<3]) == Array(repeating: pids[0], count: 3))
+        #expect(pool.statistics.counters.workersRecycled == 3)
+        #expect(await eventually(within: 5) { isGone(pids[0]) })
+        await pool.shutdown()
+    }
+
+    @Test("a worker that calls retire() is replaced after its call")
+    func retiring() async throws {
+        let pool = try await makePool { $0.maximumWorkers = 1 }
+        let retired = try await pool.call(retire, 0)
+        #expect(await eventually(within: 5) { pool.statistics.counters.workersRetired == 1 })
+        let next = try await pool.call(workerPID, 0)
+        #expect(next != retired)
+        #expect(await eventually(within: 5) { isGone(retired) })
+        await pool.shutdown()
+    }
+
+    @Test("cancelling a queued call removes it from the queue; the running one is not disturbed")
+    func cancelQueued() async throws {
+        let pool = try await makePool { $0.maximumWorkers = 1; $0.load = 1; $0.idleWorkers = 1 }
+        let running = Task { try await pool.call(sleepMilliseconds, 400) }
+        try await Task.sleep(for: .milliseconds(50))
+        let queued = Task { try await pool.call(sleepMilliseconds, 1) }
+        #expect(await eventually(within: 2) { pool.statistics.queueLength == 1 })
+        queued.cancel()
+        await #expect(throws: CancellationError.self) { try await queued.value }
+        #expect(pool.statistics.queueLength == 0)
+        #expect(try await running.value == 400)
+        #expect(pool.statistics.counters.workersLost == 0)
+        await pool.shutdown()
+    }
+
+    @Test("cancelling a running call on a synchronous worker replaces the worker at once")
+    func cancelRunningSynchronous() async throws {
+        let pool = try await makePool { $0.maximumWorkers = 1; $0.idleWorkers = 1 }
+        let before = try await pool.call(workerPID, 0)
+        let running = Task { try await pool.call(sleepMilliseconds, 10_000) }
+        try await Task.sleep(for: .milliseconds(100))
+        let time = await elapsed {
+            running.cancel()
+            await #expect(throws: CancellationError.self) { try await running.value }
+        }
+        #expect(time < .seconds(2))
+        let after = try await pool.call(workerPID, 0)
+        #expect(after != before)
+        #expect(await eventually(within: 5) { isGone(before) })
+        await pool.shutdown()
+    }
+
+    @Test("cancelling a running call on an asynchronous worker cancels it there; the worker stays")
+    func cancelRunningAsynchronous() async throws {
+        let pool = try await makePool("pool-async-worker") { $0.maximumWorkers = 1; $0.idleWorkers = 1; $0.backend = .asynchronous }
+        let before = try await pool.call(workerPID, 0)
+        let running = Task { try await pool.call(sleepMilliseconds, 10_000) }
+        try await Task.sleep(for: .milliseconds(100))
+        running.cancel()
+        await #expect(throws: CancellationError.self) { try await running.value }
+        #expect(try await pool.call(workerPID, 0) == before)
+        #expect(pool.statistics.counters.workersLost == 0)
+        await pool.shutdown()
+    }
+
+    @Test("a call timeout kills a stuck synchronous worker and a new one serves the next call")
+    func timeout() async throws {
+        let pool = try await makePool { $0.maximumWorkers = 1; $0.idleWorkers = 1 }
+        let stuck = try await pool.call(workerPID, 0)
+        await #expect {
+            _ = try await pool.call(sleepMilliseconds, 10_000, timeout: .milliseconds(200))
+        } throws: { error in
+            (error as? RPCError)?.kind == .timeout
+        }
+        #expect(try await pool.call(workerPID, 0) != stuck)
+        #expect(await eventually(within: 5) { isGone(stuck) })
+        await pool.shutdown()
+    }
+
+    @Test("a bounded queue makes callers wait for room instead of queueing without end")
+    func queueBound() async throws {
+        let pool = try await makePool { $0.maximumWorkers = 1; $0.load = 1; $0.idleWorkers = 1; $0.queueLimit = 2 }
+        let calls = (0..<6).map { _ in Task { try await pool.call(sleepMilliseconds, 100) } }
+        #expect(await eventually(within: 2) { pool.statistics.callersWaitingForQueueRoom == 3 })
+        #expect(pool.statistics.queueLength == 2)
+        for call in calls { #expect(try await call.value == 100) }
+        #expect(pool.statistics.queueLength == 0 && pool.statistics.callersWaitingForQueueRoom == 0)
+        await pool.shutdown()
+    }
+
+    @Test("graceful shutdown lets queued calls finish; then no call is taken")
+    func gracefulShutdown() async throws {
+        let pool = try await makePool { $0.maximumWorkers = 1; $0.load = 1; $0.idleWorkers = 1 }
+        let pid = try await pool.call(workerPID, 0)
+        let calls = (0..<5).map { index in Task { try await pool.call(sleepMilliseconds, 20 + index) } }
+        #expect(await eventually(within: 2) { pool.statistics.queueLength == 4 })
+        await pool.shutdown()
+        for (index, call) in calls.enumerated() { #expect(try await call.value == 20 + index) }
+        #expect(isGone(pid))
+        await #expect {
+            _ = try await pool.call(square, 1)
+        } throws: { error in
+            (error as? WorkerPoolError)?.kind == .shutDown
+        }
+    }
+
+    @Test("terminate fails running and queued calls at once, clearly")
+    func terminate() async throws {
+        let pool = try await makePool { $0.maximumWorkers = 1; $0.load = 1; $0.idleWorkers = 1; $0.retries = 3 }
+        let pid = try await pool.call(workerPID, 0)
+        let calls = (0..<4).map { _ in Task { try await pool.call(sleepMilliseconds, 10_000) } }
+        #expect(await eventually(within: 2) { pool.statistics.queueLength == 3 })
+        let time = await elapsed { await pool.terminate() }
+        #expect(time < .seconds(3))
+        for call in calls {
+            await #expect { _ = try await call.value } throws: { error in (error as? WorkerPoolError)?.kind == .shutDown }
+        }
+        #expect(isGone(pid))
+    }
+
+    @Test("the pool grows under load after the start delay and shrinks after the stop delay")
+    func dynamicSizing() async throws {
+        let pool = try await makePool {
+            $0.idleWorkers = 1; $0.load = 1; $0.startDelay = .milliseconds(50); $0.stopDelay = .milliseconds(300)
+        }
+        #expect(pool.statistics.workers.count == 1)
+        let calls = (0..<8).map { _ in Task { try await pool.call(sleepMilliseconds, 150) } }
+        #expect(await eventually(within: 2) { pool.statistics.workers.count == 2 })
+        for call in calls { _ = try await call.value }
+        #expect(await eventually(within: 3) { pool.statistics.workers.count == 1 })
+        #expect(pool.statistics.counters.workersStopped == 1)
+        let served = pool.statistics.workers.map(\.callsServed)
+        #expect(served.count == 1 && served[0] > 0)
+        await pool.shutdown()
+    }
+
+    @Test("events from the workers arrive on the pool's events with the worker's pid")
+    func events() async throws {
+        let pool = try await makePool { $0.maximumWorkers = 1 }
+        let pid = try await pool.call(workerPID, 0)
+        #expect(try await pool.call(emitProgress, 3) == 3)
+        var steps: [Int] = []
+        for await event in pool.events {
+            #expect(event.pid == pid && event.event.name == "progress")
+            steps.append(try event.event.value(as: Int.self))
+            if steps.count == 3 { break }
+        }
+        #expect(steps == [1, 2, 3])
+        await pool.shutdown()
+    }
+
+    @Test("a pool that cannot fork its workers fails its callers clearly and does not hang")
+    func cannotStart() async throws {
+        await #expect {
+            _ = try await makePool("no-such-function") { $0.idleWorkers = 1 }
+        } throws: { error in
+            "\(error)".contains("no-such-function")
+        }
+        let pool = try await makePool("no-such-function")
+        await #expect {
+            _ = try await pool.call(square, 1)
+        } throws: { error in
+            (error as? WorkerPoolError)?.kind == .cannotStartWorker && "\(error)".contains("no-such-function")
+        }
+        await pool.shutdown()
+    }
+
+    @Test("withWorkerPool leaves no worker, zombie or descriptor behind, whether the body returns or throws")
+    func scopedLifetime() async throws {
+        let template = try await workerTemplate()
+        var configuration = WorkerPool.Configuration()
+        configuration.maximumWorkers = 2
+        configuration.idleWorkers = 2
+        // Warm up what stays open for the process's life (the monitor thread's descriptors).
+        _ = try await withWorkerPool(template: template, running: "pool-worker", configuration: configuration) { try await $0.call(square, 1) }
+        let descriptors = openDescriptorCount()
+
+        let pids = try await withWorkerPool(template: template, running: "pool-worker", configuration: configuration) { pool in
+            _ = try await pool.map(square, 0..<1_000)
+            return pool.statistics.workers.map(\.pid)
+        }
+        #expect(pids.count == 2)
+        #expect(pids.allSatisfy(isGone))
+
+        struct Deliberate: Error {}
+        let seen = Mutex<[Int32]>([])
+        await #expect(throws: Deliberate.self) {
+            try await withWorkerPool(template: template, running: "pool-worker", configuration: configuration) { pool in
+                seen.withLock { $0 = pool.statistics.workers.map(\.pid) }
+                async let _ = pool.call(sleepMilliseconds, 10_000)
+                try await Task.sleep(for: .milliseconds(50))
+                throw Deliberate()
+            }
+        }
+        #expect(seen.withLock { $0.count } == 2)
+        #expect(seen.withLock { $0 }.allSatisfy(isGone))
+        #expect(await eventually(within: 2) { openDescriptorCount() == descriptors })
+    }
+}
