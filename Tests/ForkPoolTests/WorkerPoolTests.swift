@@ -48,8 +48,13 @@ func eventually(within seconds: Double, _ condition: () -> Bool) async -> Bool {
     return condition()
 }
 
-func openDescriptorCount() -> Int {
-    (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd").count) ?? -1
+/// This process's open descriptors, each as "number -> what it is", so that a number closed by
+/// another test's cleanup and reused for a leak still shows as new.
+func openDescriptors() -> Set<String> {
+    let numbers = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd")) ?? []
+    return Set(numbers.compactMap { number in
+        (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/fd/\(number)")).map { "\(number) -> \($0)" }
+    })
 }
 
 /// Measures how long `body` takes.
@@ -343,7 +348,7 @@ struct WorkerPoolTests {
         configuration.idleWorkers = 2
         // Warm up what stays open for the process's life (the monitor thread's descriptors).
         _ = try await withWorkerPool(template: template, running: "pool-worker", configuration: configuration) { try await $0.call(square, 1) }
-        let descriptors = openDescriptorCount()
+        let descriptors = openDescriptors()
 
         let pids = try await withWorkerPool(template: template, running: "pool-worker", configuration: configuration) { pool in
             _ = try await pool.map(square, 0..<1_000)
@@ -364,6 +369,7 @@ struct WorkerPoolTests {
         }
         #expect(seen.withLock { $0.count } == 2)
         #expect(seen.withLock { $0 }.allSatisfy(isGone))
-        #expect(await eventually(within: 2) { openDescriptorCount() == descriptors })
+        #expect(await eventually(within: 2) { openDescriptors().subtracting(descriptors).isEmpty },
+                "descriptors left open: \(openDescriptors().subtracting(descriptors).sorted())")
     }
 }

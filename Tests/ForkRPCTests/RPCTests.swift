@@ -368,7 +368,7 @@ struct RPCMessageTests {
             ($0["name"] as! String, bytes($0["hex"] as! String))
         })
         let encoder = MessagePackEncoder()
-        #expect(vectors.count == 8)
+        #expect(vectors.count == 11)
         #expect(RPCMessage.request(id: 7, method: "square", params: [try encoder.encodeValue(12345)]).value.encoded() == vectors["request"])
         #expect(RPCMessage.response(id: 7, error: nil, result: try encoder.encodeValue(152_399_025)).value.encoded() == vectors["response"])
         #expect(RPCMessage.response(id: 8, error: ["MathError", "division by zero"], result: nil).value.encoded() == vectors["error response"])
@@ -376,10 +376,35 @@ struct RPCMessageTests {
         #expect(RPCMessage.cancel(7).value.encoded() == vectors["cancel"])
         let descriptor = try encoder.encodeValue(PassedDescriptor(FileDescriptor(rawValue: 5)))
         #expect(RPCMessage.request(id: 10, method: "write-log", params: [descriptor]).value.encoded() == vectors["descriptor argument"])
+        #expect(RPCMessage.request(id: 11, method: "$batch", params: ["square", [1, 2, 3]]).value.encoded() == vectors["batch request"])
+        #expect(RPCMessage.response(id: 11, error: nil, result: [[nil, 1], [nil, 4], [["MathError", "too big"], nil]]).value.encoded()
+                == vectors["batch response"])
+        #expect(RPCMessage.retire.value.encoded() == vectors["retire"])
         // Every vector reads back as a message.
         for (name, encoded) in vectors {
             #expect(throws: Never.self, "\(name)") { _ = try RPCMessage(MessagePackValue(decoding: encoded)) }
         }
+    }
+
+    @Test("a batch runs every input in one round trip, each outcome in its place")
+    func batch() async throws {
+        let worker = try await mathWorker()
+        let outcomes = try await worker.callBatch(divide, [Division(dividend: 10, divisor: 2), Division(dividend: 1, divisor: 0), Division(dividend: 9, divisor: 3)])
+        #expect(outcomes.count == 3)
+        #expect(try outcomes[0].get() == 5 && outcomes[2].get() == 3)
+        guard case .failure(let error) = outcomes[1] else { Issue.record("division by zero succeeded"); return }
+        #expect(error.kind == .remote && error.function == "divide" && error.pid == worker.pid && "\(error)".contains("division by zero"))
+        #expect(try await worker.callBatch(square, []).isEmpty)
+        await #expect {
+            _ = try await worker.callBatch(RPCFunction<Int, Int>("cube"), [1, 2])
+        } throws: { error in
+            (error as? RPCError)?.kind == .unknownFunction && "\(error)".contains("cube") && "\(error)".contains("square")
+        }
+        // A wrong argument type fails its own item, naming the expected type.
+        let wrongType = try await worker.callBatch(RPCFunction<String, Int>("square"), ["seven"])
+        guard case .failure(let invalid) = wrongType.first else { Issue.record("a String was taken as an Int"); return }
+        #expect(invalid.kind == .invalidArguments && "\(invalid)".contains("Int"))
+        #expect(try await worker.close() == .exited(0))
     }
 
     @Test("malformed messages are refused with a reason")
