@@ -14,6 +14,7 @@ let package = Package(
         .library(name: "ForkPool", targets: ["ForkPool"]),
         .library(name: "ForkKitTestPlugin", type: .dynamic, targets: ["ForkKitTestPlugin"]),
         .executable(name: "forkkit-demo", targets: ["forkkit-demo"]),
+        .executable(name: "forkkit-prefork-exec", targets: ["forkkit-prefork-exec"]),
         .executable(name: "forkkit-bench", targets: ["forkkit-bench"]),
     ],
     dependencies: [
@@ -69,14 +70,24 @@ let package = Package(
             path: "Tests/ForkKitTestWorker"
         ),
 
+        // The main demo: a parallel map on worker processes, on threads and on one thread.
         .executableTarget(
             name: "forkkit-demo",
+            dependencies: [
+                "ForkKit", "ForkRPC", "ForkPool",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            path: "Examples/Demo"
+        ),
+        // AnyEvent::Fork's classic examples: pre-forked servers on one socket, fork+exec.
+        .executableTarget(
+            name: "forkkit-prefork-exec",
             dependencies: [
                 "ForkKit",
                 .product(name: "SystemPackage", package: "swift-system"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
-            path: "Examples/Demo"
+            path: "Examples/PreforkAndExec"
         ),
         .executableTarget(
             name: "forkkit-quickstart",

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The main demo: AnyEvent::Fork's classic examples (pre-forked servers on one listening socket,
-# fork+exec from a template), run for real. Extra arguments go to forkkit-demo (see --help).
+# The main demo: the same CPU-bound parallel map on worker processes (ForkPool), on threads and on
+# one thread, compared in a table. Extra arguments go to forkkit-demo (see --help).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh

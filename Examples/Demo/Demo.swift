@@ -1,149 +1,164 @@
-// forkkit-demo: AnyEvent::Fork's two classic examples, done for real with ForkKit.
-//
-// 1. A pool of server processes accepting on the same listening socket, sent once to a template.
-// 2. A faster fork+exec: /bin/echo run from a small template with its output redirected to a file
-//    and its standard error sent back over the socket, then timed against Foundation's Process.
+// forkkit-demo: what ForkKit is for. The same CPU-bound parallel map (counting the primes below a
+// limit, one range of numbers per item) runs three ways: on worker processes through ForkPool, on
+// threads through a Swift TaskGroup, and on one thread. A table compares them, and the demo checks
+// that all three found the same number of primes.
 import ArgumentParser
 import ForkKit
+import ForkPool
+import ForkRPC
 import Foundation
-import SystemPackage
+import Synchronization
 
 @main
 struct Demo: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "forkkit-demo",
-        abstract: "Pre-forked servers on one listening socket, and fork+exec through a template."
+        abstract: "A parallel map on worker processes, on threads and on one thread, side by side.",
+        discussion: """
+            Worker processes share nothing but what the template loaded, so a crash in one cannot take the \
+            program down, and they scale like threads for CPU-bound work. This demo shows the second part.
+            """
     )
 
-    @Option(help: "Server processes accepting on the shared socket.")
-    var servers = 4
+    @Option(help: "Count the primes below this number.")
+    var limit = 40_000_000
 
-    @Option(help: "Client connections to make.")
-    var connections = 12
+    @Option(help: "Items of the map: the numbers are cut into this many ranges.")
+    var pieces = 400
 
-    @Option(help: "Programs to start in each fork+exec timing.")
-    var execRuns = 200
-
-    @Option(help: "Memory this process touches before the timing, as a large application would hold.")
-    var parentMegabytes = 400
+    @Option(help: "Worker processes, and threads (default: one per CPU core).")
+    var workers = WorkerPool.Configuration().maximumWorkers
 
     static func main() async {
-        // First line of main: when this binary is started as a template it serves here, forever.
+        // First line of main: when this binary is started as the template it serves here; every
+        // worker forked from it runs "primes", the worker function registered below.
         ForkTemplate.bootstrap([
-            .function("serve", DemoFunctions.serve),
-            .function("exec", DemoFunctions.exec),
+            .rpcWorker("primes") { server in
+                server.register(PrimeCounting.countPrimes, PrimeCounting.count(in:))
+            },
         ])
         await main(nil)
     }
 
+    func validate() throws {
+        guard limit > 0, pieces > 0, workers > 0 else { throw ValidationError("--limit, --pieces and --workers must be positive") }
+    }
+
     func run() async throws {
-        let template = try await ForkTemplate.shared
-        print("template: pid \(template.pid), started from this program's own binary\n")
-        try await preforkedServers(template)
-        try await forkAndExec(template)
+        let ranges = PrimeCounting.ranges(below: limit, pieces: pieces)
+        print("Counting the primes below \(limit.formatted()) in \(ranges.count) ranges, \(workers) at a time.\n")
+
+        var outcomes: [Outcome] = []
+        outcomes.append(try await onWorkerProcesses(ranges))
+        outcomes.append(await onThreads(ranges))
+        outcomes.append(await onOneThread(ranges))
+        report(outcomes, items: ranges.count)
+
+        let answers = Set(outcomes.map(\.primes))
+        guard answers.count == 1 else {
+            print("\nThe three ways disagree: \(outcomes.map { "\($0.way): \($0.primes)" }.joined(separator: ", "))")
+            throw ExitCode.failure
+        }
+        print("\nAll three agree: \(outcomes[0].primes.formatted()) primes below \(limit.formatted()).")
     }
 
-    /// Example 1: the listening socket goes to a template once; every child forked from it accepts on it.
-    func preforkedServers(_ template: ForkTemplate) async throws {
-        print("== 1. \(servers) server processes accepting on one listening socket ==")
-        let (listener, port) = try DemoSockets.listen()
-        defer { try? listener.close() }
-        // A not-yet-running child serves as the template for the servers, so the shared template
-        // does not keep the listening socket.
-        let serverTemplate = try await template.fork()
-        try await serverTemplate.send(descriptors: [listener])
-        var children: [RunningChild] = []
-        for _ in 0..<servers {
-            children.append(try await serverTemplate.fork(running: "serve"))
-        }
-        print("servers: \(children.map { String($0.pid) }.joined(separator: ", ")) on 127.0.0.1:\(port)")
-
-        var servedBy: [String: Int] = [:]
-        for number in 1...connections {
-            let reply = try DemoSockets.request("request \(number)", port: port)
-            print("  \(reply)")
-            servedBy[String(reply.split(separator: " ")[3].dropLast()), default: 0] += 1
-        }
-        print("connections per server: " + servedBy.sorted { $0.key < $1.key }.map { "\($0.key): \($0.value)" }.joined(separator: ", "))
-        for child in children { child.closeSocket() }  // end of stream: each server exits
-        for child in children {
-            print("server \(child.pid) ended with \(try await child.exitStatus())")
-        }
-        print()
+    /// One way's result and how long it took.
+    struct Outcome {
+        let way: String
+        let primes: Int
+        let time: Duration
+        var notes: [String] = []
     }
 
-    /// Example 2: exec from the small template instead of from this big, multi-threaded process.
-    func forkAndExec(_ template: ForkTemplate) async throws {
-        print("== 2. fork+exec of /bin/echo with standard output in a file ==")
-        let path = FileManager.default.temporaryDirectory.appendingPathComponent("forkkit-demo-echo-\(getpid()).txt").path
-        defer { unlink(path) }
-        let file = try FileDescriptor.open(path, .writeOnly, options: [.create, .truncate], permissions: .ownerReadWrite)
-        let echo = try await template.fork(running: "exec", arguments: ["/bin/echo", "hi"].map { Array($0.utf8) }, descriptors: [file])
-        try file.close()
-        let echoErrors = try DemoSockets.readToEnd(echo.socket)
-        print("/bin/echo hi (pid \(echo.pid)) ended with \(try await echo.exitStatus()); standard error: \(echoErrors.isEmpty ? "(empty)" : echoErrors)")
-        print("\(path) now holds: \(try String(contentsOfFile: path, encoding: .utf8).debugDescription)")
-
-        let failing = try await template.fork(
-            running: "exec", arguments: ["/bin/ls", "/nonexistent"].map { Array($0.utf8) },
-            descriptors: [FileDescriptor(rawValue: 1)])
-        let errors = try DemoSockets.readToEnd(failing.socket).trimmingCharacters(in: .whitespacesAndNewlines)
-        print("/bin/ls /nonexistent ended with \(try await failing.exitStatus()); its standard error came back over the socket: \(errors.debugDescription)")
-
-        let ballast = Ballast(megabytes: parentMegabytes)
-        defer { ballast.release() }
-        print("\ntiming \(execRuns) runs of /bin/true, one at a time, with this process holding \(parentMegabytes) MB:")
-        let viaTemplate = try await Self.rate(execRuns) {
-            let child = try await template.fork(running: "exec", arguments: [Array("/bin/true".utf8)], descriptors: [FileDescriptor(rawValue: 1)])
-            _ = try await child.exitStatus()
-        }
-        let viaProcess = try await Self.rate(execRuns) {
-            let process = Process()
-            process.executableURL = URL(fileURLWithPath: "/bin/true")
-            try process.run()
-            process.waitUntilExit()
-        }
-        // Built before forking: a fork of a multi-threaded process may only make async-signal-safe calls.
-        let truePath = strdup("/bin/true")
-        var argv: [UnsafeMutablePointer<CChar>?] = [truePath, nil]
-        defer { free(truePath) }
-        let viaFork = try await Self.rate(execRuns) {
-            // What a template replaces: fork() of this whole process, then exec.
-            let pid = fork()
-            if pid == 0 {
-                execv(truePath!, &argv)
-                _exit(127)
+    /// ForkPool: a map over worker processes forked from this program's template.
+    func onWorkerProcesses(_ ranges: [PrimeRange]) async throws -> Outcome {
+        var configuration = WorkerPool.Configuration()
+        configuration.maximumWorkers = workers
+        configuration.idleWorkers = workers
+        let progress = MapProgress()
+        let bar = ProgressBar(label: "worker processes (\(workers))")
+        let start = ContinuousClock.now
+        let (counts, statistics) = try await bar.show(progress: { (progress.completed, ranges.count) }) {
+            try await withWorkerPool(running: "primes", configuration: configuration) { pool in
+                (try await pool.map(PrimeCounting.countPrimes, ranges, progress: progress), pool.statistics)
             }
-            var status: Int32 = 0
-            waitpid(pid, &status, 0)
         }
-        print(String(format: "  fork of the template + exec:        %7.0f programs/s", viaTemplate))
-        print(String(format: "  fork of this process + exec:        %7.0f programs/s (template: %.2fx this rate)", viaFork, viaTemplate / viaFork))
-        print(String(format: "  Foundation.Process (posix_spawn):   %7.0f programs/s (template: %.2fx this rate)", viaProcess, viaTemplate / viaProcess))
-        print("  The template's rate does not depend on this process's size; a fork of this process slows with")
-        print("  every megabyte it holds. posix_spawn shares memory instead of copying page tables, so it wins")
-        print("  when nothing needs setting up between fork and exec; the template lets the child run code first.")
-    }
-
-    /// Memory written once and held, as a large application's data would be.
-    final class Ballast {
-        private let bytes: UnsafeMutableRawBufferPointer
-
-        init(megabytes: Int) {
-            bytes = .allocate(byteCount: megabytes << 20, alignment: 4096)
-            // One distinct value per page, read back below, so the writes cannot be optimized away.
-            for page in stride(from: 0, to: bytes.count, by: 4096) { bytes[page] = UInt8(truncatingIfNeeded: page >> 12) }
-            precondition(bytes[4096] == 1)
+        let time = ContinuousClock.now - start
+        let notes = statistics.workers.map { worker in
+            "worker \(worker.pid): \(worker.callsServed) calls, busy \(Self.seconds(worker.busyTime))"
         }
-
-        func release() { bytes.deallocate() }
+        return Outcome(way: "worker processes (ForkPool, \(workers))", primes: counts.reduce(0, +), time: time, notes: notes)
     }
 
-    static func rate(_ count: Int, _ body: () async throws -> Void) async throws -> Double {
-        let clock = ContinuousClock()
-        let start = clock.now
-        for _ in 0..<count { try await body() }
-        let elapsed = clock.now - start
-        return Double(count) / (Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18)
+    /// Threads: a TaskGroup on Swift's cooperative thread pool (one thread per core).
+    func onThreads(_ ranges: [PrimeRange]) async -> Outcome {
+        let completed = Atomic<Int>(0)
+        let bar = ProgressBar(label: "threads (TaskGroup)")
+        let start = ContinuousClock.now
+        let primes = await bar.show(progress: { (completed.load(ordering: .relaxed), ranges.count) }) {
+            await withTaskGroup(of: Int.self) { group in
+                var next = 0
+                var total = 0
+                // At most `workers` ranges at a time, as on the worker processes.
+                while next < min(workers, ranges.count) {
+                    let range = ranges[next]
+                    group.addTask { PrimeCounting.count(in: range) }
+                    next += 1
+                }
+                while let count = await group.next() {
+                    total += count
+                    completed.add(1, ordering: .relaxed)
+                    if next < ranges.count {
+                        let range = ranges[next]
+                        group.addTask { PrimeCounting.count(in: range) }
+                        next += 1
+                    }
+                }
+                return total
+            }
+        }
+        return Outcome(way: "threads (TaskGroup, \(workers))", primes: primes, time: ContinuousClock.now - start)
     }
+
+    /// One thread, for the speed-up's baseline.
+    func onOneThread(_ ranges: [PrimeRange]) async -> Outcome {
+        let completed = Atomic<Int>(0)
+        let bar = ProgressBar(label: "one thread")
+        let start = ContinuousClock.now
+        let primes = await bar.show(progress: { (completed.load(ordering: .relaxed), ranges.count) }) {
+            var total = 0
+            for range in ranges {
+                total += PrimeCounting.count(in: range)
+                completed.add(1, ordering: .relaxed)
+            }
+            return total
+        }
+        return Outcome(way: "one thread", primes: primes, time: ContinuousClock.now - start)
+    }
+
+    func report(_ outcomes: [Outcome], items: Int) {
+        let baseline = outcomes.last!.time
+        let rows = [["way", "time", "ranges/s", "speed-up", "primes"]] + outcomes.map { outcome in
+            [
+                outcome.way, Self.seconds(outcome.time), String(format: "%.1f", Double(items) / Self.secondsValue(outcome.time)),
+                String(format: "%.2fx", Self.secondsValue(baseline) / Self.secondsValue(outcome.time)), outcome.primes.formatted(),
+            ]
+        }
+        let widths = (0..<rows[0].count).map { column in rows.map { $0[column].count }.max()! }
+        for (index, row) in rows.enumerated() {
+            let cells = row.enumerated().map { column, cell in
+                column == 0 ? cell.padding(toLength: widths[column], withPad: " ", startingAt: 0)
+                    : String(repeating: " ", count: widths[column] - cell.count) + cell
+            }
+            print(cells.joined(separator: "   "))
+            if index == 0 { print(widths.map { String(repeating: "-", count: $0) }.joined(separator: "   ")) }
+        }
+        for note in outcomes.flatMap(\.notes) { print("  \(note)") }
+    }
+
+    static func secondsValue(_ duration: Duration) -> Double {
+        Double(duration.components.seconds) + Double(duration.components.attoseconds) / 1e18
+    }
+
+    static func seconds(_ duration: Duration) -> String { String(format: "%.2f s", secondsValue(duration)) }
 }
