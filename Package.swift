@@ -70,11 +70,13 @@ let package = Package(
             path: "Tests/ForkKitTestWorker"
         ),
 
+        // The CPU-bound work the demo and the pool benchmark share.
+        .target(name: "DemoWorkloads", dependencies: ["ForkRPC"], path: "Examples/Workloads"),
         // The main demo: a parallel map on worker processes, on threads and on one thread.
         .executableTarget(
             name: "forkkit-demo",
             dependencies: [
-                "ForkKit", "ForkRPC", "ForkPool",
+                "ForkKit", "ForkRPC", "ForkPool", "DemoWorkloads",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             path: "Examples/Demo"
@@ -97,7 +99,7 @@ let package = Package(
         .executableTarget(
             name: "forkkit-bench",
             dependencies: [
-                "ForkKit", "ForkRPC", "MessagePack", "CMsgPack",
+                "ForkKit", "ForkRPC", "ForkPool", "MessagePack", "CMsgPack", "DemoWorkloads",
                 .product(name: "SystemPackage", package: "swift-system"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],

@@ -1,5 +1,7 @@
 import ArgumentParser
+import DemoWorkloads
 import ForkKit
+import ForkRPC
 import Foundation
 
 /// `forkkit-bench`: ForkKit's benchmarks, each compared side by side with its peers in one run.
@@ -9,12 +11,19 @@ struct ForkKitBench: AsyncParsableCommand {
         commandName: "forkkit-bench",
         abstract: "Measure ForkKit against its peers (Perl AnyEvent::Fork, a C floor) in one run.",
         discussion: "Run in release mode: swift build -c release && .build/release/forkkit-bench spawn",
-        subcommands: [SpawnBenchmark.self, RPCBenchmark.self, AllBenchmarks.self]
+        subcommands: [SpawnBenchmark.self, RPCBenchmark.self, PoolBenchmark.self, AllBenchmarks.self]
     )
 
     static func main() async {
-        // The bench binary can serve as a template too (the fallback when the small one is missing).
-        ForkTemplate.bootstrap([.function("exit-now") { _ in }])
+        // The bench binary can serve as a template too (the fallback when the small one is missing),
+        // and it is the pool benchmark's template, whose workers run the demo's prime counting.
+        ForkTemplate.bootstrap([
+            .function("exit-now") { _ in },
+            .rpcWorker("pool-bench") { server in
+                server.register(PoolBenchmark.square) { $0 * $0 }
+                server.register(PrimeCounting.countPrimes, PrimeCounting.count(in:))
+            },
+        ])
         await main(nil)
     }
 }
@@ -75,5 +84,7 @@ struct AllBenchmarks: AsyncParsableCommand {
         try await spawn.run()
         let rpc = try RPCBenchmark.parse(arguments)
         try await rpc.run()
+        let pool = try PoolBenchmark.parse(arguments)
+        try await pool.run()
     }
 }

@@ -144,6 +144,32 @@ struct Peer {
             print("python_pool_map_chunksize1_calls_per_s %.1f" % (len(xs) / elapsed))
         """
 
+    /// Python's multiprocessing Pool(2).map of x*x with its default chunk size.
+    static func pythonPoolMap(in directory: URL) -> Result<Peer, PeerFailure> {
+        guard let python = executable("python3") else { return .failure(PeerFailure(description: "python3 is not installed")) }
+        let script = directory.appendingPathComponent("pool-map.py")
+        try? poolMapScript.write(to: script, atomically: true, encoding: .utf8)
+        return .success(Peer(metric: "python_pool_map_items_per_s", command: [python, script.path]))
+    }
+
+    private static let poolMapScript = """
+        import multiprocessing, sys, time
+
+        def square(x):
+            return x * x
+
+        if __name__ == "__main__":
+            n = int(sys.argv[1]) if len(sys.argv) > 1 else 100000
+            with multiprocessing.Pool(2) as pool:
+                pool.map(square, range(1000))
+                xs = list(range(n))
+                start = time.perf_counter()
+                results = pool.map(square, xs)
+                elapsed = time.perf_counter() - start
+            assert results[-1] == (n - 1) * (n - 1)
+            print("python_pool_map_items_per_s %.1f" % (n / elapsed))
+        """
+
     /// Perl's `AnyEvent::Fork->new->run("CORE::exit")`, waiting for each child's socket to close
     /// (Debian: libanyevent-fork-perl).
     static func perlAnyEventFork(in directory: URL) -> Result<Peer, PeerFailure> {

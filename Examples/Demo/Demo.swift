@@ -3,6 +3,7 @@
 // threads through a Swift TaskGroup, and on one thread. A table compares them, and the demo checks
 // that all three found the same number of primes.
 import ArgumentParser
+import DemoWorkloads
 import ForkKit
 import ForkPool
 import ForkRPC
