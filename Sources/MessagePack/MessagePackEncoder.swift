@@ -16,7 +16,22 @@ public struct MessagePackEncoder: Sendable {
 
     /// Encodes `value` to MessagePack bytes.
     public func encode<Value: Encodable>(_ value: Value) throws -> [UInt8] {
-        try encodeValue(value).encoded()
+        var writer = MessagePackWriter()
+        try encode(value, into: &writer)
+        return writer.bytes
+    }
+
+    /// Appends `value`'s encoding to `writer` (after a message header written by hand, say).
+    public func encode<Value: Encodable>(_ value: Value, into writer: inout MessagePackWriter) throws {
+        let start = writer.count
+        let streaming = StreamingEncoder(writer)
+        do {
+            try streaming.encode(value, codingPath: [])
+            if !streaming.failed { return }
+        } catch is StreamingEncoder.NotStreamable {}
+        // Written out of order: build the tree instead.
+        writer.truncate(to: start)
+        writer.write(try encodeValue(value))
     }
 
     /// Encodes `value` to a ``MessagePackValue`` tree (for embedding in a larger message).

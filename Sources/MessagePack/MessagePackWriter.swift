@@ -11,8 +11,8 @@ import CMsgPack
 /// ```
 public struct MessagePackWriter: ~Copyable {
     // The packer and its buffer live on the heap: msgpack-c keeps a pointer to the buffer.
-    private let buffer: UnsafeMutablePointer<msgpack_sbuffer>
-    private let packer: UnsafeMutablePointer<msgpack_packer>
+    let buffer: UnsafeMutablePointer<msgpack_sbuffer>
+    let packer: UnsafeMutablePointer<msgpack_packer>
 
     /// Creates an empty writer.
     public init() {
@@ -33,6 +33,29 @@ public struct MessagePackWriter: ~Copyable {
         }
     }
 
+    /// How many bytes have been written.
+    public var count: Int { buffer.pointee.size }
+
+    /// Calls `body` with the bytes written so far, without copying them.
+    public func withBytes<Result>(_ body: (UnsafeRawBufferPointer) throws -> Result) rethrows -> Result {
+        try body(UnsafeRawBufferPointer(start: buffer.pointee.data, count: buffer.pointee.size))
+    }
+
+    /// Forgets what was written after the first `count` bytes.
+    public mutating func truncate(to count: Int) {
+        buffer.pointee.size = min(count, buffer.pointee.size)
+    }
+
+    /// Appends an array header: `count` values must follow.
+    public mutating func writeArrayHeader(count: Int) {
+        msgpack_pack_array(packer, count)
+    }
+
+    /// Appends an integer in its smallest form.
+    public mutating func write(_ number: Int) {
+        msgpack_pack_int64(packer, Int64(number))
+    }
+
     /// Forgets what was written, keeping the allocated buffer.
     public mutating func reset() {
         msgpack_sbuffer_clear(buffer)
@@ -40,6 +63,11 @@ public struct MessagePackWriter: ~Copyable {
 
     /// Appends one value.
     public mutating func write(_ value: MessagePackValue) {
+        Self.pack(value, packer)
+    }
+
+    /// Packs `value` with `packer`, in the smallest encoding of each part.
+    static func pack(_ value: MessagePackValue, _ packer: UnsafeMutablePointer<msgpack_packer>) {
         switch value {
         case .nil:
             msgpack_pack_nil(packer)
@@ -64,12 +92,12 @@ public struct MessagePackWriter: ~Copyable {
             bytes.withUnsafeBytes { _ = msgpack_pack_bin_body(packer, $0.baseAddress, $0.count) }
         case .array(let elements):
             msgpack_pack_array(packer, elements.count)
-            for element in elements { write(element) }
+            for element in elements { pack(element, packer) }
         case .map(let pairs):
             msgpack_pack_map(packer, pairs.count)
             for pair in pairs {
-                write(pair.key)
-                write(pair.value)
+                pack(pair.key, packer)
+                pack(pair.value, packer)
             }
         case .extended(let type, let data):
             msgpack_pack_ext(packer, data.count, type)
