@@ -12,7 +12,8 @@ struct ObjectDecoder: Decoder {
     var userInfo: [CodingUserInfoKey: Any] { [:] }
 
     func decodeValue<Value: Decodable>(_ type: Value.Type) throws -> Value {
-        if let primitive = try Self.primitive(type, object, codingPath) { return primitive }
+        let leaf = Leaf(type)
+        if leaf != .other { return try Self.leaf(leaf, as: type, object, codingPath) }
         switch SpecialCoding.of(type) {
         case .plain:
             return try Value(from: self)
@@ -51,14 +52,27 @@ struct ObjectDecoder: Decoder {
 
     // MARK: Leaves
 
-    /// The common leaf types, decoded without asking the runtime what they conform to.
+    /// The common leaf types, recognised without asking the runtime what they conform to.
+    enum Leaf {
+        case int, string, double, bool, other
+
+        @inline(__always)
+        init(_ type: Any.Type) {
+            self = type == Int.self ? .int : type == String.self ? .string : type == Double.self ? .double : type == Bool.self ? .bool : .other
+        }
+    }
+
+    /// Decodes a value of a ``Leaf`` type (not `.other`). Not through an optional result: a generic
+    /// `Value?` costs a metadata lookup on every call, more than decoding the value.
     @inline(__always)
-    static func primitive<Value>(_ type: Value.Type, _ object: UnsafePointer<msgpack_object>, _ path: @autoclosure () -> [any CodingKey]) throws -> Value? {
-        if Value.self == Int.self { return unsafeBitCast(try integer(Int.self, object, path()), to: Value.self) }
-        if Value.self == String.self { return unsafeBitCast(try string(object, path()), to: Value.self) }
-        if Value.self == Double.self { return unsafeBitCast(try double(object, path()), to: Value.self) }
-        if Value.self == Bool.self { return unsafeBitCast(try bool(object, path()), to: Value.self) }
-        return nil
+    static func leaf<Value>(_ leaf: Leaf, as type: Value.Type, _ object: UnsafePointer<msgpack_object>, _ path: @autoclosure () -> [any CodingKey]) throws -> Value {
+        switch leaf {
+        case .int: unsafeBitCast(try integer(Int.self, object, path()), to: Value.self)
+        case .string: unsafeBitCast(try string(object, path()), to: Value.self)
+        case .double: unsafeBitCast(try double(object, path()), to: Value.self)
+        case .bool: unsafeBitCast(try bool(object, path()), to: Value.self)
+        case .other: preconditionFailure("not a leaf type: \(type)")
+        }
     }
 
     static func bool(_ object: UnsafePointer<msgpack_object>, _ path: @autoclosure () -> [any CodingKey]) throws -> Bool {
@@ -222,7 +236,8 @@ struct ObjectDecoder: Decoder {
         func decodeNil(forKey key: Key) throws -> Bool { try value(for: key).pointee.type == MSGPACK_OBJECT_NIL }
         func decode<T: Decodable>(_ type: T.Type, forKey key: Key) throws -> T {
             let object = try value(for: key)
-            if let primitive = try ObjectDecoder.primitive(type, object, codingPath + [key]) { return primitive }
+            let leaf = Leaf(type)
+            if leaf != .other { return try ObjectDecoder.leaf(leaf, as: type, object, codingPath + [key]) }
             return try ObjectDecoder(object: object, codingPath: codingPath + [key]).decodeValue(type)
         }
         func nestedContainer<NestedKey: CodingKey>(keyedBy type: NestedKey.Type, forKey key: Key) throws -> KeyedDecodingContainer<NestedKey> {
@@ -265,7 +280,8 @@ struct ObjectDecoder: Decoder {
         mutating func decode<T: Decodable>(_ type: T.Type) throws -> T {
             let index = currentIndex
             let object = try next(type)
-            if let primitive = try ObjectDecoder.primitive(type, object, codingPath + [IndexKey(index)]) { return primitive }
+            let leaf = Leaf(type)
+            if leaf != .other { return try ObjectDecoder.leaf(leaf, as: type, object, codingPath + [IndexKey(index)]) }
             return try ObjectDecoder(object: object, codingPath: codingPath + [IndexKey(index)]).decodeValue(type)
         }
         mutating func nestedContainer<NestedKey: CodingKey>(keyedBy type: NestedKey.Type) throws -> KeyedDecodingContainer<NestedKey> {

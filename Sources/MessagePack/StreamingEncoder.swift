@@ -23,35 +23,52 @@ final class StreamingEncoder {
         var count = 0
     }
 
+    private struct State {
+        var frames: [Frame] = []
+        var nextID = 0
+        /// Set when a write could not be streamed where no error could be thrown (a nested container).
+        var failed = false
+    }
+
     private let buffer: UnsafeMutablePointer<msgpack_sbuffer>
     let packer: UnsafeMutablePointer<msgpack_packer>
-    private var frames: [Frame] = []
-    private var nextID = 0
-    /// Set when a write could not be streamed where no error could be thrown (a nested container).
-    private(set) var failed = false
+    // Behind a pointer: a class's stored properties are checked for exclusive access at run time
+    // on every use, which cost more than the encoding itself.
+    private let state = UnsafeMutablePointer<State>.allocate(capacity: 1)
+    private var frames: [Frame] {
+        _read { yield state.pointee.frames }
+        _modify { yield &state.pointee.frames }
+    }
+    var failed: Bool { state.pointee.failed }
 
     init(_ writer: borrowing MessagePackWriter) {
         buffer = writer.buffer
         packer = writer.packer
+        state.initialize(to: State())
+    }
+
+    deinit {
+        state.deinitialize(count: 1)
+        state.deallocate()
     }
 
     private var size: Int { buffer.pointee.size }
 
     private func makeID() -> Int {
-        defer { nextID += 1 }
-        return nextID
+        defer { state.pointee.nextID += 1 }
+        return state.pointee.nextID
     }
 
     // MARK: Values
 
     /// Encodes one value, closing every container it opened.
-    func encode<Value: Encodable>(_ value: Value, codingPath: [any CodingKey]) throws {
+    func encode<Value: Encodable>(_ value: Value, codingPath: @autoclosure () -> [any CodingKey]) throws {
         if writePrimitive(value) { return }
         switch SpecialCoding.of(Value.self) {
         case .plain:
             let depth = frames.count
             let start = size
-            try value.encode(to: Encoder(state: self, owner: makeID(), codingPath: codingPath))
+            try value.encode(to: Encoder(state: self, owner: makeID(), codingPath: codingPath()))
             // A value that asked for no container and wrote nothing is nil, as in the tree encoder.
             if size == start, frames.count == depth { msgpack_pack_nil(packer) }
             while frames.count > depth { closeInnermost() }
@@ -105,7 +122,7 @@ final class StreamingEncoder {
     func willWrite(into id: Int) throws {
         while let last = frames.last, last.id > id { closeInnermost() }
         guard let last = frames.indices.last, frames[last].id == id else {
-            failed = true
+            state.pointee.failed = true
             throw NotStreamable()
         }
         frames[last].count += 1
