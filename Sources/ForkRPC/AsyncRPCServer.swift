@@ -24,7 +24,11 @@ import SystemPackage
 /// A dedicated thread reads requests; each runs in its own task; responses are written as they
 /// finish, in any order. When the owner closes its end, calls already started finish first.
 public final class AsyncRPCServer: Sendable {
-    private typealias Handler = @Sendable ([MessagePackValue]) async throws -> MessagePackValue
+    /// Decodes a call's params (while they can be read in place, on the reading thread) and returns
+    /// the call, which runs the function and returns how to encode its result.
+    private typealias Handler = @Sendable (_ params: MessagePackObject) throws -> Run
+    private typealias Run = @Sendable () async throws -> RPCArguments.ResultEncoder
+    private typealias Call = Result<RPCArguments.Prepared<Run>, any Error>
 
     private let maximumConcurrentCalls: Int
     private let input: Int32
@@ -37,7 +41,7 @@ public final class AsyncRPCServer: Sendable {
 
     private struct State {
         var running: [UInt32: Task<Void, Never>] = [:]
-        var waiting: [(UInt32, String, [MessagePackValue])] = []
+        var waiting: [(UInt32, Call)] = []
         var cancelledEarly: Set<UInt32> = []
         var ended = false
         var finished: CheckedContinuation<Void, Never>?
@@ -51,29 +55,14 @@ public final class AsyncRPCServer: Sendable {
         output = socket.rawValue
         self.maximumMessageSize = maximumMessageSize
         writer = Mutex(RPCStream(input: -1, output: socket.rawValue, maximumMessageSize: maximumMessageSize))
-        handlers.withLock {
-            $0[RPCArguments.batchMethod] = { [unowned self] params in
-                let batch = try RPCArguments.batchCalls(params)
-                let (handler, known) = handlers.withLock { ($0[batch.method], Array($0.keys)) }
-                guard let handler else { throw RPCArguments.noSuchMethod(batch.method, known: known) }
-                var outcomes: [MessagePackValue] = []
-                for argument in batch.arguments {
-                    do {
-                        outcomes.append(RPCArguments.batchOutcome(.success(try await handler([argument]))))
-                    } catch {
-                        outcomes.append(RPCArguments.batchOutcome(.failure(error)))
-                    }
-                }
-                return .array(outcomes)
-            }
-        }
     }
 
     /// Serves `function` with an `async` body.
     public func register<Input, Output>(_ function: RPCFunction<Input, Output>, _ body: @escaping @Sendable (Input) async throws -> Output) {
         handlers.withLock {
             $0[function.name] = { params in
-                try MessagePackEncoder().encodeValue(try await body(try RPCArguments.decode(Input.self, from: params)))
+                let input = try RPCArguments.decode(Input.self, from: params)
+                return { RPCArguments.result(try await body(input)) }
             }
         }
     }
@@ -106,7 +95,12 @@ public final class AsyncRPCServer: Sendable {
             Self.startThread { [self] in
                 do {
                     var stream = RPCStream(input: input, output: -1, maximumMessageSize: maximumMessageSize)
-                    while let batch = try stream.read() { accept(batch) }
+                    while let batch = try stream.read(prepare: { method, params in
+                        let handlers = self.handlers.withLock { $0 }
+                        return RPCArguments.prepare(method, params, known: Array(handlers.keys)) { handlers[$0] }
+                    }) {
+                        accept(batch)
+                    }
                 } catch {
                     failure.withLock { $0 = error }
                 }
@@ -133,19 +127,19 @@ public final class AsyncRPCServer: Sendable {
         pthread_detach(thread)
     }
 
-    private func accept(_ batch: [RPCMessage]) {
+    private func accept(_ batch: [IncomingMessage<Call>]) {
         for message in batch {
             switch message {
-            case .request(let id, let method, let params):
+            case .request(let id, let call):
                 let startNow = state.withLock { state -> Bool in
                     if state.cancelledEarly.remove(id) != nil { return false }
                     guard state.running.count < maximumConcurrentCalls else {
-                        state.waiting.append((id, method, params))
+                        state.waiting.append((id, call))
                         return false
                     }
                     return true
                 }
-                if startNow { start(id, method, params) }
+                if startNow { start(id, call) }
             case .notification("$cancel", let params):
                 guard let id = params.first?.integerValue.flatMap(UInt32.init(exactly:)) else { continue }
                 let task = state.withLock { state -> Task<Void, Never>? in
@@ -164,35 +158,51 @@ public final class AsyncRPCServer: Sendable {
         }
     }
 
-    private func start(_ id: UInt32, _ method: String, _ params: [MessagePackValue]) {
-        let handler = handlers.withLock { $0[method] }
-        let known = handlers.withLock { Array($0.keys) }
+    private func start(_ id: UInt32, _ call: Call) {
         // Registered before it can finish, so that `finish` always finds it.
         state.withLock { state in
             state.running[id] = Task { [self] in
-                let response: RPCMessage
-                if let handler {
-                    do {
-                        response = .response(id: id, error: .nil, result: try await handler(params))
-                    } catch {
-                        response = RPCArguments.errorResponse(id: id, error)
+                let outcome: RPCArguments.Outcome
+                switch call {
+                case .failure(let error):
+                    outcome = .single(.failure(error))
+                case .success(.single(let run)):
+                    outcome = .single(await Self.run(run))
+                case .success(.batch(let runs)):
+                    // The calls of a batch run one after another.
+                    var outcomes: [Result<RPCArguments.ResultEncoder, any Error>] = []
+                    for run in runs {
+                        switch run {
+                        case .success(let run): outcomes.append(await Self.run(run))
+                        case .failure(let error): outcomes.append(.failure(error))
+                        }
                     }
-                } else {
-                    response = RPCArguments.noSuchMethod(id: id, method, known: known)
+                    outcome = .batch(outcomes)
                 }
+                var response = MessagePackWriter()
+                outcome.write(id: id, into: &response)
                 // The owner stopped waiting for a cancelled call; it drops a late answer anyway.
-                try? writer.withLock { try $0.write(response) }
+                let bytes = response.bytes
+                try? writer.withLock { try $0.send(bytes) }
                 finish(id)
             }
         }
     }
 
+    private static func run(_ run: Run) async -> Result<RPCArguments.ResultEncoder, any Error> {
+        do {
+            return .success(try await run())
+        } catch {
+            return .failure(error)
+        }
+    }
+
     private func finish(_ id: UInt32) {
-        let next = state.withLock { state -> (UInt32, String, [MessagePackValue])? in
+        let next = state.withLock { state -> (UInt32, Call)? in
             state.running[id] = nil
             return state.waiting.isEmpty ? nil : state.waiting.removeFirst()
         }
-        if let next { start(next.0, next.1, next.2) }
+        if let next { start(next.0, next.1) }
         finishIfIdle()
     }
 

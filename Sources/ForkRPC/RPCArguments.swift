@@ -4,8 +4,9 @@ import MessagePack
 import Glibc
 #endif
 
-/// What both server backends do alike: decode a call's arguments, and turn a failure into the error
-/// response the owner reads (`[type, message]`).
+/// What both server backends do alike: decode a call's argument straight from the request's bytes,
+/// encode its result straight into the response, and turn a failure into the error the owner reads
+/// (`[type, message]`).
 enum RPCArguments {
     /// A failure with a chosen error type name.
     struct Failure: Error {
@@ -13,20 +14,114 @@ enum RPCArguments {
         let message: String
     }
 
+    /// Appends a function's encoded result to a response being written.
+    typealias ResultEncoder = @Sendable (inout MessagePackWriter) throws -> Void
+
+    /// What running a request came to: one call's result or error, or each call's of a `$batch`.
+    enum Outcome {
+        case single(Result<ResultEncoder, any Error>)
+        case batch([Result<ResultEncoder, any Error>])
+
+        /// Writes the response to request `id` into `writer`.
+        func write(id: UInt32, into writer: inout MessagePackWriter) {
+            switch self {
+            case .single(let outcome): writeResponse(id: id, outcome, into: &writer)
+            case .batch(let outcomes): writeBatchResponse(id: id, outcomes, into: &writer)
+            }
+        }
+    }
+
+    /// Decodes a request's params now, while they can be read in place; the returned `Run` runs
+    /// the function. For `$batch`, each call is decoded with `handler` for its method.
+    static func prepare<Run>(
+        _ method: String, _ params: MessagePackObject, known: @autoclosure () -> [String],
+        handler: (String) -> ((MessagePackObject) throws -> Run)?
+    ) -> Result<Prepared<Run>, any Error> {
+        Result {
+            if method == batchMethod {
+                let batch = try batchCalls(params)
+                guard let decode = handler(batch.method) else { throw noSuchMethod(batch.method, known: known()) }
+                return .batch(batch.calls.map { call in Result { try decode(call) } })
+            }
+            guard let decode = handler(method) else { throw noSuchMethod(method, known: known()) }
+            return .single(try decode(params))
+        }
+    }
+
+    /// A request whose params are decoded: one call to run, or the calls of a `$batch`.
+    enum Prepared<Run> {
+        case single(Run)
+        case batch([Result<Run, any Error>])
+    }
+}
+
+extension RPCArguments.Prepared: Sendable where Run: Sendable {}
+
+extension RPCArguments {
+
     /// The single argument of a typed call, or an `InvalidArguments` failure naming the expected type.
-    static func decode<Input: Decodable>(_ type: Input.Type, from params: [MessagePackValue]) throws -> Input {
-        guard params.count == 1 else {
-            throw Failure(type: "InvalidArguments", message: "expects 1 argument of type \(Input.self), got \(params.count)")
+    static func decode<Input: Decodable>(_ type: Input.Type, from params: MessagePackObject) throws -> Input {
+        guard let count = params.count, count == 1 else {
+            throw Failure(type: "InvalidArguments", message: "expects 1 argument of type \(Input.self), got \(params.count ?? 0)")
         }
         do {
-            return try MessagePackDecoder().decode(Input.self, from: params[0])
+            return try params[0].decode(Input.self)
         } catch {
             throw Failure(type: "InvalidArguments", message: "expects \(Input.self): \(describe(error))")
         }
     }
 
-    static func errorResponse(id: UInt32, _ error: any Error) -> RPCMessage {
-        .response(id: id, error: errorValue(error), result: .nil)
+    /// The encoder of a function's result. Results cannot carry descriptors: only arguments can.
+    static func result<Output: Encodable & Sendable>(_ output: Output) -> ResultEncoder {
+        { writer in
+            var direct: [MessagePackValue] = []
+            try MessagePackEncoder().encode(output, into: &writer, directValues: &direct)
+            if direct.contains(where: { !PassedDescriptor.descriptors(in: $0).isEmpty }) {
+                throw Failure(type: "InvalidResult", message: "results cannot carry descriptors; only arguments can")
+            }
+        }
+    }
+
+    /// The result encoder of an untyped function.
+    static func result(_ value: MessagePackValue) -> ResultEncoder {
+        { writer in writer.write(value) }
+    }
+
+    /// Writes the whole response to call `id` into `writer`: the result, or the error that computing
+    /// or encoding it threw.
+    static func writeResponse(id: UInt32, _ outcome: Result<ResultEncoder, any Error>, into writer: inout MessagePackWriter) {
+        writer.reset()
+        writer.writeArrayHeader(count: 4)
+        writer.write(1)
+        writer.write(Int(id))
+        do {
+            writer.write(.nil)
+            try outcome.get()(&writer)
+        } catch {
+            writer.reset()
+            writer.write(RPCMessage.response(id: id, error: errorValue(error), result: .nil).value)
+        }
+    }
+
+    /// Writes the response to a `$batch` call: one `[error, result]` pair per call, in order.
+    static func writeBatchResponse(id: UInt32, _ outcomes: [Result<ResultEncoder, any Error>], into writer: inout MessagePackWriter) {
+        writer.reset()
+        writer.writeArrayHeader(count: 4)
+        writer.write(1)
+        writer.write(Int(id))
+        writer.write(.nil)
+        writer.writeArrayHeader(count: outcomes.count)
+        for outcome in outcomes {
+            let start = writer.count
+            writer.writeArrayHeader(count: 2)
+            do {
+                writer.write(.nil)
+                try outcome.get()(&writer)
+            } catch {
+                writer.truncate(to: start)
+                writer.write([errorValue(error), .nil])
+            }
+        }
     }
 
     /// The error field of a response: `[type, message]`.
@@ -37,34 +132,26 @@ enum RPCArguments {
         return [.string(String(describing: type(of: error))), .string(describe(error))]
     }
 
-    static func noSuchMethod(id: UInt32, _ method: String, known: [String]) -> RPCMessage {
-        errorResponse(id: id, noSuchMethod(method, known: known))
-    }
-
     static func noSuchMethod(_ method: String, known: [String]) -> Failure {
         let served = known.filter { !$0.hasPrefix("$") }.sorted().joined(separator: ", ")
         return Failure(type: "NoSuchMethod", message: "no function named '\(method)' in worker \(getpid()); it serves: \(served)")
     }
 
-    /// The method name of the `$batch` extension: `params` is `[method, [argument, ...]]` and the
-    /// result holds one `[error, result]` pair per argument, in order, so that one round trip
-    /// carries many small calls (a pool's map).
+    /// The method name of the `$batch` extension: `params` is `[method, [params, ...]]`, one params
+    /// array per call, and the result holds one `[error, result]` pair per call, in order, so that
+    /// one round trip carries many small calls (a pool's map).
     static let batchMethod = "$batch"
 
-    /// The method and the arguments of a `$batch` request.
-    static func batchCalls(_ params: [MessagePackValue]) throws -> (method: String, arguments: [MessagePackValue]) {
-        guard params.count == 2, let method = params[0].stringValue, case .array(let arguments) = params[1] else {
-            throw Failure(type: "InvalidArguments", message: "\(batchMethod) expects [method, [argument, ...]]")
+    /// The method and the calls' params of a `$batch` request, or an `InvalidArguments` failure.
+    static func batchCalls(_ params: MessagePackObject) throws -> (method: String, calls: [MessagePackObject]) {
+        guard params.count == 2, let method = params[0].stringValue, let count = params[1].count else {
+            throw Failure(type: "InvalidArguments", message: "\(batchMethod) expects [method, [params, ...]]")
         }
-        return (method, arguments)
-    }
-
-    /// One `[error, result]` pair of a `$batch` result.
-    static func batchOutcome(_ result: Result<MessagePackValue, any Error>) -> MessagePackValue {
-        switch result {
-        case .success(let value): [.nil, value]
-        case .failure(let error): [errorValue(error), .nil]
+        let calls = (0..<count).map { params[1][$0] }
+        guard calls.allSatisfy({ $0.count != nil }) else {
+            throw Failure(type: "InvalidArguments", message: "\(batchMethod) expects each call's params as an array")
         }
+        return (method, calls)
     }
 
     static func describe(_ error: any Error) -> String {

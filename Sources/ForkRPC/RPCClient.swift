@@ -39,8 +39,8 @@ public final class RPCClient: Sendable {
     private let worker: RunningChild?
     private let logger: Logger?
     private let state: Mutex<State>
-    /// Guards the writing side; false once it was closed (a pipe cannot be half-shut like a socket).
-    private let outputOpen = Mutex(true)
+    /// Guards the writing side; closed once `open` is false (a pipe cannot be half-shut like a socket).
+    private let outgoing = Mutex(Outgoing())
     private let eventSink: AsyncStream<RPCEvent>.Continuation
     // Touched only on the monitor thread, which alone reads.
     private nonisolated(unsafe) var reader: MessagePackFrameReader
@@ -48,7 +48,20 @@ public final class RPCClient: Sendable {
 
     private struct Call {
         let function: String
-        let continuation: CheckedContinuation<MessagePackValue, any Error>
+        /// Decodes the result (on the reading thread, while its bytes are at hand) and resumes the
+        /// caller with it, or resumes the caller with an error.
+        let complete: @Sendable (Completion) -> Void
+    }
+
+    private enum Completion {
+        case result(MessagePackObject)
+        case failure(any Error)
+    }
+
+    /// The writing side: whether it is still open, and the buffer each message is encoded into.
+    private struct Outgoing: ~Copyable {
+        var open = true
+        var writer = MessagePackWriter()
     }
 
     private struct State {
@@ -95,7 +108,7 @@ public final class RPCClient: Sendable {
         DescriptorMonitor.shared.unwatch(input)
         eventSink.finish()
         Glibc.close(input)
-        if output != input, outputOpen.withLock({ $0 }) { Glibc.close(output) }
+        if output != input, outgoing.withLock({ $0.open }) { Glibc.close(output) }
     }
 
     /// Forks a child from `template` that runs `function` (an ``ForkEntryPoint/rpcWorker(_:_:)``)
@@ -115,17 +128,11 @@ public final class RPCClient: Sendable {
     /// - Parameter timeout: how long to wait before giving up with ``RPCError/Kind/timeout``; the
     ///   worker is then sent `$cancel`. Task cancellation does the same with `CancellationError`.
     public func call<Input, Output>(_ function: RPCFunction<Input, Output>, _ input: Input, timeout: Duration? = nil) async throws -> Output {
-        let argument: MessagePackValue
-        do {
-            argument = try MessagePackEncoder().encodeValue(input)
-        } catch {
-            throw RPCError(.codingFailed, "cannot encode the argument as \(Input.self): \(error)", function: function.name, pid: pid)
-        }
-        let result = try await call(method: function.name, params: [argument], timeout: timeout)
-        do {
-            return try MessagePackDecoder().decode(Output.self, from: result)
-        } catch {
-            throw RPCError(.codingFailed, "returned a result that is not \(Output.self): \(error)", function: function.name, pid: pid)
+        try await perform(method: function.name, naming: function.name, timeout: timeout) { writer, direct in
+            writer.writeArrayHeader(count: 1)
+            try self.encode(input, of: function.name, into: &writer, directValues: &direct)
+        } decode: { result in
+            try self.decode(Output.self, of: function.name, from: result)
         }
     }
 
@@ -137,39 +144,71 @@ public final class RPCClient: Sendable {
     public func callBatch<Input, Output>(
         _ function: RPCFunction<Input, Output>, _ inputs: [Input], timeout: Duration? = nil
     ) async throws -> [Result<Output, RPCError>] {
-        let arguments: [MessagePackValue]
-        do {
-            let encoder = MessagePackEncoder()
-            arguments = try inputs.map { try encoder.encodeValue($0) }
-        } catch {
-            throw RPCError(.codingFailed, "cannot encode the argument as \(Input.self): \(error)", function: function.name, pid: pid)
-        }
-        let result = try await call(
-            method: RPCArguments.batchMethod, params: [.string(function.name), .array(arguments)], timeout: timeout, naming: function.name)
-        guard case .array(let outcomes) = result, outcomes.count == inputs.count else {
-            throw RPCError(.protocolViolation, "answered a batch of \(inputs.count) with \(result.typeName)", function: function.name, pid: pid)
-        }
-        let decoder = MessagePackDecoder()
-        return outcomes.map { outcome in
-            guard case .array(let pair) = outcome, pair.count == 2 else {
-                return .failure(RPCError(.protocolViolation, "answered a batch item with \(outcome.typeName), not [error, result]", function: function.name, pid: pid))
+        let name = function.name
+        return try await perform(method: RPCArguments.batchMethod, naming: name, timeout: timeout) { writer, direct in
+            writer.writeArrayHeader(count: 2)
+            writer.write(.string(name))
+            writer.writeArrayHeader(count: inputs.count)
+            for input in inputs {
+                writer.writeArrayHeader(count: 1)
+                try self.encode(input, of: name, into: &writer, directValues: &direct)
             }
-            if pair[0] != .nil { return .failure(remoteError(pair[0], function: function.name)) }
-            do {
-                return .success(try decoder.decode(Output.self, from: pair[1]))
-            } catch {
-                return .failure(RPCError(.codingFailed, "returned a result that is not \(Output.self): \(error)", function: function.name, pid: pid))
+        } decode: { result in
+            guard let count = result.count, count == inputs.count else {
+                throw RPCError(.protocolViolation, "answered a batch of \(inputs.count) with \(result.typeName)", function: name, pid: self.pid)
+            }
+            return (0..<count).map { index -> Result<Output, RPCError> in
+                let pair = result[index]
+                guard pair.count == 2 else {
+                    return .failure(RPCError(.protocolViolation, "answered a batch item with \(pair.typeName), not [error, result]", function: name, pid: self.pid))
+                }
+                if !pair[0].isNil { return .failure(self.remoteError((try? pair[0].value()) ?? .nil, function: name)) }
+                return Result { try self.decode(Output.self, of: name, from: pair[1]) }.mapError { $0 as! RPCError }
             }
         }
     }
 
     /// Calls `method` with untyped parameters (for peers outside ForkKit).
     public func call(method: String, params: [MessagePackValue], timeout: Duration? = nil) async throws -> MessagePackValue {
-        try await call(method: method, params: params, timeout: timeout, naming: method)
+        try await perform(method: method, naming: method, timeout: timeout) { writer, direct in
+            let params = MessagePackValue.array(params)
+            writer.write(params)
+            direct.append(params)
+        } decode: { result in
+            do {
+                return try result.value()
+            } catch {
+                throw RPCError(.protocolViolation, "sent a result that is not MessagePack (\(error))", function: method, pid: self.pid)
+            }
+        }
     }
 
-    /// Calls `method`; errors name the call `function` (a batch is named after the function it runs).
-    private func call(method: String, params: [MessagePackValue], timeout: Duration?, naming function: String) async throws -> MessagePackValue {
+    private func encode<Input: Encodable>(
+        _ input: Input, of function: String, into writer: inout MessagePackWriter, directValues: inout [MessagePackValue]
+    ) throws {
+        do {
+            try MessagePackEncoder().encode(input, into: &writer, directValues: &directValues)
+        } catch {
+            throw RPCError(.codingFailed, "cannot encode the argument as \(Input.self): \(error)", function: function, pid: pid)
+        }
+    }
+
+    private func decode<Output: Decodable>(_ type: Output.Type, of function: String, from result: MessagePackObject) throws -> Output {
+        do {
+            return try result.decode(type)
+        } catch {
+            throw RPCError(.codingFailed, "returned a result that is not \(Output.self): \(error)", function: function, pid: pid)
+        }
+    }
+
+    /// Sends request `method`, whose params `writeParams` appends (noting the values written in
+    /// their own form, where descriptors may be), and waits for the result that `decode` reads.
+    /// Errors name the call `function` (a batch is named after the function it runs).
+    private func perform<Result: Sendable>(
+        method: String, naming function: String, timeout: Duration?,
+        writeParams: (inout MessagePackWriter, inout [MessagePackValue]) throws -> Void,
+        decode: @escaping @Sendable (MessagePackObject) throws -> Result
+    ) async throws -> Result {
         let id = state.withLock { state -> UInt32 in
             defer { state.nextID &+= 1 }
             return state.nextID
@@ -182,20 +221,39 @@ public final class RPCClient: Sendable {
         }
         defer { timer?.cancel() }
         return try await withTaskCancellationHandler {
-            try await withCheckedThrowingContinuation { continuation in
+            try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Result, any Error>) in
+                let call = Call(function: function) { completion in
+                    switch completion {
+                    case .result(let result):
+                        do {
+                            continuation.resume(returning: try decode(result))
+                        } catch {
+                            continuation.resume(throwing: error)
+                        }
+                    case .failure(let error):
+                        continuation.resume(throwing: error)
+                    }
+                }
                 let refused: (any Error)? = state.withLock { state in
                     if state.closing { return RPCError(.closed, "the client was closed; it takes no new calls", function: function, pid: pid) }
                     if let failure = state.failure { return failure }
                     // Cancelled before the call was registered: the cancellation handler found nothing to cancel.
                     if Task.isCancelled { return CancellationError() }
-                    state.calls[id] = Call(function: function, continuation: continuation)
+                    state.calls[id] = call
                     return nil
                 }
                 if let refused { return continuation.resume(throwing: refused) }
-                if var failure = send(.request(id: id, method: method, params: params)) {
-                    failure.function = function
+                let failure = send { writer, direct in
+                    writer.writeArrayHeader(count: 4)
+                    writer.write(0)
+                    writer.write(Int(id))
+                    writer.write(.string(method))
+                    try writeParams(&writer, &direct)
+                }
+                if var failure {
+                    if failure.function == nil { failure.function = function }
                     let call = state.withLock { $0.calls.removeValue(forKey: id) }
-                    call?.continuation.resume(throwing: failure)
+                    call?.complete(.failure(failure))
                 }
             }
         } onCancel: {
@@ -235,24 +293,39 @@ public final class RPCClient: Sendable {
     /// Writes a message whole; returns why it could not, or nil.
     @discardableResult
     private func send(_ message: RPCMessage) -> RPCError? {
-        let value = message.value
-        let bytes = value.encoded()
-        let descriptors = PassedDescriptor.descriptors(in: value)
-        return outputOpen.withLock { open -> RPCError? in
-            guard open else { return RPCError(.closed, "the client's output is closed", pid: pid) }
-            var offset = 0  // bytes already sent with the descriptors
-            if !descriptors.isEmpty {
-                guard outputIsSocket else {
-                    return RPCError(.codingFailed, "descriptors can only be passed over a Unix socket, not a pipe", pid: pid)
-                }
-                // The descriptors ride on the message's first bytes, so they arrive before it is complete.
-                offset = bytes.withUnsafeBytes {
-                    forkkit_send_with_descriptors(output, $0.baseAddress, $0.count, descriptors, Int32(descriptors.count))
-                }
-                if offset < 0 { return sendFailure(errno) }
+        send { writer, direct in
+            let value = message.value
+            writer.write(value)
+            direct.append(value)
+        }
+    }
+
+    /// Encodes a message with `write` into the connection's buffer and sends it whole, with the
+    /// descriptors found in the values `write` reports; returns why it could not, or nil.
+    private func send(_ write: (inout MessagePackWriter, inout [MessagePackValue]) throws -> Void) -> RPCError? {
+        outgoing.withLock { outgoing -> RPCError? in
+            guard outgoing.open else { return RPCError(.closed, "the client's output is closed", pid: pid) }
+            outgoing.writer.reset()
+            var direct: [MessagePackValue] = []
+            do {
+                try write(&outgoing.writer, &direct)
+            } catch {
+                return error as? RPCError ?? RPCError(.codingFailed, "cannot encode the message: \(error)", pid: pid)
             }
-            let error = bytes.withUnsafeBytes { forkkit_send_all(output, $0.baseAddress! + offset, $0.count - offset) }
-            return error == 0 ? nil : sendFailure(error)
+            let descriptors = direct.flatMap(PassedDescriptor.descriptors(in:))
+            return outgoing.writer.withBytes { bytes -> RPCError? in
+                var offset = 0  // bytes already sent with the descriptors
+                if !descriptors.isEmpty {
+                    guard outputIsSocket else {
+                        return RPCError(.codingFailed, "descriptors can only be passed over a Unix socket, not a pipe", pid: pid)
+                    }
+                    // The descriptors ride on the message's first bytes, so they arrive before it is complete.
+                    offset = forkkit_send_with_descriptors(output, bytes.baseAddress, bytes.count, descriptors, Int32(descriptors.count))
+                    if offset < 0 { return sendFailure(errno) }
+                }
+                let error = forkkit_send_all(output, bytes.baseAddress! + offset, bytes.count - offset)
+                return error == 0 ? nil : sendFailure(error)
+            }
         }
     }
 
@@ -262,12 +335,12 @@ public final class RPCClient: Sendable {
 
     /// Tells the worker no more requests come: end of stream on its input.
     private func finishOutput() {
-        outputOpen.withLock { open in
-            guard open else { return }
+        outgoing.withLock { outgoing in
+            guard outgoing.open else { return }
             if shutdown(output, Int32(SHUT_WR)) != 0 && output != input {
                 // A pipe: closing the write end is how it ends.
                 Glibc.close(output)
-                open = false
+                outgoing.open = false
             }
         }
     }
@@ -280,7 +353,7 @@ public final class RPCClient: Sendable {
             return call
         }
         guard let call else { return }
-        call.continuation.resume(throwing: error)
+        call.complete(.failure(error))
         send(.cancel(id))
         settleIfDrained()
     }
@@ -302,7 +375,7 @@ public final class RPCClient: Sendable {
         if count == 0 { return end(nil) }
         scratch.withUnsafeBytes { reader.append(UnsafeRawBufferPointer(rebasing: $0.prefix(count))) }
         do {
-            while let value = try reader.next() { try dispatch(try RPCMessage(value)) }
+            while try reader.nextObject({ message in try dispatch(message) }) != nil {}
         } catch let error as RPCError {
             end(error)
         } catch {
@@ -310,22 +383,31 @@ public final class RPCClient: Sendable {
         }
     }
 
+    /// Handles one message from the worker. A response is matched to its call and decoded in
+    /// place; anything else is read into a value first.
+    private func dispatch(_ message: MessagePackObject) throws {
+        guard message.count == 4, message[0].integerValue == 1, let id = message[1].integerValue.flatMap(UInt32.init(exactly:)) else {
+            return try dispatch(try RPCMessage(try message.value()))
+        }
+        let (call, expected) = state.withLock { state in
+            (state.calls.removeValue(forKey: id), state.abandoned.remove(id) != nil)
+        }
+        guard let call else {
+            if expected { return }
+            throw RPCError(.protocolViolation, "answered msgid \(id), which no call is waiting for; the connection was closed", pid: pid)
+        }
+        if message[2].isNil {
+            call.complete(.result(message[3]))
+        } else {
+            call.complete(.failure(remoteError(try message[2].value(), function: call.function)))
+        }
+        settleIfDrained()
+    }
+
     private func dispatch(_ message: RPCMessage) throws {
         switch message {
-        case .response(let id, let error, let result):
-            let (call, expected) = state.withLock { state in
-                (state.calls.removeValue(forKey: id), state.abandoned.remove(id) != nil)
-            }
-            guard let call else {
-                if expected { return }
-                throw RPCError(.protocolViolation, "answered msgid \(id), which no call is waiting for; the connection was closed", pid: pid)
-            }
-            if error == .nil {
-                call.continuation.resume(returning: result)
-            } else {
-                call.continuation.resume(throwing: remoteError(error, function: call.function))
-            }
-            settleIfDrained()
+        case .response(let id, _, _):
+            throw RPCError(.protocolViolation, "sent a malformed response to msgid \(id); the connection was closed", pid: pid)
         case .notification(let method, let params):
             if method == RPCLogHandler.method, let logger, RPCLogHandler.forward(params, to: logger, pid: pid) { return }
             eventSink.yield(RPCEvent(name: method, params: params))
@@ -377,7 +459,7 @@ public final class RPCClient: Sendable {
             for (_, call) in calls {
                 var named = failure
                 named.function = call.function
-                call.continuation.resume(throwing: named)
+                call.complete(.failure(named))
             }
             self.settleIfDrained()
         }

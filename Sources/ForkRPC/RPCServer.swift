@@ -22,12 +22,16 @@ import Glibc
 /// unknown method or arguments of the wrong type answer with an error naming the function (and the
 /// expected type). `serve()` returns when the owner closes its end: queued calls are answered first.
 public final class RPCServer {
-    private typealias Handler = ([MessagePackValue]) throws -> MessagePackValue
+    /// Decodes a call's params (while they can be read in place) and returns the call, which runs
+    /// the function and returns how to encode its result.
+    private typealias Handler = (_ params: MessagePackObject) throws -> () throws -> RPCArguments.ResultEncoder
 
     private var stream: RPCStream
     private var handlers: [String: Handler] = [:]
     /// Requests the owner cancelled before they were started.
     private var cancelled: Set<UInt32> = []
+    /// Responses are encoded here, one at a time; the buffer is kept from call to call.
+    private var response = MessagePackWriter()
 
     /// Serves on one bidirectional socket (a forked child's socket).
     public convenience init(socket: FileDescriptor, maximumMessageSize: Int = 64 << 20, spinBeforeBlocking: Duration = .zero) {
@@ -41,23 +45,22 @@ public final class RPCServer {
     public init(input: FileDescriptor, output: FileDescriptor, maximumMessageSize: Int = 64 << 20, spinBeforeBlocking: Duration = .zero) {
         stream = RPCStream(
             input: input.rawValue, output: output.rawValue, maximumMessageSize: maximumMessageSize, spin: spinBeforeBlocking)
-        handlers[RPCArguments.batchMethod] = { [unowned self] params in
-            let batch = try RPCArguments.batchCalls(params)
-            guard let handler = handlers[batch.method] else { throw RPCArguments.noSuchMethod(batch.method, known: Array(handlers.keys)) }
-            return .array(batch.arguments.map { argument in RPCArguments.batchOutcome(Result { try handler([argument]) }) })
-        }
     }
 
     /// Serves `function` with `body`.
     public func register<Input, Output>(_ function: RPCFunction<Input, Output>, _ body: @escaping (Input) throws -> Output) {
         handlers[function.name] = { params in
-            try MessagePackEncoder().encodeValue(try body(try RPCArguments.decode(Input.self, from: params)))
+            let input = try RPCArguments.decode(Input.self, from: params)
+            return { RPCArguments.result(try body(input)) }
         }
     }
 
     /// Serves `method` with untyped parameters and result (for peers that send plain msgpack-rpc).
     public func register(method: String, _ body: @escaping ([MessagePackValue]) throws -> MessagePackValue) {
-        handlers[method] = body
+        handlers[method] = { params in
+            let values = try params.value().arrayValue ?? []
+            return { RPCArguments.result(try body(values)) }
+        }
     }
 
     /// Sends an event to the owner: a notification `[2, name, [value]]`. Sent at once (there is no
@@ -90,23 +93,22 @@ public final class RPCServer {
     /// Answers requests until the owner closes its end. Throws (and the worker should exit) when the
     /// owner sends something that is not MessagePack-RPC: the stream can no longer be trusted.
     public func serve() throws {
-        while let batch = try stream.read() {
+        while let batch = try stream.read(prepare: { method, params in
+            RPCArguments.prepare(method, params, known: Array(handlers.keys)) { handlers[$0] }
+        }) {
             // A cancel that arrived together with its request spares the work.
             for case .notification("$cancel", let params) in batch {
                 if let id = params.first?.integerValue.flatMap(UInt32.init(exactly:)) { cancelled.insert(id) }
             }
-            for case .request(let id, let method, let params) in batch where cancelled.remove(id) == nil {
-                let response: RPCMessage
-                if let handler = handlers[method] {
-                    do {
-                        response = .response(id: id, error: .nil, result: try handler(params))
-                    } catch {
-                        response = RPCArguments.errorResponse(id: id, error)
-                    }
-                } else {
-                    response = RPCArguments.noSuchMethod(id: id, method, known: Array(handlers.keys))
+            for case .request(let id, let call) in batch where cancelled.remove(id) == nil {
+                // The function runs before the response is begun, so the events it emits go first.
+                let outcome: RPCArguments.Outcome = switch call {
+                case .failure(let error): .single(.failure(error))
+                case .success(.single(let run)): .single(Result { try run() })
+                case .success(.batch(let runs)): .batch(runs.map { $0.flatMap { run in Result { try run() } } })
                 }
-                try stream.write(response)
+                outcome.write(id: id, into: &response)
+                try stream.send(response)
             }
         }
     }

@@ -32,9 +32,10 @@ struct RPCStream: ~Copyable {
         received.forEach { close($0) }
     }
 
-    /// The messages that the next read completes; nil at end of stream. Throws on bytes that are not
-    /// MessagePack-RPC: the stream can no longer be trusted.
-    mutating func read() throws -> [RPCMessage]? {
+    /// The messages that the next read completes, each request's params decoded by `prepare`; nil
+    /// at end of stream. Throws on bytes that are not MessagePack-RPC: the stream can no longer be
+    /// trusted.
+    mutating func read<Call>(prepare: (_ method: String, _ params: MessagePackObject) -> Call) throws -> [IncomingMessage<Call>]? {
         var incoming = [Int32](repeating: -1, count: 253)
         while true {
             if spin > .zero { waitSpinning() }
@@ -56,9 +57,9 @@ struct RPCStream: ~Copyable {
             received += incoming.prefix(Int(arrived))
             if count == 0 { return nil }
             buffer.withUnsafeBytes { reader.append(UnsafeRawBufferPointer(rebasing: $0.prefix(count))) }
-            var batch: [RPCMessage] = []
-            while let value = try reader.next() {
-                batch.append(try RPCMessage(try PassedDescriptor.substitute(value, from: &received)))
+            var batch: [IncomingMessage<Call>] = []
+            while let message = try reader.nextObject({ message in try IncomingMessage(message, received: &received, prepare: prepare) }) {
+                batch.append(message)
             }
             if !batch.isEmpty { return batch }
         }
@@ -81,15 +82,23 @@ struct RPCStream: ~Copyable {
         }
     }
 
-    /// Writes a message whole. A result that would carry descriptors is answered with an error
-    /// instead: only arguments can carry them.
+    /// Writes a message whole (a notification: responses are written by ``RPCArguments``).
     func write(_ message: RPCMessage) throws {
-        var value = message.value
-        if case .response(let id, _, _) = message, !PassedDescriptor.descriptors(in: value).isEmpty {
-            value = RPCMessage.response(
-                id: id, error: ["InvalidResult", "results cannot carry descriptors; only arguments can"], result: .nil).value
-        }
-        let error = value.encoded().withUnsafeBytes { forkkit_send_all(output, $0.baseAddress, $0.count) }
+        try message.value.encoded().withUnsafeBytes { try send($0) }
+    }
+
+    /// Writes what `writer` holds, whole.
+    func send(_ writer: borrowing MessagePackWriter) throws {
+        try writer.withBytes { try send($0) }
+    }
+
+    /// Writes `bytes` whole.
+    func send(_ bytes: [UInt8]) throws {
+        try bytes.withUnsafeBytes { try send($0) }
+    }
+
+    private func send(_ bytes: UnsafeRawBufferPointer) throws {
+        let error = forkkit_send_all(output, bytes.baseAddress, bytes.count)
         if error != 0 { throw Errno(rawValue: error) }
     }
 }

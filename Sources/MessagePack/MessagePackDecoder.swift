@@ -1,5 +1,3 @@
-import CMsgPack
-
 /// Decodes `Decodable` values from MessagePack.
 ///
 /// Lenient where other implementations differ: a `String` may arrive as bin if it is valid UTF-8
@@ -17,25 +15,7 @@ public struct MessagePackDecoder: Sendable {
 
     /// Decodes a value of `type` from exactly the given bytes.
     public func decode<Value: Decodable>(_ type: Value.Type, from bytes: [UInt8]) throws -> Value {
-        var unpacked = msgpack_unpacked()
-        msgpack_unpacked_init(&unpacked)
-        defer { msgpack_unpacked_destroy(&unpacked) }
-        // The objects point into `bytes`, so they are decoded while it is pinned.
-        return try bytes.withUnsafeBytes { raw in
-            var offset = 0
-            let status = msgpack_unpack_next(&unpacked, raw.baseAddress?.assumingMemoryBound(to: CChar.self), raw.count, &offset)
-            switch status {
-            case MSGPACK_UNPACK_SUCCESS, MSGPACK_UNPACK_EXTRA_BYTES:
-                guard offset == raw.count else { throw MessagePackError.trailingBytes(count: raw.count - offset) }
-                return try withUnsafePointer(to: unpacked.data) { try ObjectDecoder(object: $0, codingPath: []).decodeValue(type) }
-            case MSGPACK_UNPACK_CONTINUE:
-                throw MessagePackError.truncated
-            case MSGPACK_UNPACK_NOMEM_ERROR:
-                throw MessagePackError.malformed("nesting too deep or out of memory")
-            default:
-                throw MessagePackError.malformed("invalid type byte")
-            }
-        }
+        try MessagePackObject.withObject(in: bytes) { try $0.decode(type) }
     }
 
     /// Decodes a value of `type` from a ``MessagePackValue`` tree.

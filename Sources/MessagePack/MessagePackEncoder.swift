@@ -23,15 +23,28 @@ public struct MessagePackEncoder: Sendable {
 
     /// Appends `value`'s encoding to `writer` (after a message header written by hand, say).
     public func encode<Value: Encodable>(_ value: Value, into writer: inout MessagePackWriter) throws {
+        var ignored: [MessagePackValue] = []
+        try encode(value, into: &writer, directValues: &ignored)
+    }
+
+    /// Appends `value`'s encoding to `writer`, and to `directValues` the parts that were written in
+    /// their own MessagePack form (``MessagePackValueConvertible`` values, ``MessagePackValue``s), so
+    /// that ForkRPC can find the descriptors a message carries without a second pass.
+    package func encode<Value: Encodable>(_ value: Value, into writer: inout MessagePackWriter, directValues: inout [MessagePackValue]) throws {
         let start = writer.count
         let streaming = StreamingEncoder(writer)
         do {
             try streaming.encode(value, codingPath: [])
-            if !streaming.failed { return }
+            if !streaming.failed {
+                directValues += streaming.directValues
+                return
+            }
         } catch is StreamingEncoder.NotStreamable {}
         // Written out of order: build the tree instead.
         writer.truncate(to: start)
-        writer.write(try encodeValue(value))
+        let tree = try encodeValue(value)
+        writer.write(tree)
+        directValues.append(tree)
     }
 
     /// Encodes `value` to a ``MessagePackValue`` tree (for embedding in a larger message).

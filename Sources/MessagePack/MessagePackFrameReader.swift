@@ -56,6 +56,20 @@ public struct MessagePackFrameReader: ~Copyable {
 
     /// Returns the next complete message, or `nil` when more bytes are needed.
     public mutating func next() throws(MessagePackError) -> MessagePackValue? {
+        do {
+            return try nextObject { try $0.value() }
+        } catch let error as MessagePackError {
+            failure = error
+            throw error
+        } catch {
+            preconditionFailure("only MessagePack errors are thrown here: \(error)")
+        }
+    }
+
+    /// Calls `body` with a view of the next complete message, read in place (see
+    /// ``MessagePackObject``), or returns `nil` when more bytes are needed. An error `body` throws
+    /// comes out as it is, and the reader can go on.
+    public mutating func nextObject<Result>(_ body: (_ message: MessagePackObject) throws -> Result) throws -> Result? {
         if let failure { throw failure }
         // A message whose header already declares more than the limit is refused before its body
         // is waited for (or buffered).
@@ -72,12 +86,7 @@ public struct MessagePackFrameReader: ~Copyable {
                 failure = .messageTooLarge(size: size, limit: maximumMessageSize)
                 throw failure!
             }
-            do {
-                return try MessagePackValue(unpacked.pointee.data)
-            } catch {
-                failure = error
-                throw error
-            }
+            return try withUnsafePointer(to: unpacked.pointee.data) { try body(MessagePackObject($0)) }
         case MSGPACK_UNPACK_CONTINUE:
             let pending = Int(msgpack_unpacker_message_size(unpacker))
             if pending > maximumMessageSize {

@@ -28,6 +28,9 @@ final class StreamingEncoder {
         var nextID = 0
         /// Set when a write could not be streamed where no error could be thrown (a nested container).
         var failed = false
+        /// The values written in their own MessagePack form (``MessagePackValueConvertible``,
+        /// ``MessagePackValue``), for callers that look for particular ext types in them.
+        var directValues: [MessagePackValue] = []
     }
 
     private let buffer: UnsafeMutablePointer<msgpack_sbuffer>
@@ -40,6 +43,7 @@ final class StreamingEncoder {
         _modify { yield &state.pointee.frames }
     }
     var failed: Bool { state.pointee.failed }
+    var directValues: [MessagePackValue] { state.pointee.directValues }
 
     init(_ writer: borrowing MessagePackWriter) {
         buffer = writer.buffer
@@ -72,8 +76,12 @@ final class StreamingEncoder {
             // A value that asked for no container and wrote nothing is nil, as in the tree encoder.
             if size == start, frames.count == depth { msgpack_pack_nil(packer) }
             while frames.count > depth { closeInnermost() }
-        default:
+        case .binary:
             MessagePackWriter.pack(MessagePackEncoder.direct(value)!, packer)
+        case .value, .custom:
+            let direct = MessagePackEncoder.direct(value)!
+            state.pointee.directValues.append(direct)
+            MessagePackWriter.pack(direct, packer)
         }
     }
 

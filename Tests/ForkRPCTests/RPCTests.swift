@@ -376,7 +376,7 @@ struct RPCMessageTests {
         #expect(RPCMessage.cancel(7).value.encoded() == vectors["cancel"])
         let descriptor = try encoder.encodeValue(PassedDescriptor(FileDescriptor(rawValue: 5)))
         #expect(RPCMessage.request(id: 10, method: "write-log", params: [descriptor]).value.encoded() == vectors["descriptor argument"])
-        #expect(RPCMessage.request(id: 11, method: "$batch", params: ["square", [1, 2, 3]]).value.encoded() == vectors["batch request"])
+        #expect(RPCMessage.request(id: 11, method: "$batch", params: ["square", [[1], [2], [3]]]).value.encoded() == vectors["batch request"])
         #expect(RPCMessage.response(id: 11, error: nil, result: [[nil, 1], [nil, 4], [["MathError", "too big"], nil]]).value.encoded()
                 == vectors["batch response"])
         #expect(RPCMessage.retire.value.encoded() == vectors["retire"])

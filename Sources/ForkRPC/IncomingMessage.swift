@@ -1,0 +1,34 @@
+import MessagePack
+
+/// A message as a worker reads it. A request's params are decoded while the message is read, in
+/// place (the unpacked view lasts only that long), into `Call`: what the server will run.
+enum IncomingMessage<Call> {
+    case request(id: UInt32, call: Call)
+    case notification(method: String, params: [MessagePackValue])
+    /// A response: the owner has nothing to answer, so it is passed over.
+    case ignored
+
+    /// Reads one message. `prepare` decodes a request's params into its call. Descriptors that
+    /// arrived with the message are put in place of its markers first (a rare path, through a
+    /// value tree). Anything that is not MessagePack-RPC throws, as ``RPCMessage`` does.
+    init(
+        _ message: MessagePackObject, received: inout [Int32],
+        prepare: (_ method: String, _ params: MessagePackObject) -> Call
+    ) throws {
+        if received.isEmpty, message.count == 4, message[0].integerValue == 0,
+           let id = message[1].integerValue.flatMap(UInt32.init(exactly:)), let method = message[2].stringValue, message[3].count != nil {
+            self = .request(id: id, call: prepare(method, message[3]))
+            return
+        }
+        let value = try PassedDescriptor.substitute(try message.value(), from: &received)
+        switch try RPCMessage(value) {
+        case .request(let id, let method, let params):
+            let call = try MessagePackObject.withObject(in: MessagePackValue.array(params).encoded()) { prepare(method, $0) }
+            self = .request(id: id, call: call)
+        case .notification(let method, let params):
+            self = .notification(method: method, params: params)
+        case .response:
+            self = .ignored
+        }
+    }
+}

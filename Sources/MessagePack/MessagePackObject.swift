@@ -1,0 +1,84 @@
+import CMsgPack
+
+/// A view of one value inside a message that msgpack-c has unpacked, read in place: no copy, no
+/// ``MessagePackValue`` tree. Valid only inside the closure that receives it
+/// (``MessagePackFrameReader/nextObject(_:)``, ``withObject(in:_:)``); keep what it yields, not
+/// the view.
+///
+/// ```swift
+/// try MessagePackObject.withObject(in: frame) { message in
+///     let id = message[1].integerValue
+///     let argument = try message[3][0].decode(Int.self)
+/// }
+/// ```
+public struct MessagePackObject {
+    let pointer: UnsafePointer<msgpack_object>
+
+    init(_ pointer: UnsafePointer<msgpack_object>) {
+        self.pointer = pointer
+    }
+
+    /// True for nil.
+    public var isNil: Bool { pointer.pointee.type == MSGPACK_OBJECT_NIL }
+
+    /// The integer, if the value is one that fits in `Int`.
+    public var integerValue: Int? {
+        switch pointer.pointee.type {
+        case MSGPACK_OBJECT_POSITIVE_INTEGER: Int(exactly: pointer.pointee.via.u64)
+        case MSGPACK_OBJECT_NEGATIVE_INTEGER: Int(exactly: pointer.pointee.via.i64)
+        default: nil
+        }
+    }
+
+    /// The text of a str value (or of a bin value that is UTF-8).
+    public var stringValue: String? { try? ObjectDecoder.string(pointer, []) }
+
+    /// The number of elements of an array, nil for anything else.
+    public var count: Int? {
+        pointer.pointee.type == MSGPACK_OBJECT_ARRAY ? Int(pointer.pointee.via.array.size) : nil
+    }
+
+    /// Element `index` of an array; `index` must be below ``count``.
+    public subscript(index: Int) -> MessagePackObject {
+        precondition(index >= 0 && index < count ?? 0, "element \(index) of a MessagePack value with \(count.map(String.init) ?? "no") elements")
+        return MessagePackObject(UnsafePointer(pointer.pointee.via.array.ptr + index))
+    }
+
+    /// The kind of value, as ``MessagePackValue/typeName`` names it.
+    public var typeName: String { ObjectDecoder.typeName(pointer) }
+
+    /// A copy of the value as a tree, to keep.
+    public func value() throws(MessagePackError) -> MessagePackValue {
+        try MessagePackValue(pointer.pointee)
+    }
+
+    /// Decodes the value as `type`, as ``MessagePackDecoder`` does.
+    public func decode<Value: Decodable>(_ type: Value.Type) throws -> Value {
+        try ObjectDecoder(object: pointer, codingPath: []).decodeValue(type)
+    }
+
+    /// Unpacks exactly one value from `bytes` and calls `body` with a view of it.
+    public static func withObject<Result>(in bytes: UnsafeRawBufferPointer, _ body: (MessagePackObject) throws -> Result) throws -> Result {
+        var unpacked = msgpack_unpacked()
+        msgpack_unpacked_init(&unpacked)
+        defer { msgpack_unpacked_destroy(&unpacked) }
+        var offset = 0
+        let status = msgpack_unpack_next(&unpacked, bytes.baseAddress?.assumingMemoryBound(to: CChar.self), bytes.count, &offset)
+        switch status {
+        case MSGPACK_UNPACK_SUCCESS, MSGPACK_UNPACK_EXTRA_BYTES:
+            guard offset == bytes.count else { throw MessagePackError.trailingBytes(count: bytes.count - offset) }
+            return try withUnsafePointer(to: unpacked.data) { try body(MessagePackObject($0)) }
+        case MSGPACK_UNPACK_CONTINUE:
+            throw MessagePackError.truncated
+        case MSGPACK_UNPACK_NOMEM_ERROR:
+            throw MessagePackError.malformed("nesting too deep or out of memory")
+        default:
+            throw MessagePackError.malformed("invalid type byte")
+        }
+    }
+
+    /// Unpacks exactly one value from `bytes` and calls `body` with a view of it.
+    public static func withObject<Result>(in bytes: [UInt8], _ body: (MessagePackObject) throws -> Result) throws -> Result {
+        try bytes.withUnsafeBytes { try withObject(in: $0, body) }
+    }
+}
