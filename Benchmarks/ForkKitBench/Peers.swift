@@ -122,7 +122,11 @@ struct Peer {
         """
 
     private static let poolScript = """
-        import multiprocessing, statistics, sys, time
+        import multiprocessing, signal, statistics, sys, time
+
+        # Started from a Swift concurrency thread, this process inherits that thread's blocked
+        # signals; Pool.terminate() stops its workers with SIGTERM, so unblock them first.
+        signal.pthread_sigmask(signal.SIG_SETMASK, [])
 
         def square(x):
             return x * x
@@ -153,7 +157,9 @@ struct Peer {
     }
 
     private static let poolMapScript = """
-        import multiprocessing, sys, time
+        import multiprocessing, signal, sys, time
+
+        signal.pthread_sigmask(signal.SIG_SETMASK, [])  # see pool.py: inherited blocked signals
 
         def square(x):
             return x * x

@@ -26,9 +26,14 @@ import SystemPackage
 public final class AsyncRPCServer: Sendable {
     /// Decodes a call's params (while they can be read in place, on the reading thread) and returns
     /// the call, which runs the function and returns how to encode its result.
-    private typealias Handler = @Sendable (_ params: MessagePackObject) throws -> Run
+    private struct Handler: Sendable {
+        let single: @Sendable (_ params: MessagePackObject) throws -> Run
+        let batch: @Sendable (_ calls: [MessagePackObject]) -> BatchRun
+    }
     private typealias Run = @Sendable () async throws -> RPCArguments.ResultEncoder
-    private typealias Call = Result<RPCArguments.Prepared<Run>, any Error>
+    /// Runs a `$batch`'s calls one after another; returns how to write their results.
+    private typealias BatchRun = @Sendable () async -> @Sendable (inout MessagePackWriter) -> Void
+    private typealias Call = Result<RPCArguments.Prepared<Run, BatchRun>, any Error>
 
     private let maximumConcurrentCalls: Int
     private let input: Int32
@@ -60,10 +65,25 @@ public final class AsyncRPCServer: Sendable {
     /// Serves `function` with an `async` body.
     public func register<Input, Output>(_ function: RPCFunction<Input, Output>, _ body: @escaping @Sendable (Input) async throws -> Output) {
         handlers.withLock {
-            $0[function.name] = { params in
-                let input = try RPCArguments.decode(Input.self, from: params)
-                return { RPCArguments.result(try await body(input)) }
-            }
+            $0[function.name] = Handler(
+                single: { params in
+                    let input = try RPCArguments.decode(Input.self, from: params)
+                    return { RPCArguments.result(try await body(input)) }
+                },
+                batch: { calls in
+                    let inputs = calls.map { call in Result { try RPCArguments.decode(Input.self, from: call) } }
+                    return {
+                        var outputs: [Result<Output, any Error>] = []
+                        for input in inputs {
+                            do {
+                                outputs.append(.success(try await body(try input.get())))
+                            } catch {
+                                outputs.append(.failure(error))
+                            }
+                        }
+                        return { [outputs] writer in RPCArguments.writeBatch(outputs, into: &writer) }
+                    }
+                })
         }
     }
 
@@ -97,7 +117,9 @@ public final class AsyncRPCServer: Sendable {
                     var stream = RPCStream(input: input, output: -1, maximumMessageSize: maximumMessageSize)
                     while let batch = try stream.read(prepare: { method, params in
                         let handlers = self.handlers.withLock { $0 }
-                        return RPCArguments.prepare(method, params, known: Array(handlers.keys)) { handlers[$0] }
+                        return RPCArguments.prepare(method, params, known: Array(handlers.keys)) { name in
+                            handlers[name].map { RPCArguments.Handler(single: $0.single, batch: $0.batch) }
+                        }
                     }) {
                         accept(batch)
                     }
@@ -168,16 +190,8 @@ public final class AsyncRPCServer: Sendable {
                     outcome = .single(.failure(error))
                 case .success(.single(let run)):
                     outcome = .single(await Self.run(run))
-                case .success(.batch(let runs)):
-                    // The calls of a batch run one after another.
-                    var outcomes: [Result<RPCArguments.ResultEncoder, any Error>] = []
-                    for run in runs {
-                        switch run {
-                        case .success(let run): outcomes.append(await Self.run(run))
-                        case .failure(let error): outcomes.append(.failure(error))
-                        }
-                    }
-                    outcome = .batch(outcomes)
+                case .success(.batch(let run)):
+                    outcome = .batch(await run())
                 }
                 var response = MessagePackWriter()
                 outcome.write(id: id, into: &response)

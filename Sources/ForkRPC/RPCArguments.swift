@@ -17,47 +17,8 @@ enum RPCArguments {
     /// Appends a function's encoded result to a response being written.
     typealias ResultEncoder = @Sendable (inout MessagePackWriter) throws -> Void
 
-    /// What running a request came to: one call's result or error, or each call's of a `$batch`.
-    enum Outcome {
-        case single(Result<ResultEncoder, any Error>)
-        case batch([Result<ResultEncoder, any Error>])
-
-        /// Writes the response to request `id` into `writer`.
-        func write(id: UInt32, into writer: inout MessagePackWriter) {
-            switch self {
-            case .single(let outcome): writeResponse(id: id, outcome, into: &writer)
-            case .batch(let outcomes): writeBatchResponse(id: id, outcomes, into: &writer)
-            }
-        }
-    }
-
-    /// Decodes a request's params now, while they can be read in place; the returned `Run` runs
-    /// the function. For `$batch`, each call is decoded with `handler` for its method.
-    static func prepare<Run>(
-        _ method: String, _ params: MessagePackObject, known: @autoclosure () -> [String],
-        handler: (String) -> ((MessagePackObject) throws -> Run)?
-    ) -> Result<Prepared<Run>, any Error> {
-        Result {
-            if method == batchMethod {
-                let batch = try batchCalls(params)
-                guard let decode = handler(batch.method) else { throw noSuchMethod(batch.method, known: known()) }
-                return .batch(batch.calls.map { call in Result { try decode(call) } })
-            }
-            guard let decode = handler(method) else { throw noSuchMethod(method, known: known()) }
-            return .single(try decode(params))
-        }
-    }
-
-    /// A request whose params are decoded: one call to run, or the calls of a `$batch`.
-    enum Prepared<Run> {
-        case single(Run)
-        case batch([Result<Run, any Error>])
-    }
-}
-
-extension RPCArguments.Prepared: Sendable where Run: Sendable {}
-
-extension RPCArguments {
+    /// Writes the results of a `$batch` call's calls: one `[error, result]` pair each, in order.
+    typealias BatchEncoder = (inout MessagePackWriter) -> Void
 
     /// The single argument of a typed call, or an `InvalidArguments` failure naming the expected type.
     static func decode<Input: Decodable>(_ type: Input.Type, from params: MessagePackObject) throws -> Input {
@@ -76,26 +37,76 @@ extension RPCArguments {
         { writer in
             var direct: [MessagePackValue] = []
             try MessagePackEncoder().encode(output, into: &writer, directValues: &direct)
-            if direct.contains(where: { !PassedDescriptor.descriptors(in: $0).isEmpty }) {
-                throw Failure(type: "InvalidResult", message: "results cannot carry descriptors; only arguments can")
+            try refuseDescriptors(in: direct)
+        }
+    }
+
+    /// Results cannot carry descriptors: only arguments can.
+    private static func refuseDescriptors(in direct: [MessagePackValue]) throws {
+        if !direct.isEmpty, direct.contains(where: { !PassedDescriptor.descriptors(in: $0).isEmpty }) {
+            throw Failure(type: "InvalidResult", message: "results cannot carry descriptors; only arguments can")
+        }
+    }
+
+    /// How a server runs one function: a single call, or every call of a `$batch` at once. Both
+    /// decode their params when made (while they can be read in place) and return what runs later.
+    struct Handler<Run, BatchRun> {
+        let single: (_ params: MessagePackObject) throws -> Run
+        let batch: (_ calls: [MessagePackObject]) -> BatchRun
+    }
+
+    /// A request whose params are decoded: one call to run, or the calls of a `$batch`.
+    enum Prepared<Run, BatchRun> {
+        case single(Run)
+        case batch(BatchRun)
+    }
+
+    /// Decodes a request's params now, while they can be read in place.
+    static func prepare<Run, BatchRun>(
+        _ method: String, _ params: MessagePackObject, known: @autoclosure () -> [String],
+        handler: (String) -> Handler<Run, BatchRun>?
+    ) -> Result<Prepared<Run, BatchRun>, any Error> {
+        Result {
+            if method == batchMethod {
+                let batch = try batchCalls(params)
+                guard let handler = handler(batch.method) else { throw noSuchMethod(batch.method, known: known()) }
+                return .batch(handler.batch(batch.calls))
+            }
+            guard let handler = handler(method) else { throw noSuchMethod(method, known: known()) }
+            return .single(try handler.single(params))
+        }
+    }
+
+    /// What running a request came to: one call's result or error, or the results of a `$batch`.
+    enum Outcome {
+        case single(Result<ResultEncoder, any Error>)
+        case batch(BatchEncoder)
+
+        /// Writes the response to request `id` into `writer`.
+        func write(id: UInt32, into writer: inout MessagePackWriter) {
+            switch self {
+            case .single(let outcome):
+                writeResponse(id: id, outcome, into: &writer)
+            case .batch(let encoder):
+                writeHeader(id: id, into: &writer)
+                encoder(&writer)
             }
         }
     }
 
-    /// The result encoder of an untyped function.
-    static func result(_ value: MessagePackValue) -> ResultEncoder {
-        { writer in writer.write(value) }
+    private static func writeHeader(id: UInt32, into writer: inout MessagePackWriter) {
+        writer.reset()
+        writer.writeArrayHeader(count: 4)
+        writer.write(1)
+        writer.write(Int(id))
+        writer.write(.nil)
     }
 
     /// Writes the whole response to call `id` into `writer`: the result, or the error that computing
     /// or encoding it threw.
     static func writeResponse(id: UInt32, _ outcome: Result<ResultEncoder, any Error>, into writer: inout MessagePackWriter) {
-        writer.reset()
-        writer.writeArrayHeader(count: 4)
-        writer.write(1)
-        writer.write(Int(id))
+        writeHeader(id: id, into: &writer)
         do {
-            writer.write(.nil)
             try outcome.get()(&writer)
         } catch {
             writer.reset()
@@ -103,24 +114,24 @@ extension RPCArguments {
         }
     }
 
-    /// Writes the response to a `$batch` call: one `[error, result]` pair per call, in order.
-    static func writeBatchResponse(id: UInt32, _ outcomes: [Result<ResultEncoder, any Error>], into writer: inout MessagePackWriter) {
-        writer.reset()
-        writer.writeArrayHeader(count: 4)
-        writer.write(1)
-        writer.write(Int(id))
-        writer.write(.nil)
-        writer.writeArrayHeader(count: outcomes.count)
-        for outcome in outcomes {
+    /// Writes the results of a `$batch` call's calls, one `[error, result]` pair each, in order.
+    static func writeBatch<Output: Encodable>(_ outputs: [Result<Output, any Error>], into writer: inout MessagePackWriter) {
+        let encoder = MessagePackEncoder()
+        var direct: [MessagePackValue] = []
+        writer.writeArrayHeader(count: outputs.count)
+        for output in outputs {
             let start = writer.count
-            writer.writeArrayHeader(count: 2)
             do {
+                let output = try output.get()
+                writer.writeArrayHeader(count: 2)
                 writer.write(.nil)
-                try outcome.get()(&writer)
+                try encoder.encode(output, into: &writer, directValues: &direct)
+                try refuseDescriptors(in: direct)
             } catch {
                 writer.truncate(to: start)
                 writer.write([errorValue(error), .nil])
             }
+            direct.removeAll(keepingCapacity: true)
         }
     }
 
@@ -165,3 +176,5 @@ extension RPCArguments {
         }
     }
 }
+
+extension RPCArguments.Prepared: Sendable where Run: Sendable, BatchRun: Sendable {}

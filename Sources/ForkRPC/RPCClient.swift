@@ -157,14 +157,25 @@ public final class RPCClient: Sendable {
             guard let count = result.count, count == inputs.count else {
                 throw RPCError(.protocolViolation, "answered a batch of \(inputs.count) with \(result.typeName)", function: name, pid: self.pid)
             }
-            return (0..<count).map { index -> Result<Output, RPCError> in
+            var outcomes: [Result<Output, RPCError>] = []
+            outcomes.reserveCapacity(count)
+            for index in 0..<count {
                 let pair = result[index]
-                guard pair.count == 2 else {
-                    return .failure(RPCError(.protocolViolation, "answered a batch item with \(pair.typeName), not [error, result]", function: name, pid: self.pid))
+                if pair.count != 2 {
+                    outcomes.append(.failure(RPCError(
+                        .protocolViolation, "answered a batch item with \(pair.typeName), not [error, result]", function: name, pid: self.pid)))
+                } else if !pair[0].isNil {
+                    outcomes.append(.failure(self.remoteError((try? pair[0].value()) ?? .nil, function: name)))
+                } else {
+                    do {
+                        outcomes.append(.success(try pair[1].decode(Output.self)))
+                    } catch {
+                        outcomes.append(.failure(RPCError(
+                            .codingFailed, "returned a result that is not \(Output.self): \(error)", function: name, pid: self.pid)))
+                    }
                 }
-                if !pair[0].isNil { return .failure(self.remoteError((try? pair[0].value()) ?? .nil, function: name)) }
-                return Result { try self.decode(Output.self, of: name, from: pair[1]) }.mapError { $0 as! RPCError }
             }
+            return outcomes
         }
     }
 

@@ -23,8 +23,8 @@ import Glibc
 /// expected type). `serve()` returns when the owner closes its end: queued calls are answered first.
 public final class RPCServer {
     /// Decodes a call's params (while they can be read in place) and returns the call, which runs
-    /// the function and returns how to encode its result.
-    private typealias Handler = (_ params: MessagePackObject) throws -> () throws -> RPCArguments.ResultEncoder
+    /// the function and returns how to encode its result; or does the same for a `$batch`'s calls.
+    private typealias Handler = RPCArguments.Handler<() throws -> RPCArguments.ResultEncoder, () -> RPCArguments.BatchEncoder>
 
     private var stream: RPCStream
     private var handlers: [String: Handler] = [:]
@@ -49,18 +49,29 @@ public final class RPCServer {
 
     /// Serves `function` with `body`.
     public func register<Input, Output>(_ function: RPCFunction<Input, Output>, _ body: @escaping (Input) throws -> Output) {
-        handlers[function.name] = { params in
-            let input = try RPCArguments.decode(Input.self, from: params)
-            return { RPCArguments.result(try body(input)) }
-        }
+        handlers[function.name] = Self.handler(decode: { try RPCArguments.decode(Input.self, from: $0) }, body)
     }
 
     /// Serves `method` with untyped parameters and result (for peers that send plain msgpack-rpc).
     public func register(method: String, _ body: @escaping ([MessagePackValue]) throws -> MessagePackValue) {
-        handlers[method] = { params in
-            let values = try params.value().arrayValue ?? []
-            return { RPCArguments.result(try body(values)) }
-        }
+        handlers[method] = Self.handler(decode: { try $0.value().arrayValue ?? [] }, body)
+    }
+
+    private static func handler<Input, Output: Encodable & Sendable>(
+        decode: @escaping (MessagePackObject) throws -> Input, _ body: @escaping (Input) throws -> Output
+    ) -> Handler {
+        Handler(
+            single: { params in
+                let input = try decode(params)
+                return { RPCArguments.result(try body(input)) }
+            },
+            batch: { calls in
+                let inputs = calls.map { call in Result { try decode(call) } }
+                return {
+                    let outputs = inputs.map { input in Result { try body(try input.get()) } }
+                    return { writer in RPCArguments.writeBatch(outputs, into: &writer) }
+                }
+            })
     }
 
     /// Sends an event to the owner: a notification `[2, name, [value]]`. Sent at once (there is no
@@ -105,7 +116,7 @@ public final class RPCServer {
                 let outcome: RPCArguments.Outcome = switch call {
                 case .failure(let error): .single(.failure(error))
                 case .success(.single(let run)): .single(Result { try run() })
-                case .success(.batch(let runs)): .batch(runs.map { $0.flatMap { run in Result { try run() } } })
+                case .success(.batch(let run)): .batch(run())
                 }
                 outcome.write(id: id, into: &response)
                 try stream.send(response)

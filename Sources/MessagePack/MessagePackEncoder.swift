@@ -31,6 +31,8 @@ public struct MessagePackEncoder: Sendable {
     /// their own MessagePack form (``MessagePackValueConvertible`` values, ``MessagePackValue``s), so
     /// that ForkRPC can find the descriptors a message carries without a second pass.
     package func encode<Value: Encodable>(_ value: Value, into writer: inout MessagePackWriter, directValues: inout [MessagePackValue]) throws {
+        // A leaf needs no encoder state: the common result of a small remote call.
+        if StreamingEncoder.writeLeaf(value, writer.packer) { return }
         let start = writer.count
         let streaming = StreamingEncoder(writer)
         do {

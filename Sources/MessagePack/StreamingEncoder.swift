@@ -88,16 +88,22 @@ final class StreamingEncoder {
     /// The common leaf types, without asking the runtime what they conform to.
     @inline(__always)
     private func writePrimitive<Value>(_ value: Value) -> Bool {
+        Self.writeLeaf(value, packer)
+    }
+
+    /// Packs `value` if it is one of the common leaf types; false if it is not.
+    @inline(__always)
+    static func writeLeaf<Value>(_ value: Value, _ packer: UnsafeMutablePointer<msgpack_packer>) -> Bool {
         if Value.self == Int.self {
             msgpack_pack_int64(packer, Int64(unsafeBitCast(value, to: Int.self)))
         } else if Value.self == String.self {
-            write(unsafeBitCast(value, to: String.self))
+            MessagePackWriter.pack(.string(unsafeBitCast(value, to: String.self)), packer)
         } else if Value.self == Double.self {
             msgpack_pack_double(packer, unsafeBitCast(value, to: Double.self))
         } else if Value.self == Bool.self {
             _ = unsafeBitCast(value, to: Bool.self) ? msgpack_pack_true(packer) : msgpack_pack_false(packer)
         } else if Value.self == [UInt8].self {
-            write(bytes: unsafeBitCast(value, to: [UInt8].self))
+            MessagePackWriter.pack(.binary(unsafeBitCast(value, to: [UInt8].self)), packer)
         } else {
             return false
         }
