@@ -127,6 +127,7 @@ let package = Package(
             dependencies: [
                 "ForkPool", "ForkRPC", "ForkKit",
                 .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "MetricsTestKit", package: "swift-metrics"),
             ]
         ),
         .testTarget(

@@ -11,13 +11,13 @@ struct PoolMetrics: Sendable {
     let workers: Gauge
     let queueLength: Gauge
 
-    init(prefix: String) {
-        calls = Counter(label: "\(prefix)_calls_total")
-        failures = Counter(label: "\(prefix)_call_failures_total")
-        retries = Counter(label: "\(prefix)_retries_total")
-        workersStarted = Counter(label: "\(prefix)_workers_started_total")
-        workersLost = Counter(label: "\(prefix)_workers_lost_total")
-        workers = Gauge(label: "\(prefix)_workers")
-        queueLength = Gauge(label: "\(prefix)_queue_length")
+    init(prefix: String, factory: any MetricsFactory) {
+        calls = Counter(label: "\(prefix)_calls_total", factory: factory)
+        failures = Counter(label: "\(prefix)_call_failures_total", factory: factory)
+        retries = Counter(label: "\(prefix)_retries_total", factory: factory)
+        workersStarted = Counter(label: "\(prefix)_workers_started_total", factory: factory)
+        workersLost = Counter(label: "\(prefix)_workers_lost_total", factory: factory)
+        workers = Gauge(label: "\(prefix)_workers", factory: factory)
+        queueLength = Gauge(label: "\(prefix)_queue_length", factory: factory)
     }
 }

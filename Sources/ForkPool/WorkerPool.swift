@@ -1,6 +1,7 @@
 import ForkKit
 import ForkRPC
 import Logging
+import Metrics
 import Synchronization
 
 /// A load-balanced pool of forked RPC workers that share what was loaded into their template
@@ -57,7 +58,7 @@ public final class WorkerPool: Sendable {
         self.workerFunction = workerFunction
         (events, eventSink) = AsyncStream.makeStream(of: Event.self)
         state = Mutex(PoolState(configuration: configuration))
-        metrics = configuration.metricsPrefix.map(PoolMetrics.init(prefix:))
+        metrics = configuration.metricsPrefix.map { PoolMetrics(prefix: $0, factory: configuration.metricsFactory ?? MetricsSystem.factory) }
         // The minimum is started here, so that a pool that cannot fork fails where it is made.
         let initial = min(configuration.idleWorkers, configuration.maximumWorkers)
         state.withLock { $0.starting = initial }

@@ -1,4 +1,5 @@
 import Logging
+import Metrics
 
 #if canImport(Glibc)
 import Glibc
@@ -55,6 +56,8 @@ extension WorkerPool {
         public var logger: Logger?
         /// The prefix of the pool's swift-metrics names (`<prefix>_calls_total`, ...), `nil` for none.
         public var metricsPrefix: String? = "forkkit_pool"
+        /// Where the metrics go; `nil`: the backend bootstrapped with `MetricsSystem.bootstrap`.
+        public var metricsFactory: (any MetricsFactory)?
 
         /// A configuration with the defaults.
         public init() {}

@@ -2,6 +2,7 @@ import ForkKit
 import ForkPool
 import ForkRPC
 import Foundation
+import MetricsTestKit
 import Synchronization
 import Testing
 
@@ -306,6 +307,24 @@ struct WorkerPoolTests {
         #expect(pool.statistics.counters.workersStopped == 1)
         let served = pool.statistics.workers.map(\.callsServed)
         #expect(served.count == 1 && served[0] > 0)
+        await pool.shutdown()
+    }
+
+    @Test("swift-metrics counters count calls, started and lost workers")
+    func metrics() async throws {
+        let metrics = TestMetrics()
+        let pool = try await makePool {
+            $0.idleWorkers = 1; $0.maximumWorkers = 1; $0.metricsPrefix = "test_pool"; $0.metricsFactory = metrics; $0.retries = 1
+        }
+        let pid = try await pool.call(workerPID, 0)
+        for number in 0..<5 { _ = try await pool.call(square, number) }
+        kill(pid, SIGKILL)
+        #expect(await eventually(within: 5) { pool.statistics.counters.workersLost == 1 })
+        #expect(try await pool.call(square, 9) == 81)
+        #expect(metrics.counterTotal(label: "test_pool_calls_total") == 7)
+        #expect(metrics.counterTotal(label: "test_pool_workers_started_total") == 2)
+        #expect(metrics.counterTotal(label: "test_pool_workers_lost_total") == 1)
+        #expect(try metrics.expectGauge("test_pool_workers").lastValue == 1)
         await pool.shutdown()
     }
 
