@@ -114,10 +114,16 @@ let package = Package(
         ),
 
         .testTarget(name: "MessagePackTests", dependencies: ["MessagePack"]),
+        // What the test targets share (paths of the built test programs, process and descriptor checks).
+        .target(
+            name: "ForkKitTestSupport",
+            dependencies: ["ForkKit", .product(name: "SystemPackage", package: "swift-system")],
+            path: "Tests/ForkKitTestSupport"
+        ),
         .testTarget(
             name: "ForkRPCTests",
             dependencies: [
-                "ForkRPC", "ForkKit", "MessagePack",
+                "ForkRPC", "ForkKit", "MessagePack", "ForkKitTestSupport",
                 .product(name: "SystemPackage", package: "swift-system"),
                 .product(name: "Logging", package: "swift-log"),
             ]
@@ -125,14 +131,17 @@ let package = Package(
         .testTarget(
             name: "ForkPoolTests",
             dependencies: [
-                "ForkPool", "ForkRPC", "ForkKit",
+                "ForkPool", "ForkRPC", "ForkKit", "ForkKitTestSupport",
                 .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "MetricsTestKit", package: "swift-metrics"),
             ]
         ),
         .testTarget(
             name: "ForkKitTests",
-            dependencies: ["ForkKit", "CForkSupport", "MessagePack", .product(name: "SystemPackage", package: "swift-system")]
+            dependencies: [
+                "ForkKit", "CForkSupport", "MessagePack", "ForkKitTestSupport",
+                .product(name: "SystemPackage", package: "swift-system"),
+            ]
         ),
     ]
 )

@@ -46,7 +46,7 @@ struct PoolBenchmark: AsyncParsableCommand {
             samples["forkkit_pool_primes_ms", default: []].append(try await 1000 * Self.time {
                 _ = try await pool.map(PrimeCounting.countPrimes, ranges)
             })
-            samples["threads_primes_ms", default: []].append(try await 1000 * Self.time { _ = await Self.countOnThreads(ranges, width: workers) })
+            samples["threads_primes_ms", default: []].append(try await 1000 * Self.time { _ = await PrimeCounting.countOnThreads(ranges, width: workers) })
             samples["one_thread_primes_ms", default: []].append(try await 1000 * Self.time {
                 _ = ranges.reduce(0) { $0 + PrimeCounting.count(in: $1) }
             })
@@ -78,28 +78,6 @@ struct PoolBenchmark: AsyncParsableCommand {
             guard results.last == (items - 1) * (items - 1) else { throw PeerFailure(description: "wrong squares") }
         }
         return Double(items) / seconds
-    }
-
-    /// The prime count over `ranges` on a TaskGroup, `width` ranges at a time.
-    static func countOnThreads(_ ranges: [PrimeRange], width: Int) async -> Int {
-        await withTaskGroup(of: Int.self) { group in
-            var next = 0
-            var total = 0
-            while next < min(width, ranges.count) {
-                let range = ranges[next]
-                group.addTask { PrimeCounting.count(in: range) }
-                next += 1
-            }
-            while let count = await group.next() {
-                total += count
-                if next < ranges.count {
-                    let range = ranges[next]
-                    group.addTask { PrimeCounting.count(in: range) }
-                    next += 1
-                }
-            }
-            return total
-        }
     }
 
     /// Median microseconds of `body`, one call at a time.

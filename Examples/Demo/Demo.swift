@@ -97,26 +97,7 @@ struct Demo: AsyncParsableCommand {
         let bar = ProgressBar(label: "threads (TaskGroup)")
         let start = ContinuousClock.now
         let primes = await bar.show(progress: { (completed.load(ordering: .relaxed), ranges.count) }) {
-            await withTaskGroup(of: Int.self) { group in
-                var next = 0
-                var total = 0
-                // At most `workers` ranges at a time, as on the worker processes.
-                while next < min(workers, ranges.count) {
-                    let range = ranges[next]
-                    group.addTask { PrimeCounting.count(in: range) }
-                    next += 1
-                }
-                while let count = await group.next() {
-                    total += count
-                    completed.add(1, ordering: .relaxed)
-                    if next < ranges.count {
-                        let range = ranges[next]
-                        group.addTask { PrimeCounting.count(in: range) }
-                        next += 1
-                    }
-                }
-                return total
-            }
+            await PrimeCounting.countOnThreads(ranges, width: workers) { completed.add(1, ordering: .relaxed) }
         }
         return Outcome(way: "threads (TaskGroup, \(workers))", primes: primes, time: ContinuousClock.now - start)
     }

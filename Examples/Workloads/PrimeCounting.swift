@@ -27,6 +27,28 @@ public enum PrimeCounting {
         return stride(from: 0, to: limit, by: width).map { PrimeRange(lower: $0, upper: min($0 + width, limit)) }
     }
 
+    /// The primes in all of `ranges`, counted on a TaskGroup (Swift's cooperative threads), at most
+    /// `width` ranges at a time; `completed` is called after each range.
+    public static func countOnThreads(_ ranges: [PrimeRange], width: Int, completed: @Sendable () -> Void = {}) async -> Int {
+        await withTaskGroup(of: Int.self) { group in
+            var next = 0
+            var total = 0
+            func addNext() {
+                guard next < ranges.count else { return }
+                let range = ranges[next]
+                group.addTask { count(in: range) }
+                next += 1
+            }
+            for _ in 0..<width { addNext() }
+            while let count = await group.next() {
+                total += count
+                completed()
+                addNext()
+            }
+            return total
+        }
+    }
+
     /// How many primes `range` holds.
     public static func count(in range: PrimeRange) -> Int {
         (range.lower..<range.upper).reduce(0) { $0 + (isPrime($1) ? 1 : 0) }

@@ -1,5 +1,6 @@
 import CForkSupport
 import ForkKit
+import ForkKitTestSupport
 import Foundation
 import MessagePack
 import SystemPackage

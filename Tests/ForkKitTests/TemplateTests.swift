@@ -1,4 +1,5 @@
 import ForkKit
+import ForkKitTestSupport
 import Foundation
 import SystemPackage
 import Testing

@@ -1,5 +1,6 @@
 import ForkKit
 import ForkPool
+import ForkKitTestSupport
 import ForkRPC
 import Foundation
 import MetricsTestKit
@@ -18,12 +19,6 @@ let failIfNegative = RPCFunction<Int, Int>("fail-if-negative")
 let retire = RPCFunction<Int, Int32>("retire")
 let emitProgress = RPCFunction<Int, Int>("emit-progress")
 
-/// The test worker (Tests/ForkKitTestWorker), next to the test bundle, as a template.
-func workerTemplate() async throws -> ForkTemplate {
-    let executable = (try FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe") as NSString).deletingLastPathComponent
-    return try await ForkTemplate.spawn(executable: executable + "/forkkit-test-worker")
-}
-
 /// A pool of the test worker's "pool-worker" function, configured by `adjust`.
 func makePool(
     _ function: String = "pool-worker", _ adjust: (inout WorkerPool.Configuration) -> Void = { _ in }
@@ -33,29 +28,6 @@ func makePool(
     configuration.metricsPrefix = nil
     adjust(&configuration)
     return try await WorkerPool(template: try await workerTemplate(), running: function, configuration: configuration)
-}
-
-/// True once the process is gone (reaped: no /proc entry, so no zombie either).
-func isGone(_ pid: Int32) -> Bool {
-    !FileManager.default.fileExists(atPath: "/proc/\(pid)")
-}
-
-func eventually(within seconds: Double, _ condition: () -> Bool) async -> Bool {
-    let deadline = ContinuousClock.now + .seconds(seconds)
-    while ContinuousClock.now < deadline {
-        if condition() { return true }
-        try? await Task.sleep(for: .milliseconds(10))
-    }
-    return condition()
-}
-
-/// This process's open descriptors, each as "number -> what it is", so that a number closed by
-/// another test's cleanup and reused for a leak still shows as new.
-func openDescriptors() -> Set<String> {
-    let numbers = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd")) ?? []
-    return Set(numbers.compactMap { number in
-        (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/fd/\(number)")).map { "\(number) -> \($0)" }
-    })
 }
 
 /// Measures how long `body` takes.
@@ -144,7 +116,7 @@ struct WorkerPoolTests {
         let victim = try await killer.value
         #expect(pool.statistics.counters.workersLost == 1)
         #expect(!pool.statistics.workers.contains { $0.pid == victim })
-        #expect(await eventually(within: 5) { isGone(victim) })
+        #expect(await eventually(within: 5) { isReaped(victim) })
         await pool.shutdown()
     }
 
@@ -179,7 +151,7 @@ struct WorkerPoolTests {
         #expect(Set(pids).count == 4)
         #expect(Array(pids[0..<3]) == Array(repeating: pids[0], count: 3))
         #expect(pool.statistics.counters.workersRecycled == 3)
-        #expect(await eventually(within: 5) { isGone(pids[0]) })
+        #expect(await eventually(within: 5) { isReaped(pids[0]) })
         await pool.shutdown()
     }
 
@@ -190,7 +162,7 @@ struct WorkerPoolTests {
         #expect(await eventually(within: 5) { pool.statistics.counters.workersRetired == 1 })
         let next = try await pool.call(workerPID, 0)
         #expect(next != retired)
-        #expect(await eventually(within: 5) { isGone(retired) })
+        #expect(await eventually(within: 5) { isReaped(retired) })
         await pool.shutdown()
     }
 
@@ -222,7 +194,7 @@ struct WorkerPoolTests {
         #expect(time < .seconds(2))
         let after = try await pool.call(workerPID, 0)
         #expect(after != before)
-        #expect(await eventually(within: 5) { isGone(before) })
+        #expect(await eventually(within: 5) { isReaped(before) })
         await pool.shutdown()
     }
 
@@ -249,7 +221,7 @@ struct WorkerPoolTests {
             (error as? RPCError)?.kind == .timeout
         }
         #expect(try await pool.call(workerPID, 0) != stuck)
-        #expect(await eventually(within: 5) { isGone(stuck) })
+        #expect(await eventually(within: 5) { isReaped(stuck) })
         await pool.shutdown()
     }
 
@@ -272,7 +244,7 @@ struct WorkerPoolTests {
         #expect(await eventually(within: 2) { pool.statistics.queueLength == 4 })
         await pool.shutdown()
         for (index, call) in calls.enumerated() { #expect(try await call.value == 20 + index) }
-        #expect(isGone(pid))
+        #expect(isReaped(pid))
         await #expect {
             _ = try await pool.call(square, 1)
         } throws: { error in
@@ -291,7 +263,7 @@ struct WorkerPoolTests {
         for call in calls {
             await #expect { _ = try await call.value } throws: { error in (error as? WorkerPoolError)?.kind == .shutDown }
         }
-        #expect(isGone(pid))
+        #expect(isReaped(pid))
     }
 
     @Test("the pool grows under load after the start delay and shrinks after the stop delay")
@@ -367,14 +339,14 @@ struct WorkerPoolTests {
         configuration.idleWorkers = 2
         // Warm up what stays open for the process's life (the monitor thread's descriptors).
         _ = try await withWorkerPool(template: template, running: "pool-worker", configuration: configuration) { try await $0.call(square, 1) }
-        let descriptors = openDescriptors()
+        let descriptors = openDescriptorIdentities()
 
         let pids = try await withWorkerPool(template: template, running: "pool-worker", configuration: configuration) { pool in
             _ = try await pool.map(square, 0..<1_000)
             return pool.statistics.workers.map(\.pid)
         }
         #expect(pids.count == 2)
-        #expect(pids.allSatisfy(isGone))
+        #expect(pids.allSatisfy(isReaped))
 
         struct Deliberate: Error {}
         let seen = Mutex<[Int32]>([])
@@ -387,8 +359,8 @@ struct WorkerPoolTests {
             }
         }
         #expect(seen.withLock { $0.count } == 2)
-        #expect(seen.withLock { $0 }.allSatisfy(isGone))
-        #expect(await eventually(within: 2) { openDescriptors().subtracting(descriptors).isEmpty },
-                "descriptors left open: \(openDescriptors().subtracting(descriptors).sorted())")
+        #expect(seen.withLock { $0 }.allSatisfy(isReaped))
+        #expect(await eventually(within: 2) { openDescriptorIdentities().subtracting(descriptors).isEmpty },
+                "descriptors left open: \(openDescriptorIdentities().subtracting(descriptors).sorted())")
     }
 }

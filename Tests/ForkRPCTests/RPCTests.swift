@@ -1,4 +1,5 @@
 import ForkKit
+import ForkKitTestSupport
 import ForkRPC
 import Foundation
 import Logging
@@ -22,12 +23,6 @@ let echoBytes = RPCFunction<[UInt8], [UInt8]>("echo-bytes")
 let sleepMilliseconds = RPCFunction<Int, Int>("sleep-ms")
 let countDown = RPCFunction<Int, Int>("count-down")
 let die = RPCFunction<Int, Int>("die")
-
-/// The test worker (Tests/ForkKitTestWorker), next to the test bundle, as a template.
-func workerTemplate() async throws -> ForkTemplate {
-    let executable = (try FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe") as NSString).deletingLastPathComponent
-    return try await ForkTemplate.spawn(executable: executable + "/forkkit-test-worker")
-}
 
 func mathWorker() async throws -> RPCClient {
     try await RPCClient.start(try await workerTemplate(), running: "rpc-math")

@@ -1,3 +1,5 @@
+// What the test targets share: where the built test programs are, and ways to look at processes
+// and descriptors without hanging a test.
 import ForkKit
 import Foundation
 import SystemPackage
@@ -7,24 +9,30 @@ import Glibc
 #endif
 
 /// Paths of what the package builds for the tests, next to the test bundle.
-enum Built {
-    static var directory: String {
+public enum Built {
+    public static var directory: String {
         let executable = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? ""
         return (executable as NSString).deletingLastPathComponent
     }
 
     /// The test worker: a ForkKit program whose entry points the tests run.
-    static var worker: String { directory + "/forkkit-test-worker" }
+    public static var worker: String { directory + "/forkkit-test-worker" }
     /// The plugin library.
-    static var plugin: String { directory + "/libForkKitTestPlugin.so" }
+    public static var plugin: String { directory + "/libForkKitTestPlugin.so" }
 }
 
-struct TestTimeout: Error, CustomStringConvertible {
-    let description: String
+/// A test waited too long for something.
+public struct TestTimeout: Error, CustomStringConvertible {
+    public let description: String
+
+    /// An error with `description` as its message.
+    public init(description: String) {
+        self.description = description
+    }
 }
 
 /// Reads until end of stream, failing after `seconds` rather than hanging the suite.
-func readAll(_ descriptor: FileDescriptor, seconds: Double = 10) throws -> String {
+public func readAll(_ descriptor: FileDescriptor, seconds: Double = 10) throws -> String {
     var output: [UInt8] = []
     var buffer = [UInt8](repeating: 0, count: 4096)
     let deadline = Date().addingTimeInterval(seconds)
@@ -42,25 +50,34 @@ func readAll(_ descriptor: FileDescriptor, seconds: Double = 10) throws -> Strin
 }
 
 /// The descriptor numbers a process has open.
-func openDescriptors(of pid: Int32) throws -> [Int32] {
+public func openDescriptors(of pid: Int32) throws -> [Int32] {
     try FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/fd").compactMap { Int32($0) }.sorted()
 }
 
 /// Whether `pid` is gone or a zombie (dead, but not yet reaped by its parent).
-func isDead(_ pid: Int32) -> Bool {
+public func isDead(_ pid: Int32) -> Bool {
     guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8) else { return true }
     guard let close = stat.lastIndex(of: ")") else { return true }
     let state = stat[stat.index(close, offsetBy: 2)]
     return state == "Z" || state == "X"
 }
 
+/// This process's open descriptors, each as "number -> what it is", so that a number closed by
+/// another test's cleanup and reused for a leak still shows as new.
+public func openDescriptorIdentities() -> Set<String> {
+    let numbers = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd")) ?? []
+    return Set(numbers.compactMap { number in
+        (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/fd/\(number)")).map { "\(number) -> \($0)" }
+    })
+}
+
 /// Whether `pid` no longer exists at all (exited and reaped).
-func isReaped(_ pid: Int32) -> Bool {
+public func isReaped(_ pid: Int32) -> Bool {
     !FileManager.default.fileExists(atPath: "/proc/\(pid)")
 }
 
 /// Polls `condition` every 10 ms for up to `seconds`.
-func eventually(within seconds: Double, _ condition: () -> Bool) async -> Bool {
+public func eventually(within seconds: Double, _ condition: () -> Bool) async -> Bool {
     let deadline = Date().addingTimeInterval(seconds)
     while Date() < deadline {
         if condition() { return true }
@@ -70,12 +87,12 @@ func eventually(within seconds: Double, _ condition: () -> Bool) async -> Bool {
 }
 
 /// A template of the test worker.
-func workerTemplate() async throws -> ForkTemplate {
+public func workerTemplate() async throws -> ForkTemplate {
     try await ForkTemplate.spawn(executable: Built.worker)
 }
 
 /// Runs the test worker as a plain program with `arguments`, returning its process and stdout pipe.
-func startWorkerProgram(_ arguments: [String]) throws -> (Process, Pipe) {
+public func startWorkerProgram(_ arguments: [String]) throws -> (Process, Pipe) {
     let process = Process()
     process.executableURL = URL(fileURLWithPath: Built.worker)
     process.arguments = arguments
@@ -86,7 +103,7 @@ func startWorkerProgram(_ arguments: [String]) throws -> (Process, Pipe) {
 }
 
 /// A pipe as two descriptors.
-func makePipe() throws -> (read: FileDescriptor, write: FileDescriptor) {
+public func makePipe() throws -> (read: FileDescriptor, write: FileDescriptor) {
     let pipe = try FileDescriptor.pipe()
     return (pipe.readEnd, pipe.writeEnd)
 }
