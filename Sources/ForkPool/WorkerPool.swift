@@ -157,8 +157,12 @@ public final class WorkerPool: Sendable {
         }
         return try await withTaskCancellationHandler {
             try await withCheckedThrowingContinuation { continuation in
-                if Task.isCancelled { return continuation.resume(throwing: CancellationError()) }
-                carryOut(state.withLock { $0.enqueue(PoolState.Waiter(id: id, continuation: continuation)) })
+                carryOut(state.withLock { state in
+                    // Checked under the lock the cancellation handler takes: cancelled before this,
+                    // the handler found no waiter to remove.
+                    if Task.isCancelled { return [.fail(continuation, CancellationError())] }
+                    return state.enqueue(PoolState.Waiter(id: id, continuation: continuation))
+                })
             }
         } onCancel: {
             carryOut(state.withLock { $0.cancelWaiter(id) })
