@@ -63,7 +63,7 @@ let package = Package(
         .executableTarget(
             name: "forkkit-test-worker",
             dependencies: [
-                "ForkKit", "ForkRPC", "MessagePack",
+                "ForkKit", "ForkRPC", "ForkPool", "MessagePack",
                 .product(name: "SystemPackage", package: "swift-system"),
                 .product(name: "Logging", package: "swift-log"),
             ],

@@ -144,7 +144,8 @@ struct PoolState {
         return waiters.map { .fail($0.continuation, failure) } + pump()
     }
 
-    /// The connection to worker `pid` ended: it died, or it was closed.
+    /// The connection to worker `pid` ended: it died, or it was closed. Also called when a call
+    /// learns of it first, so that the worker is not given another call before its events end.
     mutating func workerEnded(pid: Int32) -> [PoolEffect] {
         guard let index = workers.firstIndex(where: { $0.pid == pid }) else { return pump() }
         let worker = workers.remove(at: index)

@@ -124,6 +124,8 @@ public final class WorkerPool: Sendable {
                 return result
             } catch let error as RPCError where error.kind == .workerDied || error.kind == .protocolViolation {
                 giveBack(lease, succeeded: false)
+                // The worker is gone: no other call may be given to it while its end is noticed.
+                carryOut(state.withLock { $0.workerEnded(pid: lease.pid) })
                 let (shutdown, killedByPool) = state.withLock { ($0.shutdown, $0.killedByPool.contains(lease.pid)) }
                 if shutdown == .immediate { throw WorkerPoolError.terminatedWhileRunning(pid: lease.pid) }
                 // The pool killed this worker for another call's sake: this call was not at fault.
@@ -229,7 +231,7 @@ public final class WorkerPool: Sendable {
     private func watchEvents(of client: RPCClient) {
         let events = client.events
         let pid = client.pid ?? 0
-        Task { [weak self] in
+        Task { [weak self, weak client] in
             for await event in events {
                 guard let self else { return }
                 if event.name == RPCMessage.retireMethod {
@@ -242,7 +244,14 @@ public final class WorkerPool: Sendable {
             let (wasInService, effects) = state.withLock { state in
                 (state.workers.contains { $0.pid == pid && !$0.draining }, state.workerEnded(pid: pid))
             }
-            if wasInService {
+            if wasInService, let client {
+                // A worker that closed its socket may still be running: it must not outlive its
+                // place. It is given the time its client waits for an exit status, so that its
+                // callers learn what it did rather than that it was killed.
+                Task {
+                    try? await Task.sleep(for: .seconds(2))
+                    client.terminate()
+                }
                 metrics?.workersLost.increment()
                 configuration.logger?.warning("worker \(pid) is gone; a new one replaces it")
             }

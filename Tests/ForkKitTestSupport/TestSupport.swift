@@ -62,15 +62,6 @@ public func isDead(_ pid: Int32) -> Bool {
     return state == "Z" || state == "X"
 }
 
-/// This process's open descriptors, each as "number -> what it is", so that a number closed by
-/// another test's cleanup and reused for a leak still shows as new.
-public func openDescriptorIdentities() -> Set<String> {
-    let numbers = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd")) ?? []
-    return Set(numbers.compactMap { number in
-        (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/fd/\(number)")).map { "\(number) -> \($0)" }
-    })
-}
-
 /// Whether `pid` no longer exists at all (exited and reaped).
 public func isReaped(_ pid: Int32) -> Bool {
     !FileManager.default.fileExists(atPath: "/proc/\(pid)")

@@ -1,6 +1,8 @@
 // The program that ForkKit's tests start as a template. Each entry point below exercises one verb;
 // the tests talk to it through real sockets and descriptors.
 import ForkKit
+import ForkPool
+import Foundation
 import ForkRPC
 import MessagePack
 import Synchronization
@@ -143,6 +145,41 @@ ForkTemplate.bootstrap([
             return count
         }
     },
+    .function("pool-faults") { child in
+        // A pool worker that fails on request in every way a process can, for the fault tests.
+        let server = RPCServer(socket: child.socket)
+        server.register(RPCFunction<Int, Int>("square")) { $0 * $0 }
+        server.register(RPCFunction<Int, Int32>("pid")) { _ in getpid() }
+        server.register(RPCFunction<Int, Int>("sleep-us")) { microseconds in
+            usleep(UInt32(microseconds))
+            return microseconds
+        }
+        server.register(RPCFunction<Int, Int>("exit-with")) { code in exit(Int32(code)) }
+        server.register(RPCFunction<Int, Int>("fatal")) { _ in fatalError("deliberate fatalError") }
+        server.register(RPCFunction<Int, Int>("segfault")) { _ in
+            UnsafeMutablePointer<Int>(bitPattern: 8)!.pointee = 1
+            return 0
+        }
+        server.register(RPCFunction<Int, Int>("allocate")) { megabytes in
+            // Under an address-space limit, allocating and touching memory stops the process.
+            var limit = rlimit(rlim_cur: rlim_t(megabytes) << 20, rlim_max: rlim_t(megabytes) << 20)
+            setrlimit(Int32(RLIMIT_AS.rawValue), &limit)
+            var hoard: [[UInt8]] = []
+            while true { hoard.append([UInt8](repeating: 1, count: 16 << 20)) }
+        }
+        server.register(RPCFunction<Int, Int>("close-socket")) { _ in
+            try child.socket.close()
+            while true { sleep(1000) }
+        }
+        server.register(RPCFunction<Int, Int>("write-garbage")) { _ in
+            try child.socket.writeAll([0xc1, 0xc1, 0xc1, 0xc1])
+            return 0
+        }
+        server.register(RPCFunction<Int, Int>("never-answer")) { _ in
+            while true { sleep(1000) }
+        }
+        try server.serve()
+    },
     .asyncRPCWorker("pool-async-worker", maximumConcurrentCalls: 4) { server in
         server.register(RPCFunction<Int, Int32>("pid")) { _ in getpid() }
         server.register(RPCFunction<Int, Int>("sleep-ms")) { milliseconds in
@@ -237,6 +274,59 @@ case "owner":
     print("\(template.pid) \(child.pid) \(idle.pid)")
     fflush(nil)
     while true { sleep(1000) }
+case "pool-owner":
+    // For the parent-death test with a pool: a template and two pool workers, one of them busy;
+    // prints the pids, then waits to be killed.
+    var configuration = WorkerPool.Configuration()
+    configuration.maximumWorkers = 2
+    configuration.idleWorkers = 2
+    configuration.metricsPrefix = nil
+    let template = try await ForkTemplate.spawn()
+    let pool = try await WorkerPool(template: template, running: "pool-worker", configuration: configuration)
+    let busy = Task.detached { try await pool.call(RPCFunction<Int, Int>("sleep-ms"), 1_000_000) }
+    while pool.statistics.workers.allSatisfy({ $0.callsInFlight == 0 }) { try await Task.sleep(for: .milliseconds(1)) }
+    print(([template.pid] + pool.statistics.workers.map(\.pid)).map(String.init).joined(separator: " "))
+    fflush(nil)
+    while true { sleep(1000) }
+    _ = busy
+case "pool-scope":
+    // For the scoped-lifetime test, in a process of its own so that no other test's descriptors
+    // come and go meanwhile: pools ended by withWorkerPool, returning and throwing; prints the
+    // workers' pids and the descriptors left open.
+    struct Deliberate: Error {}
+    func descriptors() -> Set<String> {
+        let numbers = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd")) ?? []
+        return Set(numbers.compactMap { number in
+            (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/fd/\(number)")).map { "\(number) -> \($0)" }
+        })
+    }
+    let template = try await ForkTemplate.spawn()
+    var configuration = WorkerPool.Configuration()
+    configuration.maximumWorkers = 2
+    configuration.idleWorkers = 2
+    configuration.metricsPrefix = nil
+    let square = RPCFunction<Int, Int>("square")
+    // What stays open for the process's life (the monitor thread's descriptors) opens here.
+    _ = try await withWorkerPool(template: template, running: "pool-worker", configuration: configuration) { try await $0.call(square, 1) }
+    let before = descriptors()
+    var pids = try await withWorkerPool(template: template, running: "pool-worker", configuration: configuration) { pool in
+        _ = try await pool.map(square, 0..<1_000)
+        return pool.statistics.workers.map(\.pid)
+    }
+    do {
+        try await withWorkerPool(template: template, running: "pool-worker", configuration: configuration) { pool in
+            pids += pool.statistics.workers.map(\.pid)
+            async let _ = pool.call(RPCFunction<Int, Int>("sleep-ms"), 10_000)
+            try await Task.sleep(for: .milliseconds(50))
+            throw Deliberate()
+        }
+    } catch is Deliberate {}
+    var leaked = descriptors().subtracting(before)
+    for _ in 0..<200 where !leaked.isEmpty {
+        try await Task.sleep(for: .milliseconds(10))
+        leaked = descriptors().subtracting(before)
+    }
+    print("pids=\(pids.map(String.init).joined(separator: ",")) leaked=\(leaked.sorted())")
 case "shared":
     // The lazily started default template (this binary), used twice: one template process serves both.
     let first = try await ForkTemplate.shared

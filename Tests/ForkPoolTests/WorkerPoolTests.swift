@@ -333,34 +333,20 @@ struct WorkerPoolTests {
 
     @Test("withWorkerPool leaves no worker, zombie or descriptor behind, whether the body returns or throws")
     func scopedLifetime() async throws {
-        let template = try await workerTemplate()
-        var configuration = WorkerPool.Configuration()
-        configuration.maximumWorkers = 2
-        configuration.idleWorkers = 2
-        // Warm up what stays open for the process's life (the monitor thread's descriptors).
-        _ = try await withWorkerPool(template: template, running: "pool-worker", configuration: configuration) { try await $0.call(square, 1) }
-        let descriptors = openDescriptorIdentities()
-
-        let pids = try await withWorkerPool(template: template, running: "pool-worker", configuration: configuration) { pool in
-            _ = try await pool.map(square, 0..<1_000)
-            return pool.statistics.workers.map(\.pid)
-        }
-        #expect(pids.count == 2)
-        #expect(pids.allSatisfy(isReaped))
-
-        struct Deliberate: Error {}
-        let seen = Mutex<[Int32]>([])
-        await #expect(throws: Deliberate.self) {
-            try await withWorkerPool(template: template, running: "pool-worker", configuration: configuration) { pool in
-                seen.withLock { $0 = pool.statistics.workers.map(\.pid) }
-                async let _ = pool.call(sleepMilliseconds, 10_000)
-                try await Task.sleep(for: .milliseconds(50))
-                throw Deliberate()
-            }
-        }
-        #expect(seen.withLock { $0.count } == 2)
-        #expect(seen.withLock { $0 }.allSatisfy(isReaped))
-        #expect(await eventually(within: 2) { openDescriptorIdentities().subtracting(descriptors).isEmpty },
-                "descriptors left open: \(openDescriptorIdentities().subtracting(descriptors).sorted())")
+        // Run in a process of its own (Tests/ForkKitTestWorker, "pool-scope"): other suites open
+        // and close descriptors in this one meanwhile.
+        let (owner, output) = try startWorkerProgram(["pool-scope"])
+        let text = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        owner.waitUntilExit()
+        #expect(owner.terminationStatus == 0)
+        let fields = Dictionary(uniqueKeysWithValues: text.trimmingCharacters(in: .whitespacesAndNewlines)
+            .split(separator: " ", maxSplits: 1).map { field -> (String, String) in
+                let parts = field.split(separator: "=", maxSplits: 1)
+                return (String(parts[0]), parts.count > 1 ? String(parts[1]) : "")
+            })
+        let pids = (fields["pids"] ?? "").split(separator: ",").compactMap { Int32($0) }
+        #expect(pids.count == 4, "the owner printed \(text.debugDescription)")
+        #expect(await eventually(within: 2) { pids.allSatisfy(isReaped) }, "still there: \(pids.filter { !isReaped($0) })")
+        #expect(fields["leaked"] == "[]", "descriptors left open: \(fields["leaked"] ?? text)")
     }
 }
