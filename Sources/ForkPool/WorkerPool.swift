@@ -33,8 +33,8 @@ public final class WorkerPool: Sendable {
 
     /// The configuration the pool was made with.
     public let configuration: Configuration
-    /// The template the workers are forked from.
-    public let template: ForkTemplate
+    /// The template the workers are forked from (a new one after a restart).
+    public var template: ForkTemplate { templateState.withLock { $0.template } }
     /// The worker function every worker runs.
     public let workerFunction: String
     /// Events from every worker, in the order each worker sent them. One consumer; events nobody
@@ -43,6 +43,8 @@ public final class WorkerPool: Sendable {
 
     private let eventSink: AsyncStream<Event>.Continuation
     private let state: Mutex<PoolState>
+    /// The current template, and the restart under way when it died.
+    private let templateState: Mutex<(template: ForkTemplate, restart: Task<ForkTemplate, any Error>?)>
     private let metrics: PoolMetrics?
     /// Workers being closed or killed, so that shutdown can wait for them to exit.
     private let departing = Mutex<(nextID: Int, tasks: [Int: Task<Void, Never>])>((0, [:]))
@@ -54,7 +56,7 @@ public final class WorkerPool: Sendable {
     ///   `workerFunction` that the template does not have).
     public init(template: ForkTemplate, running workerFunction: String, configuration: Configuration = Configuration()) async throws {
         self.configuration = configuration
-        self.template = template
+        templateState = Mutex((template, nil))
         self.workerFunction = workerFunction
         (events, eventSink) = AsyncStream.makeStream(of: Event.self)
         state = Mutex(PoolState(configuration: configuration))
@@ -209,12 +211,49 @@ public final class WorkerPool: Sendable {
     // MARK: Workers
 
     private func startClient() async throws -> RPCClient {
-        let client = try await RPCClient.start(
-            template, running: workerFunction, arguments: configuration.arguments,
-            maximumMessageSize: configuration.maximumMessageSize, logger: configuration.logger)
+        let template = self.template
+        let client: RPCClient
+        do {
+            client = try await fork(from: template)
+        } catch let error as ForkError where error.kind == .processGone {
+            guard case .restart(let makeTemplate) = configuration.templateRecovery else { throw error }
+            client = try await fork(from: try await replace(template, makeTemplate))
+        }
         metrics?.workersStarted.increment()
         watchEvents(of: client)
         return client
+    }
+
+    private func fork(from template: ForkTemplate) async throws -> RPCClient {
+        try await RPCClient.start(
+            template, running: workerFunction, arguments: configuration.arguments,
+            maximumMessageSize: configuration.maximumMessageSize, logger: configuration.logger)
+    }
+
+    /// A template in place of `dead`: one restart for all the forks that found it dead.
+    private func replace(_ dead: ForkTemplate, _ makeTemplate: @escaping @Sendable () async throws -> ForkTemplate) async throws -> ForkTemplate {
+        let restart = templateState.withLock { current -> Task<ForkTemplate, any Error>? in
+            if current.template !== dead { return nil }
+            if let restart = current.restart { return restart }
+            configuration.logger?.error("the template (pid \(dead.pid)) is gone; starting a new one")
+            let restart = Task { try await makeTemplate() }
+            current.restart = restart
+            return restart
+        }
+        guard let restart else { return self.template }
+        do {
+            let fresh = try await restart.value
+            let replaced = templateState.withLock { current -> Bool in
+                guard current.template === dead else { return false }
+                current = (fresh, nil)
+                return true
+            }
+            if replaced { state.withLock { $0.counters.templatesRestarted += 1 } }
+            return self.template
+        } catch {
+            templateState.withLock { current in if current.template === dead { current.restart = nil } }
+            throw error
+        }
     }
 
     private func startWorker() async {

@@ -1,3 +1,4 @@
+import ForkKit
 import Logging
 import Metrics
 
@@ -47,6 +48,9 @@ extension WorkerPool {
         /// How long a call may take before it fails with a timeout; a stuck synchronous worker is then
         /// killed and replaced. A call can set its own. `nil`: no limit.
         public var callTimeout: Duration?
+        /// What the pool does when its template dies (its workers die with it): fail the calls that
+        /// need a new worker (the default), or start a new template and go on.
+        public var templateRecovery: TemplateRecovery = .failCalls
         /// Arguments every worker is forked with (``ForkKit/ChildContext/arguments``).
         public var arguments: [[UInt8]] = []
         /// Largest message accepted from a worker.
@@ -63,6 +67,21 @@ extension WorkerPool {
         public init() {}
 
         static var onlineProcessorCount: Int { max(1, Int(sysconf(Int32(_SC_NPROCESSORS_ONLN)))) }
+    }
+
+    /// What a pool does when its template is gone.
+    public enum TemplateRecovery: Sendable {
+        /// Calls that need a new worker fail with ``WorkerPoolError/Kind/cannotStartWorker``,
+        /// whose underlying error says the template is gone.
+        case failCalls
+        /// `makeTemplate` starts a new template (loading what the old one had loaded), and the
+        /// pool forks its workers from it; ``WorkerPoolStatistics/Counters/templatesRestarted``
+        /// counts these.
+        ///
+        /// ```swift
+        /// configuration.templateRecovery = .restart { try await ForkTemplate.spawn() }
+        /// ```
+        case restart(_ makeTemplate: @Sendable () async throws -> ForkTemplate)
     }
 
     /// The server backend the pool's worker function runs (see `ForkEntryPoint.rpcWorker` and

@@ -40,6 +40,8 @@ public struct WorkerPoolStatistics: Sendable {
         public var workersRetired = 0
         /// Workers stopped after `stopDelay` idle.
         public var workersStopped = 0
+        /// Templates started in place of one that died (``WorkerPool/TemplateRecovery/restart(_:)``).
+        public var templatesRestarted = 0
     }
 
     /// The workers, in the order they started.

@@ -170,6 +170,42 @@ struct FaultInjectionTests {
         }
     }
 
+    @Test("the template killed under a running map: restarted, the map completes; not restarted, it fails clearly")
+    func templateKilled() async throws {
+        let inputs = (0..<6_000).map { 100 + $0 % 100 }
+        let pool = try await makePool("pool-faults") {
+            $0.idleWorkers = 2; $0.retries = 10; $0.templateRecovery = .restart { try await workerTemplate() }
+        }
+        let first = pool.template.pid
+        let killer = Task {
+            try await Task.sleep(for: .milliseconds(100))
+            kill(first, SIGKILL)
+        }
+        #expect(try await pool.map(Self.sleepMicroseconds, inputs, chunkSize: 10) == inputs)
+        try await killer.value
+        #expect(pool.template.pid != first)
+        #expect(pool.statistics.counters.templatesRestarted == 1)
+        #expect(pool.statistics.counters.workersLost >= 2)
+        await pool.shutdown()
+
+        let failing = try await makePool("pool-faults") { $0.idleWorkers = 2; $0.retries = 3 }
+        let doomed = failing.template.pid
+        let time = await elapsed {
+            await #expect {
+                let killer = Task {
+                    try await Task.sleep(for: .milliseconds(100))
+                    kill(doomed, SIGKILL)
+                }
+                defer { killer.cancel() }
+                _ = try await failing.map(Self.sleepMicroseconds, inputs, chunkSize: 10)
+            } throws: { error in
+                (error as? WorkerPoolError)?.kind == .cannotStartWorker && "\(error)".contains("\(doomed)")
+            }
+        }
+        #expect(time < .seconds(10))
+        await failing.shutdown()
+    }
+
     @Test("the owner SIGKILLed: its template and every pool worker are gone within a second")
     func ownerKilled() async throws {
         let (owner, output) = try startWorkerProgram(["pool-owner"])
