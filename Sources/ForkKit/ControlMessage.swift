@@ -17,6 +17,8 @@ enum ControlMessage: Equatable, Sendable {
     /// child's socket before the function owns it.
     case forkRun(parentDeathSignal: Int32, function: String, arguments: [[UInt8]], descriptorCount: Int)
     case run(name: String)
+    /// Resource limits for the receiving process (and every child it forks afterwards).
+    case limits(ResourceLimits)
 
     // Process → owner.
     case hello(version: Int, pid: Int32)
@@ -39,6 +41,8 @@ enum ControlMessage: Equatable, Sendable {
         case .forkRun(let signal, let function, let arguments, let count):
             ["fork-run", .int64(Int64(signal)), .string(function), .array(arguments.map(MessagePackValue.binary)), .uint(UInt64(count))]
         case .run(let name): ["run", .string(name)]
+        case .limits(let limits):
+            .array([.string("limits")] + [limits.addressSpaceBytes, limits.cpuSeconds, limits.openFiles, limits.niceness].map { .int64(Int64($0 ?? -1)) })
         case .hello(let version, let pid): ["hello", .int64(Int64(version)), .int64(Int64(pid))]
         case .ok: ["ok"]
         case .forked(let pid): ["forked", .int64(Int64(pid))]
@@ -126,6 +130,17 @@ enum ControlMessage: Equatable, Sendable {
             }
             self = .forkRun(parentDeathSignal: try signal(0), function: try string(1), arguments: try byteStrings(2), descriptorCount: count)
         case "run": try expect(1); self = .run(name: try string(0))
+        case "limits":
+            try expect(4)
+            // -1 leaves a limit as it is (so a nice value of -1 cannot be asked for this way).
+            func optional(_ index: Int) throws(ControlProtocolError) -> Int? {
+                let value = try integer(index)
+                guard value >= -1 || index == 3 else {
+                    throw ControlProtocolError("operand \(index + 1) of 'limits' must be -1 (unchanged) or a limit, got \(value)")
+                }
+                return value == -1 ? nil : value
+            }
+            self = .limits(ResourceLimits(addressSpaceBytes: try optional(0), cpuSeconds: try optional(1), openFiles: try optional(2), niceness: try optional(3)))
         case "hello": try expect(2); self = .hello(version: try integer(0), pid: try pid(1))
         case "ok": try expect(0); self = .ok
         case "forked": try expect(1); self = .forked(pid: try pid(0))

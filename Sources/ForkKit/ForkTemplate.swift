@@ -192,6 +192,13 @@ public final class ForkTemplate: Sendable {
         try await initialize(name, arguments: arguments.map { Array($0.utf8) })
     }
 
+    /// Puts resource limits on this process; every child forked from it afterwards inherits them.
+    /// Send them to a not-yet-running child (``fork(parentDeathSignal:)``) to make a limited
+    /// template without limiting the original.
+    public func apply(_ limits: ResourceLimits) async throws {
+        try await connection.request(.limits(limits))
+    }
+
     /// Appends argument byte strings; the function run later receives them, as does every child
     /// forked from this process afterwards.
     public func send(arguments: [[UInt8]]) async throws {

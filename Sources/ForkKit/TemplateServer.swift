@@ -153,6 +153,13 @@ struct TemplateServer: ~Copyable {
                 leave(status: 0)
             }
             run(name: name, body, announce: true)
+        case .limits(let limits):
+            do {
+                try limits.applyToCurrentProcess()
+                send(.ok)
+            } catch {
+                send(.error(code: error.kind.rawValue, message: error.message))
+            }
         case .hello, .ok, .forked, .running, .error, .exited:
             refuse("'\(message.value.arrayValue?.first?.stringValue ?? "?")' is a reply, not a command")
         }

@@ -34,7 +34,24 @@ public final class WorkerPool: Sendable {
     /// The configuration the pool was made with.
     public let configuration: Configuration
     /// The template the workers are forked from (a new one after a restart).
-    public var template: ForkTemplate { templateState.withLock { $0.template } }
+    public var template: ForkTemplate { templateState.withLock { $0.templates.template } }
+
+    /// A template, and what workers are forked from: the template, or its child that holds
+    /// ``Configuration/resourceLimits``.
+    private struct Templates: Sendable {
+        let template: ForkTemplate
+        let source: ForkTemplate
+
+        init(_ template: ForkTemplate, limits: ResourceLimits?) async throws {
+            self.template = template
+            if let limits {
+                source = try await template.fork()
+                try await source.apply(limits)
+            } else {
+                source = template
+            }
+        }
+    }
     /// The worker function every worker runs.
     public let workerFunction: String
     /// Events from every worker, in the order each worker sent them. One consumer; events nobody
@@ -43,8 +60,8 @@ public final class WorkerPool: Sendable {
 
     private let eventSink: AsyncStream<Event>.Continuation
     private let state: Mutex<PoolState>
-    /// The current template, and the restart under way when it died.
-    private let templateState: Mutex<(template: ForkTemplate, restart: Task<ForkTemplate, any Error>?)>
+    /// The current templates, and the restart under way when the template died.
+    private let templateState: Mutex<(templates: Templates, restart: Task<Templates, any Error>?)>
     private let metrics: PoolMetrics?
     /// Workers being closed or killed, so that shutdown can wait for them to exit.
     private let departing = Mutex<(nextID: Int, tasks: [Int: Task<Void, Never>])>((0, [:]))
@@ -56,7 +73,7 @@ public final class WorkerPool: Sendable {
     ///   `workerFunction` that the template does not have).
     public init(template: ForkTemplate, running workerFunction: String, configuration: Configuration = Configuration()) async throws {
         self.configuration = configuration
-        templateState = Mutex((template, nil))
+        templateState = Mutex((try await Templates(template, limits: configuration.resourceLimits), nil))
         self.workerFunction = workerFunction
         (events, eventSink) = AsyncStream.makeStream(of: Event.self)
         state = Mutex(PoolState(configuration: configuration))
@@ -211,13 +228,13 @@ public final class WorkerPool: Sendable {
     // MARK: Workers
 
     private func startClient() async throws -> RPCClient {
-        let template = self.template
+        let templates = templateState.withLock { $0.templates }
         let client: RPCClient
         do {
-            client = try await fork(from: template)
+            client = try await fork(from: templates.source)
         } catch let error as ForkError where error.kind == .processGone {
             guard case .restart(let makeTemplate) = configuration.templateRecovery else { throw error }
-            client = try await fork(from: try await replace(template, makeTemplate))
+            client = try await fork(from: try await replace(templates.template, makeTemplate).source)
         }
         metrics?.workersStarted.increment()
         watchEvents(of: client)
@@ -230,28 +247,29 @@ public final class WorkerPool: Sendable {
             maximumMessageSize: configuration.maximumMessageSize, logger: configuration.logger)
     }
 
-    /// A template in place of `dead`: one restart for all the forks that found it dead.
-    private func replace(_ dead: ForkTemplate, _ makeTemplate: @escaping @Sendable () async throws -> ForkTemplate) async throws -> ForkTemplate {
-        let restart = templateState.withLock { current -> Task<ForkTemplate, any Error>? in
-            if current.template !== dead { return nil }
+    /// Templates in place of `dead`: one restart for all the forks that found it dead.
+    private func replace(_ dead: ForkTemplate, _ makeTemplate: @escaping @Sendable () async throws -> ForkTemplate) async throws -> Templates {
+        let limits = configuration.resourceLimits
+        let restart = templateState.withLock { current -> Task<Templates, any Error>? in
+            if current.templates.template !== dead { return nil }
             if let restart = current.restart { return restart }
             configuration.logger?.error("the template (pid \(dead.pid)) is gone; starting a new one")
-            let restart = Task { try await makeTemplate() }
+            let restart = Task { try await Templates(try await makeTemplate(), limits: limits) }
             current.restart = restart
             return restart
         }
-        guard let restart else { return self.template }
+        guard let restart else { return templateState.withLock { $0.templates } }
         do {
             let fresh = try await restart.value
             let replaced = templateState.withLock { current -> Bool in
-                guard current.template === dead else { return false }
+                guard current.templates.template === dead else { return false }
                 current = (fresh, nil)
                 return true
             }
             if replaced { state.withLock { $0.counters.templatesRestarted += 1 } }
-            return self.template
+            return templateState.withLock { $0.templates }
         } catch {
-            templateState.withLock { current in if current.template === dead { current.restart = nil } }
+            templateState.withLock { current in if current.templates.template === dead { current.restart = nil } }
             throw error
         }
     }

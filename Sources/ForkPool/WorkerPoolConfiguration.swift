@@ -51,6 +51,10 @@ extension WorkerPool {
         /// What the pool does when its template dies (its workers die with it): fail the calls that
         /// need a new worker (the default), or start a new template and go on.
         public var templateRecovery: TemplateRecovery = .failCalls
+        /// Resource limits (address space, CPU seconds, descriptors, nice value) every worker runs
+        /// under. The pool forks a child of the template, applies them there, and forks its workers
+        /// from that child, so the template itself stays unlimited. `nil`: none.
+        public var resourceLimits: ResourceLimits?
         /// Arguments every worker is forked with (``ForkKit/ChildContext/arguments``).
         public var arguments: [[UInt8]] = []
         /// Largest message accepted from a worker.

@@ -43,6 +43,15 @@ ForkTemplate.bootstrap([
         try FileDescriptor(rawValue: connection).writeAll(Array("served by \(getpid())\n".utf8))
         close(connection)
     },
+    .function("report-limits") { child in
+        var address = rlimit(), cpu = rlimit(), files = rlimit()
+        getrlimit(Int32(RLIMIT_AS.rawValue), &address)
+        getrlimit(Int32(RLIMIT_CPU.rawValue), &cpu)
+        getrlimit(Int32(RLIMIT_NOFILE.rawValue), &files)
+        errno = 0
+        let nice = getpriority(__priority_which_t(PRIO_PROCESS.rawValue), 0)
+        try child.socket.writeAll(Array("\(address.rlim_cur) \(cpu.rlim_cur) \(files.rlim_cur) \(nice)".utf8))
+    },
     .function("report-remembered") { child in
         try child.socket.writeAll(remembered)
     },
@@ -151,8 +160,18 @@ ForkTemplate.bootstrap([
         server.register(RPCFunction<Int, Int>("square")) { $0 * $0 }
         server.register(RPCFunction<Int, Int32>("pid")) { _ in getpid() }
         server.register(RPCFunction<Int, Int>("sleep-us")) { microseconds in
+            // -1: spin without end instead (for the CPU limit).
+            var spins = 0
+            while microseconds < 0 { spins &+= 1 }
             usleep(UInt32(microseconds))
-            return microseconds
+            return microseconds + spins
+        }
+        server.register(RPCFunction<Int, [Int]>("limits")) { _ in
+            var address = rlimit(), cpu = rlimit(), files = rlimit()
+            getrlimit(Int32(RLIMIT_AS.rawValue), &address)
+            getrlimit(Int32(RLIMIT_CPU.rawValue), &cpu)
+            getrlimit(Int32(RLIMIT_NOFILE.rawValue), &files)
+            return [Int(address.rlim_cur), Int(cpu.rlim_cur), Int(files.rlim_cur), Int(getpriority(__priority_which_t(PRIO_PROCESS.rawValue), 0))]
         }
         server.register(RPCFunction<Int, Int>("exit-with")) { code in exit(Int32(code)) }
         server.register(RPCFunction<Int, Int>("fatal")) { _ in fatalError("deliberate fatalError") }

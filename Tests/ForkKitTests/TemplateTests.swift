@@ -116,6 +116,24 @@ struct TemplateTests {
         #expect(try readAll(child.socket) == "loaded once")
     }
 
+    @Test("resource limits given to a not-yet-running child reach the children forked from it, not the template")
+    func resourceLimits() async throws {
+        let template = try await workerTemplate()
+        let limited = try await template.fork()
+        try await limited.apply(ResourceLimits(addressSpaceBytes: 3 << 30, cpuSeconds: 77, openFiles: 99, niceness: 5))
+        let child = try await limited.fork(running: "report-limits")
+        #expect(try readAll(child.socket) == "\(3 << 30) 77 99 5")
+        let unlimited = try await template.fork(running: "report-limits")
+        let fields = try readAll(unlimited.socket).split(separator: " ")
+        #expect(fields.count == 4 && fields[1] != "77" && fields[2] != "99" && fields[3] == "0")
+        // A limit the system refuses is an error naming it; the process goes on serving.
+        let refused = try await #require(throws: ForkError.self) {
+            try await limited.apply(ResourceLimits(openFiles: 1 << 40))
+        }
+        #expect(refused.message.contains("RLIMIT_NOFILE"))
+        #expect(try await limited.fork(running: "exit-now").exitStatus() == .exited(0))
+    }
+
     @Test("a failing initializer is reported with its message, and the template goes on serving")
     func failingInitializer() async throws {
         let template = try await workerTemplate()

@@ -206,6 +206,23 @@ struct FaultInjectionTests {
         await failing.shutdown()
     }
 
+    @Test("resource limits: every worker runs under them, the template does not; a CPU hog is stopped")
+    func resourceLimits() async throws {
+        let limits = ResourceLimits(addressSpaceBytes: 2 << 30, cpuSeconds: 1, openFiles: 99, niceness: 3)
+        let pool = try await makePool("pool-faults") { $0.idleWorkers = 2; $0.resourceLimits = limits }
+        let limitsOf = RPCFunction<Int, [Int]>("limits")
+        #expect(try await pool.call(limitsOf, 0) == [2 << 30, 1, 99, 3])
+        let unlimited = try await pool.template.fork(running: "report-limits")
+        #expect(try readAll(unlimited.socket).split(separator: " ").last == "0")
+        // A worker that spins past its CPU seconds gets SIGXCPU (then SIGKILL), named in the error.
+        let spin = try await #require(throws: RPCError.self) {
+            _ = try await pool.call(Self.sleepMicroseconds, -1)
+        }
+        #expect(spin.kind == .workerDied && ("\(spin)".contains("SIGXCPU") || "\(spin)".contains("SIGKILL")), "\(spin)")
+        #expect(try await pool.call(square, 4) == 16)
+        await pool.shutdown()
+    }
+
     @Test("the owner SIGKILLed: its template and every pool worker are gone within a second")
     func ownerKilled() async throws {
         let (owner, output) = try startWorkerProgram(["pool-owner"])
