@@ -114,6 +114,9 @@ let package = Package(
         ),
 
         .testTarget(name: "MessagePackTests", dependencies: ["MessagePack"]),
+        // The harness every decoder of untrusted bytes runs under, for the fuzzer (below) and for
+        // the tests, which replay the corpus in Tests/FuzzCorpus.
+        .target(name: "FuzzHarness", dependencies: ["ForkKit", "ForkRPC", "MessagePack"], path: "Tests/FuzzHarness"),
         // What the test targets share (paths of the built test programs, process and descriptor checks).
         .target(
             name: "ForkKitTestSupport",
@@ -123,7 +126,7 @@ let package = Package(
         .testTarget(
             name: "ForkRPCTests",
             dependencies: [
-                "ForkRPC", "ForkKit", "MessagePack", "ForkKitTestSupport",
+                "ForkRPC", "ForkKit", "MessagePack", "ForkKitTestSupport", "FuzzHarness",
                 .product(name: "SystemPackage", package: "swift-system"),
                 .product(name: "Logging", package: "swift-log"),
             ]
@@ -145,3 +148,14 @@ let package = Package(
         ),
     ]
 )
+
+// The libFuzzer target has no main of its own (libFuzzer's is linked in by --sanitize=fuzzer), so it
+// exists only in the build that scripts/fuzz.sh makes.
+if Context.environment["FORKKIT_FUZZ"] != nil {
+    package.targets.append(.executableTarget(
+        name: "forkkit-fuzz",
+        dependencies: ["FuzzHarness"],
+        path: "Tests/Fuzz",
+        swiftSettings: [.unsafeFlags(["-parse-as-library"])]
+    ))
+}

@@ -162,3 +162,12 @@ struct ControlProtocolError: Error, CustomStringConvertible {
     let description: String
     init(_ description: String) { self.description = description }
 }
+
+/// The control protocol's reader, for the fuzz harness (which lives outside this module).
+package enum ControlMessageReader {
+    /// Reads one control message from `value` and writes it back: throws where a template would
+    /// refuse the message.
+    package static func roundTrip(_ value: MessagePackValue) throws -> [UInt8] {
+        try ControlMessage(value).encoded
+    }
+}
