@@ -11,7 +11,7 @@ struct ForkKitBench: AsyncParsableCommand {
         commandName: "forkkit-bench",
         abstract: "Measure ForkKit against its peers (Perl AnyEvent::Fork, a C floor) in one run.",
         discussion: "Run in release mode: swift build -c release && .build/release/forkkit-bench spawn",
-        subcommands: [SpawnBenchmark.self, RPCBenchmark.self, PoolBenchmark.self, AllBenchmarks.self]
+        subcommands: [SpawnBenchmark.self, RPCBenchmark.self, PoolBenchmark.self, SoakTest.self, AllBenchmarks.self]
     )
 
     static func main() async {
@@ -22,6 +22,11 @@ struct ForkKitBench: AsyncParsableCommand {
             .rpcWorker("pool-bench") { server in
                 server.register(PoolBenchmark.square) { $0 * $0 }
                 server.register(PrimeCounting.countPrimes, PrimeCounting.count(in:))
+                server.register(SoakTest.echo) { $0 }
+                server.register(SoakTest.countDown) { count in
+                    for remaining in stride(from: count, to: 0, by: -1) { try server.emit("tick", remaining) }
+                    return count
+                }
             },
         ])
         await main(nil)

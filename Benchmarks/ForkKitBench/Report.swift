@@ -38,6 +38,11 @@ struct Report {
         targets.append(Target(name: name, value: metric(metricName), target: goal, explanation: explanation))
     }
 
+    /// Adds a ceiling on a metric itself.
+    mutating func target(_ name: String, _ metricName: String, atMost goal: Double, _ explanation: String) {
+        targets.append(Target(name: name, value: metric(metricName), target: goal, explanation: explanation, isCeiling: true))
+    }
+
     private func ratio(_ numerator: String, _ denominator: String) -> Double? {
         if let top = metric(numerator), let bottom = metric(denominator), bottom > 0 { top / bottom } else { nil }
     }

@@ -4,6 +4,10 @@ import Logging
 import Metrics
 import Synchronization
 
+#if canImport(Glibc)
+import Glibc
+#endif
+
 /// A load-balanced pool of forked RPC workers that share what was loaded into their template
 /// (AnyEvent::Fork::Pool, and Python's `multiprocessing.Pool` without its hangs).
 ///
@@ -54,8 +58,8 @@ public final class WorkerPool: Sendable {
     }
     /// The worker function every worker runs.
     public let workerFunction: String
-    /// Events from every worker, in the order each worker sent them. One consumer; events nobody
-    /// reads are kept until read.
+    /// Events from every worker, in the order each worker sent them; the sequence ends when the
+    /// pool has been shut down. One consumer; events nobody reads are kept until read.
     public let events: AsyncStream<Event>
 
     private let eventSink: AsyncStream<Event>.Continuation
@@ -221,8 +225,10 @@ public final class WorkerPool: Sendable {
         await waitForDepartures()
     }
 
+    /// Waits until every worker has exited; then no event can come, and ``events`` ends.
     private func waitForDepartures() async {
         while let task = departing.withLock({ $0.tasks.first?.value }) { await task.value }
+        eventSink.finish()
     }
 
     // MARK: Workers
@@ -301,13 +307,14 @@ public final class WorkerPool: Sendable {
             let (wasInService, effects) = state.withLock { state in
                 (state.workers.contains { $0.pid == pid && !$0.draining }, state.workerEnded(pid: pid))
             }
-            if wasInService, let client {
+            if wasInService, let process = client?.worker {
                 // A worker that closed its socket may still be running: it must not outlive its
                 // place. It is given the time its client waits for an exit status, so that its
-                // callers learn what it did rather than that it was killed.
+                // callers learn what it did rather than that it was killed. (The process, not the
+                // client, is kept meanwhile: the client's socket closes now.)
                 Task {
                     try? await Task.sleep(for: .seconds(2))
-                    client.terminate()
+                    process.send(signal: SIGKILL)
                 }
                 metrics?.workersLost.increment()
                 configuration.logger?.warning("worker \(pid) is gone; a new one replaces it")

@@ -36,7 +36,8 @@ public final class RPCClient: Sendable {
     private let outputIsSocket: Bool
     /// Sockets are read with `recv(MSG_DONTWAIT)`; pipes are made non-blocking and read with `read`.
     private let inputIsSocket: Bool
-    private let worker: RunningChild?
+    /// The worker process, when the worker is a forked child.
+    public let worker: RunningChild?
     private let logger: Logger?
     private let state: Mutex<State>
     /// Guards the writing side; closed once `open` is false (a pipe cannot be half-shut like a socket).

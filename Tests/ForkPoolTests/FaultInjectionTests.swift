@@ -151,13 +151,19 @@ struct FaultInjectionTests {
     func shutdownWithQueue() async throws {
         for graceful in [true, false] {
             let pool = try await makePool("pool-faults") { $0.idleWorkers = 2 }
-            let calls = (0..<10_000).map { index in Task { try await pool.call(Self.sleepMicroseconds, index % 10) } }
-            #expect(await eventually(within: 5) { pool.statistics.queueLength > 5_000 })
+            // Immediate shutdown gets calls of 1 ms, so that most are still waiting when it comes.
+            func work(_ index: Int) -> Int { graceful ? index % 10 : 1_000 }
+            let calls = (0..<10_000).map { index in Task { try await pool.call(Self.sleepMicroseconds, work(index)) } }
+            // Every call made (queued, running or answered) before the shutdown begins.
+            #expect(await eventually(within: 10) {
+                let statistics = pool.statistics
+                return statistics.queueLength + statistics.workers.map(\.callsInFlight).reduce(0, +) + statistics.counters.callsServed == 10_000
+            })
             let time = await elapsed { graceful ? await pool.shutdown() : await pool.terminate() }
             var succeeded = 0, shutDown = 0
             for (index, call) in calls.enumerated() {
                 switch await call.result {
-                case .success(let value): if value == index % 10 { succeeded += 1 }
+                case .success(let value): if value == work(index) { succeeded += 1 }
                 case .failure(let error): if (error as? WorkerPoolError)?.kind == .shutDown { shutDown += 1 }
                 }
             }
