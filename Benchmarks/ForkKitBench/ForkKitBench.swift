@@ -91,5 +91,10 @@ struct AllBenchmarks: AsyncParsableCommand {
         try await rpc.run()
         let pool = try PoolBenchmark.parse(arguments)
         try await pool.run()
+        // The soak is ten minutes unless quick; `all` runs it only as a smoke run.
+        if options.quick {
+            let soak = try SoakTest.parse(arguments)
+            try await soak.run()
+        }
     }
 }
