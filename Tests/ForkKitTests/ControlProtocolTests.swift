@@ -60,7 +60,7 @@ private struct RawTemplate {
     }
 }
 
-@Suite("Control protocol: bad input is answered, never crashes or hangs")
+@Suite("Control protocol: bad input is answered, never crashes or hangs", .noZombieChildren)
 struct ControlProtocolTests {
     /// Sends `bytes`, expects an error reply of `code` containing `phrase`, then end of stream and a clean exit.
     private func expectRefusal(_ bytes: [UInt8], descriptors: [Int32] = [], code: String, mentioning phrase: String) throws {

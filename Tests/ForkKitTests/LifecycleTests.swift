@@ -8,7 +8,7 @@ import Testing
 import Glibc
 #endif
 
-@Suite("Template lifetime: death, reaping, start-up failures")
+@Suite("Template lifetime: death, reaping, start-up failures", .noZombieChildren)
 struct LifecycleTests {
     @Test("killing the owner makes the template and its busy and idle children exit within a second")
     func ownerDeath() async throws {

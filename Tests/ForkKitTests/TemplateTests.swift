@@ -8,7 +8,7 @@ import Testing
 import Glibc
 #endif
 
-@Suite("Template: spawn, fork, run")
+@Suite("Template: spawn, fork, run", .noZombieChildren)
 struct TemplateTests {
     @Test("a spawned template has only descriptors 0-3 open and reports its pid")
     func freshTemplateIsClean() async throws {

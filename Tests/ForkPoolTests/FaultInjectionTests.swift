@@ -12,7 +12,7 @@ import Glibc
 
 /// Workers that die in every way a process can, under load and one at a time: every call ends with
 /// its result or an error that names what happened, and the pool goes on serving.
-@Suite("ForkPool under fault injection", .serialized)
+@Suite("ForkPool under fault injection", .serialized, .noZombieChildren)
 struct FaultInjectionTests {
     static let sleepMicroseconds = RPCFunction<Int, Int>("sleep-us")
 

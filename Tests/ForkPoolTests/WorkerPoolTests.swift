@@ -37,7 +37,7 @@ func elapsed(_ body: () async throws -> Void) async rethrows -> Duration {
     return ContinuousClock.now - start
 }
 
-@Suite("ForkPool against real worker processes", .serialized)
+@Suite("ForkPool against real worker processes", .serialized, .noZombieChildren)
 struct WorkerPoolTests {
     @Test("call and map return the right results; a map of a tiny function travels in chunks")
     func callAndMap() async throws {

@@ -12,7 +12,7 @@ import Glibc
 #endif
 
 /// The fuzzer's findings, replayed; and random and mutated frames thrown at real processes.
-@Suite("Fuzzing")
+@Suite("Fuzzing", .noZombieChildren)
 struct FuzzTests {
     /// A small deterministic generator, so that a failure can be replayed.
     struct SplitMix: RandomNumberGenerator {

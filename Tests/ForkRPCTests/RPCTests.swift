@@ -28,7 +28,7 @@ func mathWorker() async throws -> RPCClient {
     try await RPCClient.start(try await workerTemplate(), running: "rpc-math")
 }
 
-@Suite("ForkRPC against real workers")
+@Suite("ForkRPC against real workers", .noZombieChildren)
 struct RPCTests {
     @Test("a typed call returns its result")
     func typedCall() async throws {
@@ -225,7 +225,7 @@ struct CollectingLogHandler: LogHandler {
     }
 }
 
-@Suite("ForkRPC logging")
+@Suite("ForkRPC logging", .noZombieChildren)
 struct LoggingTests {
     @Test("a worker's log records come out of the owner's logger, with the worker's pid")
     func forwarded() async throws {
@@ -244,7 +244,7 @@ struct LoggingTests {
     }
 }
 
-@Suite("ForkRPC asynchronous backend")
+@Suite("ForkRPC asynchronous backend", .noZombieChildren)
 struct AsyncBackendTests {
     let nap = RPCFunction<Int, Int>("nap-ms")
 
@@ -288,7 +288,7 @@ struct AsyncBackendTests {
     }
 }
 
-@Suite("ForkRPC: descriptors, pipes, limits, bad input")
+@Suite("ForkRPC: descriptors, pipes, limits, bad input", .noZombieChildren)
 struct RPCEdgeTests {
     @Test("a descriptor passed as an argument arrives in the worker and works")
     func passDescriptor() async throws {
