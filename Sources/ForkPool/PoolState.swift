@@ -79,9 +79,12 @@ struct PoolState {
 
     // MARK: Calls
 
-    /// A caller wants a worker: it gets the least-loaded one, or waits in the queue.
-    mutating func enqueue(_ waiter: Waiter) -> [PoolEffect] {
-        if shutdown != nil { return [.fail(waiter.continuation, WorkerPoolError.shutDown())] }
+    /// A caller wants a worker: it gets the least-loaded one, or waits in the queue. A call that
+    /// runs again (its worker died) was made before any shutdown, so a graceful one lets it in.
+    mutating func enqueue(_ waiter: Waiter, isRetry: Bool = false) -> [PoolEffect] {
+        if shutdown == .immediate || (shutdown == .graceful && !isRetry) {
+            return [.fail(waiter.continuation, WorkerPoolError.shutDown())]
+        }
         startsHeld = false
         if let index = leastLoadedIndex() {
             return [.resume(waiter.continuation, assign(index))]
@@ -126,7 +129,8 @@ struct PoolState {
     mutating func workerStarted(client: RPCClient, pid: Int32) -> [PoolEffect] {
         starting -= 1
         startsHeld = false
-        if shutdown != nil { return [.kill(client)] + pump() }
+        // A graceful shutdown still serves the calls made before it.
+        if shutdown == .immediate || (shutdown == .graceful && !hasWaiters) { return [.kill(client)] + pump() }
         workers.append(Worker(client: client, pid: pid))
         counters.workersStarted += 1
         return pump()
@@ -258,6 +262,8 @@ struct PoolState {
             return true
         }
         guard shutdown == nil else {
+            // Calls made before a graceful shutdown are still served, by a new worker if need be.
+            if shutdown == .graceful, hasWaiters { effects += growth() }
             if shutdown == .graceful, !hasWaiters {
                 for index in workers.indices where !workers[index].draining { workers[index].draining = true }
                 workers.removeAll { worker in

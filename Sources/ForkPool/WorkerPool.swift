@@ -139,8 +139,10 @@ public final class WorkerPool: Sendable {
     ) async throws -> Result {
         let allowed = retries ?? configuration.retries
         var failures = 0
+        var attempt = 0
         while true {
-            let lease = try await acquire()
+            let lease = try await acquire(isRetry: attempt > 0)
+            attempt += 1
             do {
                 let result = try await body(lease.client, timeout)
                 giveBack(lease, succeeded: true)
@@ -175,7 +177,7 @@ public final class WorkerPool: Sendable {
     }
 
     /// Waits for a worker with room for one more call.
-    private func acquire() async throws -> Lease {
+    private func acquire(isRetry: Bool) async throws -> Lease {
         let id = state.withLock { state in
             defer { state.nextWaiterID &+= 1 }
             return state.nextWaiterID
@@ -186,7 +188,7 @@ public final class WorkerPool: Sendable {
                     // Checked under the lock the cancellation handler takes: cancelled before this,
                     // the handler found no waiter to remove.
                     if Task.isCancelled { return [.fail(continuation, CancellationError())] }
-                    return state.enqueue(PoolState.Waiter(id: id, continuation: continuation))
+                    return state.enqueue(PoolState.Waiter(id: id, continuation: continuation), isRetry: isRetry)
                 })
             }
         } onCancel: {

@@ -176,6 +176,18 @@ struct FaultInjectionTests {
         }
     }
 
+    @Test("graceful shutdown while the only worker dies with calls queued: a new worker serves them")
+    func shutdownWhileWorkerDies() async throws {
+        let pool = try await makePool("pool-faults") { $0.maximumWorkers = 1; $0.load = 1; $0.idleWorkers = 1; $0.retries = 2 }
+        let pid = try await pool.call(workerPID, 0)
+        let calls = (0..<5).map { _ in Task { try await pool.call(Self.sleepMicroseconds, 20_000) } }
+        #expect(await eventually(within: 2) { pool.statistics.queueLength == 4 })
+        kill(pid, SIGKILL)
+        let time = await elapsed { await pool.shutdown() }
+        for call in calls { #expect(try await call.value == 20_000) }
+        #expect(time < .seconds(5))
+    }
+
     @Test("the template killed under a running map: restarted, the map completes; not restarted, it fails clearly")
     func templateKilled() async throws {
         let inputs = (0..<6_000).map { 100 + $0 % 100 }
