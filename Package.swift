@@ -96,6 +96,14 @@ let package = Package(
             dependencies: ["ForkKit", .product(name: "SystemPackage", package: "swift-system")],
             path: "Examples/QuickStart"
         ),
+        // Issue 7's examples, each run by CI with its output checked.
+        .executableTarget(
+            name: "forkkit-remote-functions",
+            dependencies: ["ForkKit", "ForkRPC", .product(name: "Logging", package: "swift-log")],
+            path: "Examples/RemoteFunctions"
+        ),
+        .executableTarget(name: "forkkit-async-countdown", dependencies: ["ForkKit", "ForkRPC"], path: "Examples/AsyncCountDown"),
+        .executableTarget(name: "forkkit-shared-table", dependencies: ["ForkKit", "ForkRPC", "ForkPool"], path: "Examples/SharedTable"),
         .executableTarget(
             name: "forkkit-bench",
             dependencies: [

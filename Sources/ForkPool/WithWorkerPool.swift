@@ -9,8 +9,11 @@ import ForkKit
 ///     try await pool.map(countPrimes, ranges).reduce(0, +)
 /// }
 /// ```
+///
+/// `body` runs in the caller's isolation (the main actor, say), so it may use what the caller can.
 public func withWorkerPool<Result>(
     template: ForkTemplate? = nil, running workerFunction: String, configuration: WorkerPool.Configuration = WorkerPool.Configuration(),
+    isolation: isolated (any Actor)? = #isolation,
     _ body: (WorkerPool) async throws -> Result
 ) async throws -> Result {
     let pool = if let template {
