@@ -1,8 +1,15 @@
 #!/usr/bin/env bash
 # Installs what ForkKit needs beyond the Swift toolchain, when it is missing:
-# libmsgpack-dev (the MessagePack C library) and pkg-config. With --peers, also the peers that the
-# benchmarks compare against: Perl's AnyEvent::Fork (libanyevent-fork-perl) and a C compiler.
+# libmsgpack-dev (the MessagePack C library) and pkg-config; for the test of a Python worker, the
+# msgpack package from PyPI (the test is skipped, saying so, where it cannot be installed). With
+# --peers, also the peers that the benchmarks compare against: Perl's AnyEvent::Fork
+# (libanyevent-fork-perl) and a C compiler.
 set -euo pipefail
+
+if command -v python3 >/dev/null && ! python3 -c "import msgpack" 2>/dev/null; then
+    echo "installing: msgpack (PyPI)" >&2
+    python3 -m pip install --quiet --root-user-action=ignore msgpack >&2 || echo "could not install msgpack from PyPI" >&2
+fi
 
 packages=()
 pkg-config --exists msgpack 2>/dev/null || packages+=(libmsgpack-dev pkg-config)
