@@ -13,6 +13,7 @@ let package = Package(
         .library(name: "ForkRPC", targets: ["ForkRPC"]),
         .library(name: "ForkPool", targets: ["ForkPool"]),
         .library(name: "ForkKitTestPlugin", type: .dynamic, targets: ["ForkKitTestPlugin"]),
+        .library(name: "ForkKitWordCountPlugin", type: .dynamic, targets: ["ForkKitWordCountPlugin"]),
         .executable(name: "forkkit-demo", targets: ["forkkit-demo"]),
         .executable(name: "forkkit-prefork-exec", targets: ["forkkit-prefork-exec"]),
         .executable(name: "forkkit-bench", targets: ["forkkit-bench"]),
@@ -104,6 +105,8 @@ let package = Package(
         ),
         .executableTarget(name: "forkkit-async-countdown", dependencies: ["ForkKit", "ForkRPC"], path: "Examples/AsyncCountDown"),
         .executableTarget(name: "forkkit-shared-table", dependencies: ["ForkKit", "ForkRPC", "ForkPool"], path: "Examples/SharedTable"),
+        .target(name: "ForkKitWordCountPlugin", dependencies: ["ForkKit", "ForkRPC"], path: "Examples/Plugin/Library"),
+        .executableTarget(name: "forkkit-plugin-host", dependencies: ["ForkKit", "ForkRPC"], path: "Examples/Plugin/Host"),
         .executableTarget(
             name: "forkkit-bench",
             dependencies: [
