@@ -25,18 +25,7 @@ struct PythonWorkerTests {
     @Test("typed calls, a batch, an event, a Python exception and an unknown function",
           .enabled(if: available, "python3 with the msgpack package is not installed (pip install msgpack)"))
     func callPython() async throws {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        process.arguments = ["python3", Self.script]
-        let toWorker = Pipe(), fromWorker = Pipe()
-        process.standardInput = toWorker
-        process.standardOutput = fromWorker
-        try process.run()
-        let client = RPCClient(
-            input: FileDescriptor(rawValue: dup(fromWorker.fileHandleForReading.fileDescriptor)),
-            output: FileDescriptor(rawValue: dup(toWorker.fileHandleForWriting.fileDescriptor)))
-        try fromWorker.fileHandleForReading.close()
-        try toWorker.fileHandleForWriting.close()
+        let (process, client) = try startPipeWorker("/usr/bin/env", ["python3", Self.script])
 
         #expect(try await client.call(RPCFunction<Int, Int>("square"), 12345) == 152_399_025)
         let events = Task { () -> RPCEvent? in

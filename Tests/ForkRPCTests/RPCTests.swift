@@ -24,6 +24,24 @@ let sleepMilliseconds = RPCFunction<Int, Int>("sleep-ms")
 let countDown = RPCFunction<Int, Int>("count-down")
 let die = RPCFunction<Int, Int>("die")
 
+/// Starts `executable` with `arguments` as a plain program and attaches a client to its standard
+/// input and output, as to a worker started by any means (ssh, a program in another language).
+func startPipeWorker(_ executable: String, _ arguments: [String]) throws -> (Process, RPCClient) {
+    let process = Process()
+    process.executableURL = URL(fileURLWithPath: executable)
+    process.arguments = arguments
+    let toWorker = Pipe(), fromWorker = Pipe()
+    process.standardInput = toWorker
+    process.standardOutput = fromWorker
+    try process.run()
+    let client = RPCClient(
+        input: FileDescriptor(rawValue: dup(fromWorker.fileHandleForReading.fileDescriptor)),
+        output: FileDescriptor(rawValue: dup(toWorker.fileHandleForWriting.fileDescriptor)))
+    try toWorker.fileHandleForWriting.close()
+    try fromWorker.fileHandleForReading.close()
+    return (process, client)
+}
+
 func mathWorker() async throws -> RPCClient {
     try await RPCClient.start(try await workerTemplate(), running: "rpc-math")
 }
@@ -305,19 +323,7 @@ struct RPCEdgeTests {
 
     @Test("a client attaches to any pipe pair: a worker on standard input and output")
     func pipePair() async throws {
-        let executable = (try FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe") as NSString).deletingLastPathComponent
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: executable + "/forkkit-test-worker")
-        process.arguments = ["pipe-server"]
-        let toWorker = Pipe(), fromWorker = Pipe()
-        process.standardInput = toWorker
-        process.standardOutput = fromWorker
-        try process.run()
-        let client = RPCClient(
-            input: FileDescriptor(rawValue: dup(fromWorker.fileHandleForReading.fileDescriptor)),
-            output: FileDescriptor(rawValue: dup(toWorker.fileHandleForWriting.fileDescriptor)))
-        try toWorker.fileHandleForWriting.close()
-        try fromWorker.fileHandleForReading.close()
+        let (process, client) = try startPipeWorker(Built.worker, ["pipe-server"])
         #expect(try await client.call(square, 11) == 121)
         try await client.close()
         process.waitUntilExit()
