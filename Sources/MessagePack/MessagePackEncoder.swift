@@ -59,7 +59,12 @@ public struct MessagePackEncoder: Sendable {
 
     /// Values whose encoding is not what their `Encodable` conformance would produce.
     static func direct<Value>(_ value: Value) -> MessagePackValue? {
-        switch SpecialCoding.of(Value.self) {
+        direct(value, as: SpecialCoding.of(Value.self))
+    }
+
+    /// The same, for a caller that has already looked the type up.
+    static func direct<Value>(_ value: Value, as kind: SpecialCoding) -> MessagePackValue? {
+        switch kind {
         case .plain: return nil
         case .value: return (value as! MessagePackValue)
         case .binary: return .binary((value as! MessagePackBinaryConvertible).messagePackBytes)

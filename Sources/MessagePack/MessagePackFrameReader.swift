@@ -148,14 +148,18 @@ extension MessagePackValue {
         var unpacked = msgpack_unpacked()
         msgpack_unpacked_init(&unpacked)
         defer { msgpack_unpacked_destroy(&unpacked) }
+        let outcome = bytes.withUnsafeBytes { raw in Result { () throws(MessagePackError) in try unpackFirst(raw, into: &unpacked) } }
+        guard let consumed = try outcome.get() else { return nil }
+        return (try MessagePackValue(unpacked.data), consumed)
+    }
+
+    /// Unpacks the first value in `bytes` into `unpacked` (whose objects may point into `bytes`);
+    /// returns how many bytes it took, or `nil` when the bytes end before the value does.
+    static func unpackFirst(_ bytes: UnsafeRawBufferPointer, into unpacked: inout msgpack_unpacked) throws(MessagePackError) -> Int? {
         var offset = 0
-        let status = bytes.withUnsafeBytes { raw in
-            msgpack_unpack_next(
-                &unpacked, raw.baseAddress?.assumingMemoryBound(to: CChar.self), raw.count, &offset)
-        }
-        switch status {
+        switch msgpack_unpack_next(&unpacked, bytes.baseAddress?.assumingMemoryBound(to: CChar.self), bytes.count, &offset) {
         case MSGPACK_UNPACK_SUCCESS, MSGPACK_UNPACK_EXTRA_BYTES:
-            return (try MessagePackValue(unpacked.data), offset)
+            return offset
         case MSGPACK_UNPACK_CONTINUE:
             return nil
         case MSGPACK_UNPACK_NOMEM_ERROR:
@@ -221,7 +225,7 @@ extension MessagePackValue {
         }
     }
 
-    private static func bytes(_ pointer: UnsafePointer<CChar>?, _ count: Int) -> [UInt8] {
+    static func bytes(_ pointer: UnsafePointer<CChar>?, _ count: Int) -> [UInt8] {
         guard let pointer, count > 0 else { return [] }
         return Array(UnsafeRawBufferPointer(start: pointer, count: count))
     }

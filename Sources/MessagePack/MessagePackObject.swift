@@ -62,19 +62,9 @@ public struct MessagePackObject {
         var unpacked = msgpack_unpacked()
         msgpack_unpacked_init(&unpacked)
         defer { msgpack_unpacked_destroy(&unpacked) }
-        var offset = 0
-        let status = msgpack_unpack_next(&unpacked, bytes.baseAddress?.assumingMemoryBound(to: CChar.self), bytes.count, &offset)
-        switch status {
-        case MSGPACK_UNPACK_SUCCESS, MSGPACK_UNPACK_EXTRA_BYTES:
-            guard offset == bytes.count else { throw MessagePackError.trailingBytes(count: bytes.count - offset) }
-            return try withUnsafePointer(to: unpacked.data) { try body(MessagePackObject($0)) }
-        case MSGPACK_UNPACK_CONTINUE:
-            throw MessagePackError.truncated
-        case MSGPACK_UNPACK_NOMEM_ERROR:
-            throw MessagePackError.malformed("nesting too deep or out of memory")
-        default:
-            throw MessagePackError.malformed("invalid type byte")
-        }
+        guard let consumed = try MessagePackValue.unpackFirst(bytes, into: &unpacked) else { throw MessagePackError.truncated }
+        guard consumed == bytes.count else { throw MessagePackError.trailingBytes(count: bytes.count - consumed) }
+        return try withUnsafePointer(to: unpacked.data) { try body(MessagePackObject($0)) }
     }
 
     /// Unpacks exactly one value from `bytes` and calls `body` with a view of it.

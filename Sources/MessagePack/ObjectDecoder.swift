@@ -130,14 +130,9 @@ struct ObjectDecoder: Decoder {
     /// The bytes of a bin or str object.
     static func bytes(_ object: UnsafePointer<msgpack_object>) -> [UInt8]? {
         switch object.pointee.type {
-        case MSGPACK_OBJECT_BIN:
-            let bin = object.pointee.via.bin
-            return Array(UnsafeRawBufferPointer(start: bin.ptr, count: Int(bin.size)))
-        case MSGPACK_OBJECT_STR:
-            let str = object.pointee.via.str
-            return Array(UnsafeRawBufferPointer(start: str.ptr, count: Int(str.size)))
-        default:
-            return nil
+        case MSGPACK_OBJECT_BIN: MessagePackValue.bytes(object.pointee.via.bin.ptr, Int(object.pointee.via.bin.size))
+        case MSGPACK_OBJECT_STR: MessagePackValue.bytes(object.pointee.via.str.ptr, Int(object.pointee.via.str.size))
+        default: nil
         }
     }
 

@@ -67,8 +67,9 @@ final class StreamingEncoder {
 
     /// Encodes one value, closing every container it opened.
     func encode<Value: Encodable>(_ value: Value, codingPath: @autoclosure () -> [any CodingKey]) throws {
-        if writePrimitive(value) { return }
-        switch SpecialCoding.of(Value.self) {
+        if Self.writeLeaf(value, packer) { return }
+        let kind = SpecialCoding.of(Value.self)
+        switch kind {
         case .plain:
             let depth = frames.count
             let start = size
@@ -77,21 +78,16 @@ final class StreamingEncoder {
             if size == start, frames.count == depth { msgpack_pack_nil(packer) }
             while frames.count > depth { closeInnermost() }
         case .binary:
-            MessagePackWriter.pack(MessagePackEncoder.direct(value)!, packer)
+            MessagePackWriter.pack(MessagePackEncoder.direct(value, as: kind)!, packer)
         case .value, .custom:
-            let direct = MessagePackEncoder.direct(value)!
+            let direct = MessagePackEncoder.direct(value, as: kind)!
             state.pointee.directValues.append(direct)
             MessagePackWriter.pack(direct, packer)
         }
     }
 
-    /// The common leaf types, without asking the runtime what they conform to.
-    @inline(__always)
-    private func writePrimitive<Value>(_ value: Value) -> Bool {
-        Self.writeLeaf(value, packer)
-    }
-
-    /// Packs `value` if it is one of the common leaf types; false if it is not.
+    /// Packs `value` if it is one of the common leaf types (without asking the runtime what it
+    /// conforms to); false if it is not.
     @inline(__always)
     static func writeLeaf<Value>(_ value: Value, _ packer: UnsafeMutablePointer<msgpack_packer>) -> Bool {
         if Value.self == Int.self {
@@ -112,10 +108,6 @@ final class StreamingEncoder {
 
     func write(_ text: String) {
         MessagePackWriter.pack(.string(text), packer)
-    }
-
-    func write(bytes: [UInt8]) {
-        MessagePackWriter.pack(.binary(bytes), packer)
     }
 
     // MARK: Containers
