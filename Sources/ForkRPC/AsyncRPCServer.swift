@@ -162,8 +162,7 @@ public final class AsyncRPCServer: Sendable {
                     return true
                 }
                 if startNow { start(id, call) }
-            case .notification("$cancel", let params):
-                guard let id = params.first?.integerValue.flatMap(UInt32.init(exactly:)) else { continue }
+            case .cancel(let id):
                 let task = state.withLock { state -> Task<Void, Never>? in
                     if let running = state.running[id] { return running }
                     if let index = state.waiting.firstIndex(where: { $0.0 == id }) {
@@ -174,7 +173,7 @@ public final class AsyncRPCServer: Sendable {
                     return nil
                 }
                 task?.cancel()
-            default:
+            case .ignored:
                 continue
             }
         }

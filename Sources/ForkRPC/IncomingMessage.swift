@@ -4,8 +4,9 @@ import MessagePack
 /// place (the unpacked view lasts only that long), into `Call`: what the server will run.
 enum IncomingMessage<Call> {
     case request(id: UInt32, call: Call)
-    case notification(method: String, params: [MessagePackValue])
-    /// A response: the owner has nothing to answer, so it is passed over.
+    /// `$cancel` of request `id`.
+    case cancel(id: UInt32)
+    /// Another notification, or a response: the worker has nothing to do with it.
     case ignored
 
     /// Reads one message. `prepare` decodes a request's params into its call. Descriptors that
@@ -25,9 +26,9 @@ enum IncomingMessage<Call> {
         case .request(let id, let method, let params):
             let call = try MessagePackObject.withObject(in: MessagePackValue.array(params).encoded()) { prepare(method, $0) }
             self = .request(id: id, call: call)
-        case .notification(let method, let params):
-            self = .notification(method: method, params: params)
-        case .response:
+        case .notification(RPCMessage.cancelMethod, let params):
+            self = params.first?.integerValue.flatMap(UInt32.init(exactly:)).map { .cancel(id: $0) } ?? .ignored
+        case .notification, .response:
             self = .ignored
         }
     }

@@ -32,18 +32,16 @@ enum RPCArguments {
         }
     }
 
-    /// The encoder of a function's result. Results cannot carry descriptors: only arguments can.
+    /// The encoder of a function's result.
     static func result<Output: Encodable & Sendable>(_ output: Output) -> ResultEncoder {
-        { writer in
-            var direct: [MessagePackValue] = []
-            try MessagePackEncoder().encode(output, into: &writer, directValues: &direct)
-            try refuseDescriptors(in: direct)
-        }
+        { writer in try encodeResult(output, into: &writer) }
     }
 
-    /// Results cannot carry descriptors: only arguments can.
-    private static func refuseDescriptors(in direct: [MessagePackValue]) throws {
-        if !direct.isEmpty, direct.contains(where: { !PassedDescriptor.descriptors(in: $0).isEmpty }) {
+    /// Appends a function's result. Results cannot carry descriptors: only arguments can.
+    private static func encodeResult<Output: Encodable>(_ output: Output, into writer: inout MessagePackWriter) throws {
+        var direct: [MessagePackValue] = []
+        try MessagePackEncoder().encode(output, into: &writer, directValues: &direct)
+        if direct.contains(where: { !PassedDescriptor.descriptors(in: $0).isEmpty }) {
             throw Failure(type: "InvalidResult", message: "results cannot carry descriptors; only arguments can")
         }
     }
@@ -116,8 +114,6 @@ enum RPCArguments {
 
     /// Writes the results of a `$batch` call's calls, one `[error, result]` pair each, in order.
     static func writeBatch<Output: Encodable>(_ outputs: [Result<Output, any Error>], into writer: inout MessagePackWriter) {
-        let encoder = MessagePackEncoder()
-        var direct: [MessagePackValue] = []
         writer.writeArrayHeader(count: outputs.count)
         for output in outputs {
             let start = writer.count
@@ -125,13 +121,11 @@ enum RPCArguments {
                 let output = try output.get()
                 writer.writeArrayHeader(count: 2)
                 writer.write(.nil)
-                try encoder.encode(output, into: &writer, directValues: &direct)
-                try refuseDescriptors(in: direct)
+                try encodeResult(output, into: &writer)
             } catch {
                 writer.truncate(to: start)
                 writer.write([errorValue(error), .nil])
             }
-            direct.removeAll(keepingCapacity: true)
         }
     }
 

@@ -168,11 +168,10 @@ public final class RPCClient: Sendable {
                 } else if !pair[0].isNil {
                     outcomes.append(.failure(self.remoteError((try? pair[0].value()) ?? .nil, function: name)))
                 } else {
-                    do {
-                        outcomes.append(.success(try pair[1].decode(Output.self)))
+                    do throws(RPCError) {
+                        outcomes.append(.success(try self.decode(Output.self, of: name, from: pair[1])))
                     } catch {
-                        outcomes.append(.failure(RPCError(
-                            .codingFailed, "returned a result that is not \(Output.self): \(error)", function: name, pid: self.pid)))
+                        outcomes.append(.failure(error))
                     }
                 }
             }
@@ -205,7 +204,7 @@ public final class RPCClient: Sendable {
         }
     }
 
-    private func decode<Output: Decodable>(_ type: Output.Type, of function: String, from result: MessagePackObject) throws -> Output {
+    private func decode<Output: Decodable>(_ type: Output.Type, of function: String, from result: MessagePackObject) throws(RPCError) -> Output {
         do {
             return try result.decode(type)
         } catch {

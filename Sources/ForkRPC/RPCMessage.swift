@@ -14,8 +14,11 @@ public enum RPCMessage: Sendable, Equatable {
 
     /// The notification that asks a worker to stop working on request `id` (no reply is owed).
     public static func cancel(_ id: UInt32) -> RPCMessage {
-        .notification(method: "$cancel", params: [.uint(UInt64(id))])
+        .notification(method: cancelMethod, params: [.uint(UInt64(id))])
     }
+
+    /// The method name of ``cancel(_:)``.
+    static let cancelMethod = "$cancel"
 
     /// The notification by which a worker asks its owner to stop sending it calls and close it
     /// (``RPCServer/retire()``).

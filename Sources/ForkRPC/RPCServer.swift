@@ -108,9 +108,7 @@ public final class RPCServer {
             RPCArguments.prepare(method, params, known: Array(handlers.keys)) { handlers[$0] }
         }) {
             // A cancel that arrived together with its request spares the work.
-            for case .notification("$cancel", let params) in batch {
-                if let id = params.first?.integerValue.flatMap(UInt32.init(exactly:)) { cancelled.insert(id) }
-            }
+            for case .cancel(let id) in batch { cancelled.insert(id) }
             for case .request(let id, let call) in batch where cancelled.remove(id) == nil {
                 // The function runs before the response is begun, so the events it emits go first.
                 let outcome: RPCArguments.Outcome = switch call {
