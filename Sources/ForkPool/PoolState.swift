@@ -244,18 +244,17 @@ struct PoolState {
     /// workers, starts and stops workers, ends a shutdown.
     mutating func pump() -> [PoolEffect] {
         var effects: [PoolEffect] = []
-        workers.removeAll { worker in
-            guard worker.draining, worker.inFlight == 0 else { return false }
-            effects.append(.close(worker.client))
-            return true
-        }
         while !queue.isEmpty, let index = leastLoadedIndex() {
             effects.append(.resume(queue.removeFirst().continuation, assign(index)))
         }
         while !overflow.isEmpty, queue.count < configuration.queueLimit ?? .max {
             queue.append(overflow.removeFirst())
         }
-        // Assigning may have put workers to draining (recycling): close those that are idle.
+        // A graceful shutdown with nothing left to hand out retires every worker.
+        if shutdown == .graceful, !hasWaiters {
+            for index in workers.indices { workers[index].draining = true }
+        }
+        // Close the retiring workers that are idle (assigning may have just retired one: recycling).
         workers.removeAll { worker in
             guard worker.draining, worker.inFlight == 0 else { return false }
             effects.append(.close(worker.client))
@@ -264,14 +263,6 @@ struct PoolState {
         guard shutdown == nil else {
             // Calls made before a graceful shutdown are still served, by a new worker if need be.
             if shutdown == .graceful, hasWaiters { effects += growth() }
-            if shutdown == .graceful, !hasWaiters {
-                for index in workers.indices where !workers[index].draining { workers[index].draining = true }
-                workers.removeAll { worker in
-                    guard worker.inFlight == 0 else { return false }
-                    effects.append(.close(worker.client))
-                    return true
-                }
-            }
             if workers.isEmpty, starting == 0, !hasWaiters, !shutdownWaiters.isEmpty {
                 effects.append(.finishedShutdown(shutdownWaiters))
                 shutdownWaiters = []
