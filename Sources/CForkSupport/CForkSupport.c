@@ -67,6 +67,10 @@ ssize_t forkkit_receive_with_descriptors(int socket, void *bytes, size_t length,
     *truncated = 0;
     ssize_t received;
     do { received = recvmsg(socket, &message, MSG_CMSG_CLOEXEC); } while (received < 0 && errno == EINTR);
+    // A pipe (a remote template's standard input) carries bytes only.
+    if (received < 0 && errno == ENOTSOCK) {
+        do { received = read(socket, bytes, length); } while (received < 0 && errno == EINTR);
+    }
     if (received < 0) return received;
     if (message.msg_flags & MSG_CTRUNC) *truncated = 1;
     for (struct cmsghdr *header = CMSG_FIRSTHDR(&message); header; header = CMSG_NXTHDR(&message, header)) {
@@ -81,20 +85,27 @@ ssize_t forkkit_receive_with_descriptors(int socket, void *bytes, size_t length,
     return received;
 }
 
-int forkkit_spawn_template(const char *path, char *const argv[], char *const envp[],
-                           int control, pid_t *pid) {
-    // dup2(3, 3) would keep close-on-exec set, so move the socket out of the way first.
-    int source = control;
-    if (control == 3) {
-        source = fcntl(control, F_DUPFD_CLOEXEC, 10);
+/// posix_spawn (or posix_spawnp with `search`) with `connection` duplicated onto each descriptor in
+/// `targets` (descriptors 0-2 kept otherwise), every descriptor above the highest target closed,
+/// and the signal mask and dispositions reset.
+static int forkkit_spawn(const char *path, char *const argv[], char *const envp[], int connection,
+                         const int *targets, int target_count, int search, pid_t *pid) {
+    // dup2(n, n) would keep close-on-exec set, so move the descriptor out of the way first.
+    int source = connection;
+    if (connection <= 3) {
+        source = fcntl(connection, F_DUPFD_CLOEXEC, 10);
         if (source < 0) return errno;
     }
     posix_spawn_file_actions_t actions;
     posix_spawnattr_t attributes;
     posix_spawn_file_actions_init(&actions);
     posix_spawnattr_init(&attributes);
-    posix_spawn_file_actions_adddup2(&actions, source, 3);
-    posix_spawn_file_actions_addclosefrom_np(&actions, 4);
+    int highest = 2;
+    for (int index = 0; index < target_count; index++) {
+        posix_spawn_file_actions_adddup2(&actions, source, targets[index]);
+        if (targets[index] > highest) highest = targets[index];
+    }
+    posix_spawn_file_actions_addclosefrom_np(&actions, highest + 1);
 
     sigset_t none, all;
     sigemptyset(&none);
@@ -103,11 +114,27 @@ int forkkit_spawn_template(const char *path, char *const argv[], char *const env
     posix_spawnattr_setsigdefault(&attributes, &all);
     posix_spawnattr_setflags(&attributes, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
 
-    int result = posix_spawn(pid, path, &actions, &attributes, argv, envp);
+    int result = search ? posix_spawnp(pid, path, &actions, &attributes, argv, envp)
+                        : posix_spawn(pid, path, &actions, &attributes, argv, envp);
     posix_spawn_file_actions_destroy(&actions);
     posix_spawnattr_destroy(&attributes);
-    if (source != control) close(source);
+    if (source != connection) close(source);
     return result;
+}
+
+int forkkit_spawn_template(const char *path, char *const argv[], char *const envp[],
+                           int control, pid_t *pid) {
+    const int targets[] = { 3 };
+    return forkkit_spawn(path, argv, envp, control, targets, 1, 0, pid);
+}
+
+int forkkit_spawn_command(char *const argv[], char *const envp[], int connection, pid_t *pid) {
+    const int targets[] = { 0, 1 };
+    return forkkit_spawn(argv[0], argv, envp, connection, targets, 2, 1, pid);
+}
+
+int forkkit_pidfd_open(pid_t pid) {
+    return (int)syscall(SYS_pidfd_open, pid, 0);
 }
 
 int forkkit_close_from(int lowest) {

@@ -45,12 +45,24 @@ public struct ForkEntryPoint: Sendable {
 
 /// What a function run in a forked child receives.
 public struct ChildContext: Sendable {
-    /// The child's end of its socket to the owner. After `run` it belongs to the function.
-    public let socket: FileDescriptor
+    /// Where the owner's messages arrive: the child's end of its socket, or, in a process started
+    /// by a ``RemoteTemplate``, a copy of its standard input. It belongs to the function.
+    public let input: FileDescriptor
+    /// Where the function writes to the owner: the same socket as ``input``, or, in a process
+    /// started by a ``RemoteTemplate``, a copy of its standard output (whose descriptor 1 then
+    /// goes to standard error, so that `print` cannot corrupt the stream).
+    public let output: FileDescriptor
     /// The argument byte strings sent to this process (and to the template before the fork), in order.
     public let arguments: [[UInt8]]
     /// The descriptors sent to this process (and to the template before the fork), in order.
     public let descriptors: [FileDescriptor]
+
+    /// The child's end of its socket to the owner, for a function that uses one descriptor both ways.
+    /// In a process started by a ``RemoteTemplate`` this is only ``input``: write to ``output``.
+    public var socket: FileDescriptor { input }
+
+    /// Whether ``input`` and ``output`` are one socket (a local child), which can carry descriptors.
+    public var isLocal: Bool { input == output }
 
     /// The child's process id.
     public var pid: Int32 { getpid() }

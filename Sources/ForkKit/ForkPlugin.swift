@@ -45,9 +45,9 @@ public enum ForkPlugin {
     static func hostEntry(name: String, kind: Int32, invoke: forkkit_invoke, context: UnsafeMutableRawPointer?) -> ForkEntryPoint {
         // The plugin's box lives as long as the process; carry its address as a plain number.
         let contextAddress = UInt(bitPattern: context)
-        @Sendable func call(socket: Int32, arguments: [[UInt8]], descriptors: [Int32]) throws {
+        @Sendable func call(input: Int32, output: Int32, arguments: [[UInt8]], descriptors: [Int32]) throws {
             var error = [CChar](repeating: 0, count: 4096)
-            let status = withCallRecord(socket: socket, arguments: arguments, descriptors: descriptors) { record in
+            let status = withCallRecord(input: input, output: output, arguments: arguments, descriptors: descriptors) { record in
                 invoke(UnsafeMutableRawPointer(bitPattern: contextAddress), record, &error, error.count)
             }
             if status != 0 {
@@ -56,10 +56,12 @@ public enum ForkPlugin {
             }
         }
         if kind == Int32(FORKKIT_KIND_INITIALIZER) {
-            return .initializer(name) { arguments in try call(socket: -1, arguments: arguments, descriptors: []) }
+            return .initializer(name) { arguments in try call(input: -1, output: -1, arguments: arguments, descriptors: []) }
         }
         return .function(name) { child in
-            try call(socket: child.socket.rawValue, arguments: child.arguments, descriptors: child.descriptors.map(\.rawValue))
+            try call(
+                input: child.input.rawValue, output: child.output.rawValue, arguments: child.arguments,
+                descriptors: child.descriptors.map(\.rawValue))
         }
     }
 
@@ -85,7 +87,9 @@ public enum ForkPlugin {
         do {
             switch entry.body {
             case .function(let body):
-                try body(ChildContext(socket: FileDescriptor(rawValue: call.socket), arguments: arguments, descriptors: descriptors))
+                try body(ChildContext(
+                    input: FileDescriptor(rawValue: call.socket), output: FileDescriptor(rawValue: call.output),
+                    arguments: arguments, descriptors: descriptors))
             case .initializer(let body):
                 try body(arguments)
             }
@@ -98,7 +102,7 @@ public enum ForkPlugin {
     }
 
     private static func withCallRecord<R>(
-        socket: Int32, arguments: [[UInt8]], descriptors: [Int32], _ body: (UnsafePointer<forkkit_call>) -> R
+        input: Int32, output: Int32, arguments: [[UInt8]], descriptors: [Int32], _ body: (UnsafePointer<forkkit_call>) -> R
     ) -> R {
         let copies = arguments.map { bytes -> UnsafeMutablePointer<UInt8> in
             let copy = UnsafeMutablePointer<UInt8>.allocate(capacity: max(bytes.count, 1))
@@ -112,9 +116,9 @@ public enum ForkPlugin {
             lengths.withUnsafeBufferPointer { lengths in
                 descriptors.withUnsafeBufferPointer { descriptors in
                     var record = forkkit_call(
-                        socket: socket, arguments: pointers.baseAddress, argument_lengths: lengths.baseAddress,
+                        socket: input, arguments: pointers.baseAddress, argument_lengths: lengths.baseAddress,
                         argument_count: arguments.count, descriptors: descriptors.baseAddress,
-                        descriptor_count: descriptors.count)
+                        descriptor_count: descriptors.count, output: output)
                     return body(&record)
                 }
             }

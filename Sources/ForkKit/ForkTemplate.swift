@@ -82,6 +82,18 @@ public final class ForkTemplate: Sendable {
         }
         let connection = ControlConnection(socket: ours, name: "template \(pid) (\(path))", pidToReap: pid)
         connection.start()
+        try await awaitHello(
+            on: connection, pid: pid, program: path, startTimeout: startTimeout,
+            advice: "Is \(path) a ForkKit program? Its main() must call ForkTemplate.bootstrap(...) before anything else")
+        return ForkTemplate(pid: pid, connection: connection, parent: nil)
+    }
+
+    /// Waits for a new template's `hello`; kills it after `startTimeout` without one.
+    ///
+    /// - Throws: ``ForkError/Kind/notATemplate`` with `advice`, when it ends or says something else.
+    static func awaitHello(
+        on connection: ControlConnection, pid: Int32, program: String, startTimeout: Duration, advice: String
+    ) async throws {
         let watchdog = Task {
             try await Task.sleep(for: startTimeout)
             if !connection.hasSaidHello {
@@ -94,15 +106,12 @@ public final class ForkTemplate: Sendable {
         do {
             hello = try await connection.hello()
         } catch let error as ForkError {
-            throw ForkError(
-                .notATemplate,
-                "\(error.message). Is \(path) a ForkKit program? Its main() must call ForkTemplate.bootstrap(...) before anything else")
+            throw ForkError(.notATemplate, "\(error.message). \(advice)")
         }
         guard case .hello(let version, _) = hello, version == ControlMessage.version else {
             kill(pid, SIGKILL)
-            throw ForkError(.notATemplate, "\(path) speaks control protocol \(hello), this library speaks version \(ControlMessage.version); rebuild both from the same ForkKit")
+            throw ForkError(.notATemplate, "\(program) speaks control protocol \(hello), this library speaks version \(ControlMessage.version); rebuild both from the same ForkKit")
         }
-        return ForkTemplate(pid: pid, connection: connection, parent: nil)
     }
 
     /// Set in a template's environment when ForkKit added `LD_BIND_NOW`, so that the template can
@@ -342,7 +351,7 @@ public final class ForkTemplate: Sendable {
         return String(decoding: buffer.prefix(length).map { UInt8(bitPattern: $0) }, as: UTF8.self)
     }
 
-    private static func withCStrings<R>(_ strings: [String], _ body: (UnsafePointer<UnsafeMutablePointer<CChar>?>) -> R) -> R {
+    static func withCStrings<R>(_ strings: [String], _ body: (UnsafePointer<UnsafeMutablePointer<CChar>?>) -> R) -> R {
         var pointers = strings.map { strdup($0) }
         pointers.append(nil)
         defer { pointers.forEach { free($0) } }

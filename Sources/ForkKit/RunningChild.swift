@@ -5,7 +5,10 @@ import Synchronization
 import Glibc
 #endif
 
-/// A forked child that is running a function: its pid, its socket, and how it ended.
+/// A child that is running a function: its pid, its socket, and how it ended.
+///
+/// For a child started by a ``RemoteTemplate``, `pid` is the local command's (`ssh`) and the socket
+/// is that command's standard input and output; its exit status is the command's.
 ///
 /// ```swift
 /// let child = try await template.fork().run("echo")
@@ -20,14 +23,21 @@ public final class RunningChild: Sendable {
     public let pid: Int32
     /// The owner's end of the child's socket.
     public let socket: FileDescriptor
+    /// Where the child runs: `nil` for a child forked on this machine, the ``RemoteTemplate``'s
+    /// name (such as `ssh worker1`) for a remote one.
+    public let remoteName: String?
+    /// Whether descriptors can be passed to the child over ``socket`` (not to a remote child: the
+    /// command's stream carries bytes only).
+    public var canPassDescriptors: Bool { remoteName == nil }
     private let socketOpen = Mutex(true)
     /// Keeps the template (and any not-yet-running ancestors) alive: the child dies with them.
-    private let lineage: ForkTemplate
+    private let lineage: any AnyObject & Sendable
 
-    init(pid: Int32, socket: FileDescriptor, keeping lineage: ForkTemplate) {
+    init(pid: Int32, socket: FileDescriptor, keeping lineage: any AnyObject & Sendable, remoteName: String? = nil) {
         self.pid = pid
         self.socket = socket
         self.lineage = lineage
+        self.remoteName = remoteName
     }
 
     deinit {

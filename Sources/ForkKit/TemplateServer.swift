@@ -12,7 +12,12 @@ import Glibc
 /// single-threaded and every fork is safe (see DESIGN.md). It answers each command on its control
 /// socket, reaps its children and reports their exit, and leaves when the owner goes away.
 struct TemplateServer: ~Copyable {
-    private var socket: Int32
+    /// Where commands arrive and replies go: one socket, or a remote template's stdin and stdout.
+    private var input: Int32
+    private var output: Int32
+    /// Started by a command (``RemoteTemplate``): it cannot fork (a child would have no connection of
+    /// its own) and receives no descriptors.
+    private let isRemote: Bool
     private var reader = MessagePackFrameReader(maximumMessageSize: TemplateServer.maximumMessageSize)
     /// Descriptors that arrived but no command has claimed yet.
     private var unclaimedDescriptors: [Int32] = []
@@ -32,7 +37,12 @@ struct TemplateServer: ~Copyable {
 
     /// Serves on `socket` (descriptor 3 in a spawned template) and never returns.
     static func serve(socket: Int32) -> Never {
-        let server = TemplateServer(socket: socket)
+        serve(input: socket, output: socket, isRemote: false)
+    }
+
+    /// Serves on two descriptors (a remote template's copies of its stdin and stdout); never returns.
+    static func serve(input: Int32, output: Int32, isRemote: Bool) -> Never {
+        let server = TemplateServer(input: input, output: output, isRemote: isRemote)
         warmUpChildPath()
         server.send(.hello(version: ControlMessage.version, pid: getpid()))
         server.loop()
@@ -51,12 +61,16 @@ struct TemplateServer: ~Copyable {
         if let value = try? reader.next() { _ = try? ControlMessage(value) }
         _ = ControlMessage.running(pid: getpid()).encoded
         _ = ForkRegistry.entry(named: "warm-up")
-        _ = ChildContext(socket: FileDescriptor(rawValue: -1), arguments: [[0]], descriptors: [FileDescriptor(rawValue: -1)])
+        _ = ChildContext(
+            input: FileDescriptor(rawValue: -1), output: FileDescriptor(rawValue: -1), arguments: [[0]],
+            descriptors: [FileDescriptor(rawValue: -1)])
         SharedMemoryRegion.protectForChild()
     }
 
-    private init(socket: Int32) {
-        self.socket = socket
+    private init(input: Int32, output: Int32, isRemote: Bool) {
+        self.input = input
+        self.output = output
+        self.isRemote = isRemote
         signal(SIGPIPE, SIG_IGN)
         forkkit_become_subreaper()
         forkkit_watch_children()
@@ -66,14 +80,14 @@ struct TemplateServer: ~Copyable {
         var buffer = [UInt8](repeating: 0, count: 64 * 1024)
         var incoming = [Int32](repeating: -1, count: 253)
         while true {
-            let ready = forkkit_wait_readable_or_child(socket)
+            let ready = forkkit_wait_readable_or_child(input)
             if ready < 0 { leave(status: 70) }
             if ready & 2 != 0 { reapChildren() }
             guard ready & 1 != 0 else { continue }
 
             var count: Int32 = 0, truncated: Int32 = 0
             let received = buffer.withUnsafeMutableBytes { bytes in
-                forkkit_receive_with_descriptors(socket, bytes.baseAddress, bytes.count, &incoming, 253, &count, &truncated)
+                forkkit_receive_with_descriptors(input, bytes.baseAddress, bytes.count, &incoming, 253, &count, &truncated)
             }
             if received < 0 && (errno == EAGAIN || errno == EINTR) { continue }
             unclaimedDescriptors += incoming.prefix(Int(count))
@@ -129,6 +143,9 @@ struct TemplateServer: ~Copyable {
             let claimed = claim(count, for: "descriptors")
             descriptors += claimed
             send(.ok)
+        case .fork where isRemote, .forkRun where isRemote:
+            refuse("process \(pid) is a remote process started by a command: it cannot fork, since a child would have "
+                   + "no connection of its own; RemoteTemplate starts a new process for every child instead")
         case .fork(let parentDeathSignal):
             let childSocket = claim(1, for: "fork")[0]
             _ = fork(childSocket: childSocket, parentDeathSignal: parentDeathSignal)
@@ -205,10 +222,11 @@ struct TemplateServer: ~Copyable {
                 if getppid() != templatePid { _exit(0) }
             }
             pid = getpid()
-            close(socket)
+            close(input)
             unclaimedDescriptors.forEach { close($0) }
             unclaimedDescriptors = []
-            socket = childSocket
+            input = childSocket
+            output = childSocket
             // Bytes the template had buffered are the template's; a fresh reader is made only if this
             // child goes on to read commands (a `fork-run` child never does).
             readerIsStale = true
@@ -228,7 +246,7 @@ struct TemplateServer: ~Copyable {
         SharedMemoryRegion.protectForChild()
         unclaimedDescriptors.forEach { close($0) }
         let context = ChildContext(
-            socket: FileDescriptor(rawValue: socket), arguments: arguments,
+            input: FileDescriptor(rawValue: input), output: FileDescriptor(rawValue: output), arguments: arguments,
             descriptors: descriptors.map(FileDescriptor.init(rawValue:)))
         do {
             try body(context)
@@ -254,7 +272,7 @@ struct TemplateServer: ~Copyable {
 
     private func send(_ message: ControlMessage) {
         // A failure means the owner is gone; the next read sees end of stream.
-        _ = message.encoded.withUnsafeBytes { forkkit_send_all(socket, $0.baseAddress, $0.count) }
+        _ = message.encoded.withUnsafeBytes { forkkit_send_all(output, $0.baseAddress, $0.count) }
     }
 
     private func unknownEntry(_ name: String, kind: String) -> ControlMessage {

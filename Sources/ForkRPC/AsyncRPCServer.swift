@@ -54,12 +54,17 @@ public final class AsyncRPCServer: Sendable {
 
     /// Serves on one bidirectional socket (a forked child's socket), at most `maximumConcurrentCalls`
     /// calls at a time; more wait in order.
-    public init(socket: FileDescriptor, maximumConcurrentCalls: Int = 16, maximumMessageSize: Int = 64 << 20) {
+    public convenience init(socket: FileDescriptor, maximumConcurrentCalls: Int = 16, maximumMessageSize: Int = 64 << 20) {
+        self.init(input: socket, output: socket, maximumConcurrentCalls: maximumConcurrentCalls, maximumMessageSize: maximumMessageSize)
+    }
+
+    /// Serves on separate descriptors (a remote worker's standard input and output, or pipes).
+    public init(input: FileDescriptor, output: FileDescriptor, maximumConcurrentCalls: Int = 16, maximumMessageSize: Int = 64 << 20) {
         self.maximumConcurrentCalls = max(1, maximumConcurrentCalls)
-        input = socket.rawValue
-        output = socket.rawValue
+        self.input = input.rawValue
+        self.output = output.rawValue
         self.maximumMessageSize = maximumMessageSize
-        writer = Mutex(RPCStream(input: -1, output: socket.rawValue, maximumMessageSize: maximumMessageSize))
+        writer = Mutex(RPCStream(input: -1, output: output.rawValue, maximumMessageSize: maximumMessageSize))
     }
 
     /// Serves `function` with an `async` body.
@@ -236,7 +241,7 @@ extension ForkEntryPoint {
         _ name: String, maximumConcurrentCalls: Int = 16, _ setUp: @escaping @Sendable (AsyncRPCServer) throws -> Void
     ) -> ForkEntryPoint {
         .function(name) { child in
-            let server = AsyncRPCServer(socket: child.socket, maximumConcurrentCalls: maximumConcurrentCalls)
+            let server = AsyncRPCServer(input: child.input, output: child.output, maximumConcurrentCalls: maximumConcurrentCalls)
             try setUp(server)
             // The child's main thread waits here while the server's tasks run on the pool.
             let done = DispatchSemaphore(value: 0)

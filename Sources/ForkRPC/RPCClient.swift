@@ -112,13 +112,14 @@ public final class RPCClient: Sendable {
         if output != input, outgoing.withLock({ $0.open }) { Glibc.close(output) }
     }
 
-    /// Forks a child from `template` that runs `function` (an ``ForkEntryPoint/rpcWorker(_:_:)``)
-    /// and returns a client connected to it (AnyEvent::Fork::RPC's `run`).
+    /// Starts a child from `template` (a local ``ForkKit/ForkTemplate`` or a ``ForkKit/RemoteTemplate``)
+    /// that runs `function` (an ``ForkEntryPoint/rpcWorker(_:_:)``) and returns a client connected to
+    /// it (AnyEvent::Fork::RPC's `run`).
     public static func start(
-        _ template: ForkTemplate, running function: String, arguments: [[UInt8]] = [],
+        _ template: any ChildLauncher, running function: String, arguments: [[UInt8]] = [],
         maximumMessageSize: Int = 64 << 20, logger: Logger? = nil
     ) async throws -> RPCClient {
-        let child = try await template.fork(running: function, arguments: arguments)
+        let child = try await template.launch(running: function, arguments: arguments)
         let socket = FileDescriptor(rawValue: dup(child.socket.rawValue))
         child.closeSocket()
         return RPCClient(input: socket, output: socket, worker: child, maximumMessageSize: maximumMessageSize, logger: logger)
@@ -330,6 +331,12 @@ public final class RPCClient: Sendable {
                     guard outputIsSocket else {
                         return RPCError(.codingFailed, "descriptors can only be passed over a Unix socket, not a pipe", pid: pid)
                     }
+                    if let place = worker?.remoteName {
+                        return RPCError(
+                            .codingFailed,
+                            "descriptors cannot be passed to a remote worker (\(place)): its connection is a byte stream "
+                                + "between machines; open the file or socket in the worker instead", pid: pid)
+                    }
                     // The descriptors ride on the message's first bytes, so they arrive before it is complete.
                     offset = forkkit_send_with_descriptors(output, bytes.baseAddress, bytes.count, descriptors, Int32(descriptors.count))
                     if offset < 0 { return sendFailure(errno) }
@@ -463,9 +470,11 @@ public final class RPCClient: Sendable {
                 defer { group.cancelAll() }
                 return try await group.next() ?? nil
             }
-            let failure = error ?? RPCError(
-                .workerDied, status.map { "died (\($0)) before answering" } ?? "closed its connection before answering",
-                pid: pid, exitStatus: status)
+            var sentence = status.map { "died (\($0)) before answering" } ?? "closed its connection before answering"
+            if let place = worker?.remoteName {
+                sentence += "; it ran remotely (\(place)), so the connection may have been lost: pid \(pid.map(String.init) ?? "?") is the local command's"
+            }
+            let failure = error ?? RPCError(.workerDied, sentence, pid: pid, exitStatus: status)
             self.state.withLock { $0.failure = failure }
             for (_, call) in calls {
                 var named = failure

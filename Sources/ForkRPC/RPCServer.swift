@@ -124,7 +124,7 @@ public final class RPCServer {
 }
 
 extension ForkEntryPoint {
-    /// A function that serves MessagePack-RPC on the child's socket with the synchronous backend:
+    /// A function that serves MessagePack-RPC on the child's connection with the synchronous backend:
     /// `setUp` registers the functions, then the child answers calls until its owner closes.
     ///
     /// - Parameter spinBeforeBlocking: the low-latency mode (see ``RPCServer/init(input:output:maximumMessageSize:spinBeforeBlocking:)``).
@@ -132,7 +132,7 @@ extension ForkEntryPoint {
         _ name: String, spinBeforeBlocking: Duration = .zero, _ setUp: @escaping @Sendable (RPCServer) throws -> Void
     ) -> ForkEntryPoint {
         .function(name) { child in
-            let server = RPCServer(socket: child.socket, spinBeforeBlocking: spinBeforeBlocking)
+            let server = RPCServer(input: child.input, output: child.output, spinBeforeBlocking: spinBeforeBlocking)
             try setUp(server)
             try server.serve()
         }

@@ -129,6 +129,14 @@ ForkTemplate.bootstrap([
             return "liftoff"
         }
     },
+    .rpcWorker("rpc-printing") { server in
+        // A careless function: prints to standard output, which in a remote process is not the stream.
+        server.register(RPCFunction<Int, Int>("square")) { number in
+            print("squaring \(number)")
+            fflush(nil)
+            return number * number
+        }
+    },
     // What ForkPool's tests run in each pool worker.
     .rpcWorker("pool-worker") { server in
         server.register(RPCFunction<Int, Int>("square")) { $0 * $0 }

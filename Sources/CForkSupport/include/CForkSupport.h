@@ -29,6 +29,14 @@ ssize_t forkkit_receive_with_descriptors(int socket, void *bytes, size_t length,
 int forkkit_spawn_template(const char *path, char *const argv[], char *const envp[],
                            int control, pid_t *pid);
 
+/// posix_spawnp() of `argv[0]` (searched on PATH) with `connection` as its standard input and
+/// standard output, standard error inherited, every other descriptor closed, signal mask and
+/// dispositions reset. Returns 0 or an errno value.
+int forkkit_spawn_command(char *const argv[], char *const envp[], int connection, pid_t *pid);
+
+/// pidfd_open(pid, 0): a descriptor that becomes readable when the process exits, or -1.
+int forkkit_pidfd_open(pid_t pid);
+
 /// Closes every descriptor from `lowest` up.
 int forkkit_close_from(int lowest);
 
@@ -82,7 +90,8 @@ void forkkit_decode_wait_status(int status, int *code, int *signal);
 
 // MARK: - Plugin ABI
 
-/// What a registered entry point receives. Initializers get `socket == -1` and no descriptors.
+/// What a registered entry point receives. Initializers get `socket == output == -1` and no descriptors.
+/// `socket` is where the owner's messages arrive.
 typedef struct forkkit_call {
     int socket;
     const uint8_t *const *arguments;
@@ -90,6 +99,8 @@ typedef struct forkkit_call {
     size_t argument_count;
     const int *descriptors;
     size_t descriptor_count;
+    /// Where the function writes: `socket` itself, except in a remote process (its standard output).
+    int output;
 } forkkit_call;
 
 /// Runs a plugin's entry point. Returns 0 on success; otherwise writes a message (NUL-terminated,
