@@ -155,13 +155,10 @@ public final class RemoteTemplate: ChildLauncher {
             for pending in replies { reply = try await pending.value() }
             return (pid, connection, reply)
         } catch {
-            // The process (and ssh) must not outlive a child that never started.
-            kill(pid, SIGKILL)
-            Task {
-                _ = try? await ChildExitBook.wait(for: pid)
-                ChildExitBook.forget(pid: pid)
-            }
-            throw error
+            connection.hangUp()
+            let status = await endUnstarted(pid)
+            guard let error = error as? ForkError, let status else { throw error }
+            throw ForkError(error.kind, "\(error.message) (`\(command[0])` ended with \(status))")
         }
     }
 
@@ -184,6 +181,20 @@ public final class RemoteTemplate: ChildLauncher {
             throw ForkError(.spawnFailed, "cannot run `\(command.joined(separator: " "))`: \(String(cString: strerror(result)))")
         }
         return pid
+    }
+
+    /// Ends a command whose child never started (it must not outlive it) and tells how it ended:
+    /// ssh's own exit code, when it gave up by itself, says more than the closed connection.
+    private func endUnstarted(_ pid: Int32) async -> ExitStatus? {
+        defer { ChildExitBook.forget(pid: pid) }
+        let ended = Task { try await ChildExitBook.wait(for: pid) }
+        let killer = Task {
+            try await Task.sleep(for: .milliseconds(500))
+            kill(pid, SIGKILL)
+        }
+        defer { killer.cancel() }
+        guard let status = try? await ended.value else { return nil }
+        return status == .signaled(SIGKILL) || status == .exited(0) ? nil : status
     }
 
     /// Reaps `pid` when it exits (watching a pidfd on the monitor thread) and files its status.

@@ -12,8 +12,11 @@ struct Lease: Sendable {
 enum PoolEffect {
     case resume(CheckedContinuation<Lease, any Error>, Lease)
     case fail(CheckedContinuation<Lease, any Error>, any Error)
-    case startWorker
+    /// Start a worker at `place` (0: this machine's template; then the remote hosts in order).
+    case startWorker(place: Int)
     case startWorkerAfterDelay
+    /// Look at the pool again after `delay` (a host's reconnection delay has passed).
+    case wake(after: Duration)
     case stopWorkerWhenIdle(pid: Int32, idleSince: ContinuousClock.Instant)
     /// Graceful: the worker has answered every call it was given.
     case close(RPCClient)
@@ -28,6 +31,7 @@ struct PoolState {
     struct Worker {
         let client: RPCClient
         let pid: Int32
+        let place: Int
         var inFlight = 0
         var assigned = 0
         var served = 0
@@ -47,9 +51,21 @@ struct PoolState {
 
     enum Shutdown { case graceful, immediate }
 
+    /// Where workers start: this machine's template (index 0), then each remote host.
+    struct Place {
+        let name: String
+        let capacity: Int
+        var starting = 0
+        /// Failed starts in a row; the reconnection delay doubles with each.
+        var failuresInARow = 0
+        /// A remote host whose last start failed is left alone until then.
+        var downUntil: ContinuousClock.Instant?
+    }
+
     let configuration: WorkerPool.Configuration
     var workers: [Worker] = []
-    /// Forks asked of the template and not yet answered.
+    var places: [Place]
+    /// Starts asked for and not yet answered, at every place.
     var starting = 0
     /// Callers waiting for a worker, in order.
     var queue: Deque<Waiter> = []
@@ -70,7 +86,14 @@ struct PoolState {
 
     init(configuration: WorkerPool.Configuration) {
         self.configuration = configuration
+        let remote = configuration.remoteHosts.map { Place(name: $0.template.placeName, capacity: max(0, $0.maximumWorkers)) }
+        // A pool needs somewhere to run: with no remote host, at least one local worker.
+        let localCapacity = remote.contains { $0.capacity > 0 } ? max(0, configuration.maximumWorkers) : max(1, configuration.maximumWorkers)
+        places = [Place(name: "local", capacity: localCapacity)] + remote
     }
+
+    /// Most workers at once, over every place.
+    var maximumWorkers: Int { places.reduce(0) { $0 + $1.capacity } }
 
     /// Workers that take calls, counting those being forked.
     private var activeCount: Int { workers.count(where: { !$0.draining }) + starting }
@@ -126,26 +149,52 @@ struct PoolState {
 
     // MARK: Worker life
 
-    mutating func workerStarted(client: RPCClient, pid: Int32) -> [PoolEffect] {
+    /// Reserves a start at the next place with room (for the pool's first workers), or `nil`.
+    mutating func reserveStart() -> Int? {
+        guard let place = nextPlace(ignoringHold: true) else { return nil }
+        starting += 1
+        places[place].starting += 1
+        return place
+    }
+
+    mutating func workerStarted(client: RPCClient, pid: Int32, place: Int) -> [PoolEffect] {
         starting -= 1
-        startsHeld = false
+        places[place].starting -= 1
+        places[place].failuresInARow = 0
+        places[place].downUntil = nil
+        if place == 0 { startsHeld = false }
         // A graceful shutdown still serves the calls made before it.
         if shutdown == .immediate || (shutdown == .graceful && !hasWaiters) { return [.kill(client)] + pump() }
-        workers.append(Worker(client: client, pid: pid))
+        workers.append(Worker(client: client, pid: pid, place: place))
         counters.workersStarted += 1
         return pump()
     }
 
-    mutating func workerFailedToStart(_ error: any Error) -> [PoolEffect] {
+    /// A start at `place` failed. The local template is then asked again only on a caller's
+    /// demand; a remote host is left alone for its reconnection delay (doubling with each failure
+    /// in a row), and the worker it owed is started elsewhere or there again afterwards.
+    mutating func workerFailedToStart(_ error: any Error, place: Int) -> [PoolEffect] {
         starting -= 1
-        startsHeld = true
-        // With no worker left to serve them, the waiting callers would wait forever.
-        guard activeCount == 0 else { return pump() }
+        places[place].starting -= 1
+        var effects: [PoolEffect] = []
+        if place == 0 {
+            startsHeld = true
+        } else {
+            places[place].failuresInARow += 1
+            let doublings = min(places[place].failuresInARow - 1, 16)
+            let delay = min(configuration.reconnectDelay * (1 << doublings), configuration.maximumReconnectDelay)
+            places[place].downUntil = .now + delay
+            if shutdown == nil { replacementsOwed += 1 }
+            effects.append(.wake(after: delay))
+        }
+        // With no worker left to serve them and nowhere else to start one, the waiting callers
+        // would wait forever.
+        guard activeCount == 0, !canStart(otherThan: place) else { return effects + pump() }
         let failure = WorkerPoolError.cannotStartWorker(error)
         let waiters = queue + overflow
         queue.removeAll()
         overflow.removeAll()
-        return waiters.map { .fail($0.continuation, failure) } + pump()
+        return effects + waiters.map { .fail($0.continuation, failure) } + pump()
     }
 
     /// The connection to worker `pid` ended: it died, or it was closed. Also called when a call
@@ -182,11 +231,10 @@ struct PoolState {
 
     mutating func startTimerFired() -> [PoolEffect] {
         startTimerSet = false
-        guard shutdown == nil, !queue.isEmpty, activeCount < configuration.maximumWorkers, leastLoadedIndex() == nil else {
+        guard shutdown == nil, !queue.isEmpty, leastLoadedIndex() == nil, let place = reserveStart() else {
             return pump()
         }
-        starting += 1
-        return [.startWorker] + pump()
+        return [.startWorker(place: place)] + pump()
     }
 
     mutating func stopTimerFired(pid: Int32, idleSince: ContinuousClock.Instant) -> [PoolEffect] {
@@ -214,6 +262,31 @@ struct PoolState {
             workers.removeAll()
         }
         return effects + pump()
+    }
+
+    // MARK: Places
+
+    /// Workers at `place` that take calls, counting those starting.
+    private func activeCount(at place: Int) -> Int {
+        workers.count(where: { $0.place == place && !$0.draining }) + places[place].starting
+    }
+
+    private func hasRoom(_ place: Int, holdApplies: Bool) -> Bool {
+        if place == 0, holdApplies, startsHeld { return false }
+        if let until = places[place].downUntil, until > .now { return false }
+        return activeCount(at: place) < places[place].capacity
+    }
+
+    /// Where the next worker starts: the first place with room, this machine first. A held local
+    /// template (its last fork failed) is asked again only when `ignoringHold` (a caller's demand)
+    /// and no other place has room.
+    private func nextPlace(ignoringHold: Bool = false) -> Int? {
+        places.indices.first { hasRoom($0, holdApplies: true) }
+            ?? (ignoringHold && hasRoom(0, holdApplies: false) ? 0 : nil)
+    }
+
+    private func canStart(otherThan failed: Int) -> Bool {
+        places.indices.contains { $0 != failed && hasRoom($0, holdApplies: true) }
     }
 
     // MARK: Scheduling
@@ -281,22 +354,21 @@ struct PoolState {
     /// Which workers to start now, and whether to start one after the start delay.
     private mutating func growth() -> [PoolEffect] {
         var effects: [PoolEffect] = []
-        let maximum = max(1, configuration.maximumWorkers)
-        func start() {
+        let maximum = maximumWorkers
+        func start(_ place: Int) {
             starting += 1
-            effects.append(.startWorker)
+            places[place].starting += 1
+            effects.append(.startWorker(place: place))
         }
-        if !startsHeld {
-            while replacementsOwed > 0, activeCount < maximum {
-                replacementsOwed -= 1
-                start()
-            }
-            while activeCount < min(configuration.idleWorkers, maximum) { start() }
+        while replacementsOwed > 0, let place = nextPlace() {
+            replacementsOwed -= 1
+            start(place)
         }
+        while activeCount < min(configuration.idleWorkers, maximum), let place = nextPlace() { start(place) }
         replacementsOwed = min(replacementsOwed, maximum)
-        if !queue.isEmpty, activeCount == 0 {
-            start()
-        } else if !queue.isEmpty, activeCount < maximum, starting == 0, !startTimerSet {
+        if !queue.isEmpty, activeCount == 0, let place = nextPlace(ignoringHold: true) {
+            start(place)
+        } else if !queue.isEmpty, starting == 0, !startTimerSet, nextPlace(ignoringHold: true) != nil {
             startTimerSet = true
             effects.append(.startWorkerAfterDelay)
         }
@@ -311,9 +383,11 @@ struct PoolState {
                 var busy = worker.busyTime
                 if let since = worker.busySince { busy += .now - since }
                 return WorkerPoolStatistics.Worker(
-                    pid: worker.pid, callsInFlight: worker.inFlight, callsServed: worker.served, busyTime: busy, isRetiring: worker.draining)
+                    pid: worker.pid, place: places[worker.place].name, callsInFlight: worker.inFlight, callsServed: worker.served,
+                    busyTime: busy, isRetiring: worker.draining)
             },
             workersStarting: starting,
+            unreachablePlaces: places.filter { place in place.downUntil.map { $0 > .now } ?? false }.map(\.name),
             queueLength: queue.count,
             callersWaitingForQueueRoom: overflow.count,
             counters: counters)

@@ -12,7 +12,8 @@ import Glibc
 /// (AnyEvent::Fork::Pool, and Python's `multiprocessing.Pool` without its hangs).
 ///
 /// Every worker is a child forked from `template` running the same worker function (an
-/// `ForkEntryPoint.rpcWorker` or `.asyncRPCWorker`). Calls go to the least-loaded worker; the pool
+/// `ForkEntryPoint.rpcWorker` or `.asyncRPCWorker`), or a process on one of
+/// ``Configuration/remoteHosts`` running it. Calls go to the least-loaded worker; the pool
 /// grows to ``Configuration/maximumWorkers`` under load and shrinks when idle; a worker that dies
 /// fails only the calls it held (or they run again elsewhere, with retries) and is replaced.
 ///
@@ -82,19 +83,29 @@ public final class WorkerPool: Sendable {
         (events, eventSink) = AsyncStream.makeStream(of: Event.self)
         state = Mutex(PoolState(configuration: configuration))
         metrics = configuration.metricsPrefix.map { PoolMetrics(prefix: $0, factory: configuration.metricsFactory ?? MetricsSystem.factory) }
-        // The minimum is started here, so that a pool that cannot fork fails where it is made.
-        let initial = min(configuration.idleWorkers, configuration.maximumWorkers)
-        state.withLock { $0.starting = initial }
-        for started in 0..<initial {
-            let client: RPCClient
-            do {
-                client = try await startClient()
-            } catch {
-                state.withLock { $0.starting -= initial - started }
-                await terminate()
-                throw error
+        // The minimum is started here, so that a pool that cannot start its workers fails where it
+        // is made. An unreachable remote host is only noted (the pool tries it again later), unless
+        // no worker could start at all.
+        let places = state.withLock { state in (0..<configuration.idleWorkers).compactMap { _ in state.reserveStart() } }
+        // Started side by side: a remote worker's start is mostly waiting for ssh.
+        let failures = await withTaskGroup(of: (any Error)?.self) { group in
+            for place in places {
+                group.addTask { [self] in
+                    do {
+                        let client = try await startClient(place: place)
+                        carryOut(state.withLock { $0.workerStarted(client: client, pid: client.pid ?? 0, place: place) })
+                        return nil
+                    } catch {
+                        carryOut(state.withLock { $0.workerFailedToStart(error, place: place) })
+                        return error
+                    }
+                }
             }
-            carryOut(state.withLock { $0.workerStarted(client: client, pid: client.pid ?? 0) })
+            return await group.compactMap { $0 }.reduce(into: [any Error]()) { $0.append($1) }
+        }
+        if let lastFailure = failures.last, statistics.workers.isEmpty {
+            await terminate()
+            throw lastFailure
         }
     }
 
@@ -235,21 +246,26 @@ public final class WorkerPool: Sendable {
 
     // MARK: Workers
 
-    private func startClient() async throws -> RPCClient {
-        let templates = templateState.withLock { $0.templates }
+    /// Starts a worker at `place`: forked from the template (0), or on remote host `place - 1`.
+    private func startClient(place: Int) async throws -> RPCClient {
         let client: RPCClient
-        do {
-            client = try await fork(from: templates.source)
-        } catch let error as ForkError where error.kind == .processGone {
-            guard case .restart(let makeTemplate) = configuration.templateRecovery else { throw error }
-            client = try await fork(from: try await replace(templates.template, makeTemplate).source)
+        if place > 0 {
+            client = try await fork(from: configuration.remoteHosts[place - 1].template)
+        } else {
+            let templates = templateState.withLock { $0.templates }
+            do {
+                client = try await fork(from: templates.source)
+            } catch let error as ForkError where error.kind == .processGone {
+                guard case .restart(let makeTemplate) = configuration.templateRecovery else { throw error }
+                client = try await fork(from: try await replace(templates.template, makeTemplate).source)
+            }
         }
         metrics?.workersStarted.increment()
         watchEvents(of: client)
         return client
     }
 
-    private func fork(from template: ForkTemplate) async throws -> RPCClient {
+    private func fork(from template: any ChildLauncher) async throws -> RPCClient {
         try await RPCClient.start(
             template, running: workerFunction, arguments: configuration.arguments,
             maximumMessageSize: configuration.maximumMessageSize, logger: configuration.logger)
@@ -282,13 +298,13 @@ public final class WorkerPool: Sendable {
         }
     }
 
-    private func startWorker() async {
+    private func startWorker(place: Int) async {
         do {
-            let client = try await startClient()
-            carryOut(state.withLock { $0.workerStarted(client: client, pid: client.pid ?? 0) })
+            let client = try await startClient(place: place)
+            carryOut(state.withLock { $0.workerStarted(client: client, pid: client.pid ?? 0, place: place) })
         } catch {
             configuration.logger?.error("cannot start a worker running '\(workerFunction)': \(error)")
-            carryOut(state.withLock { $0.workerFailedToStart(error) })
+            carryOut(state.withLock { $0.workerFailedToStart(error, place: place) })
         }
     }
 
@@ -333,8 +349,14 @@ public final class WorkerPool: Sendable {
                 continuation.resume(returning: lease)
             case .fail(let continuation, let error):
                 continuation.resume(throwing: error)
-            case .startWorker:
-                Task { await self.startWorker() }
+            case .startWorker(let place):
+                Task { await self.startWorker(place: place) }
+            case .wake(let delay):
+                Task { [weak self] in
+                    try? await Task.sleep(for: delay)
+                    guard let self else { return }
+                    carryOut(state.withLock { $0.pump() })
+                }
             case .startWorkerAfterDelay:
                 Task { [weak self, delay = configuration.startDelay] in
                     try? await Task.sleep(for: delay)

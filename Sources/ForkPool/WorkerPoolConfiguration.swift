@@ -19,8 +19,24 @@ extension WorkerPool {
     /// configuration.retries = 2                   // run a call again elsewhere if its worker dies
     /// ```
     public struct Configuration: Sendable {
-        /// Most workers at once (Perl's `max`). Default: the number of online CPU cores.
+        /// Most workers at once on this machine (Perl's `max`). Default: the number of online CPU
+        /// cores. May be 0 when ``remoteHosts`` can hold workers.
         public var maximumWorkers: Int = Self.onlineProcessorCount
+        /// Other machines whose workers join this pool, each with its own maximum. Calls go to the
+        /// least-loaded worker wherever it runs; new workers start on this machine first, then on
+        /// the hosts in order.
+        ///
+        /// ```swift
+        /// let host = RemoteTemplate.ssh(host: "worker1", executable: "/opt/app/tool")
+        /// configuration.remoteHosts = [WorkerPool.RemoteHost(host, maximumWorkers: 8)]
+        /// ```
+        public var remoteHosts: [RemoteHost] = []
+        /// How long a remote host whose worker could not start (or whose connection broke at start)
+        /// is left alone before the pool tries it again. It doubles with every failure in a row, up
+        /// to ``maximumReconnectDelay``; one success resets it.
+        public var reconnectDelay: Duration = .seconds(1)
+        /// The longest wait between attempts to reach a remote host.
+        public var maximumReconnectDelay: Duration = .seconds(30)
         /// Workers kept ready even when there is nothing to do; also how many start with the pool
         /// (Perl's `idle`, default 0: the first call starts the first worker).
         public var idleWorkers: Int = 0
@@ -71,6 +87,20 @@ extension WorkerPool {
         public init() {}
 
         static var onlineProcessorCount: Int { max(1, Int(sysconf(Int32(_SC_NPROCESSORS_ONLN)))) }
+    }
+
+    /// A remote machine's share of a pool: where its workers start, and how many at most.
+    public struct RemoteHost: Sendable {
+        /// Starts the host's workers (each one a new process through the template's command).
+        public let template: RemoteTemplate
+        /// Most workers at once on this host.
+        public var maximumWorkers: Int
+
+        /// A host running at most `maximumWorkers` of the pool's workers.
+        public init(_ template: RemoteTemplate, maximumWorkers: Int) {
+            self.template = template
+            self.maximumWorkers = maximumWorkers
+        }
     }
 
     /// What a pool does when its template is gone.

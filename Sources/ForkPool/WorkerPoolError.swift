@@ -36,7 +36,7 @@ public struct WorkerPoolError: Error, Sendable, CustomStringConvertible {
     static func cannotStartWorker(_ error: any Error) -> WorkerPoolError {
         WorkerPoolError(
             kind: .cannotStartWorker,
-            message: "no worker could be started, so the call cannot run: \(error). Check that the template is alive and serves the pool's function",
+            message: "no worker could be started, so the call cannot run: \(error). Check that the template (or remote host) is alive and serves the pool's function",
             underlyingError: error)
     }
 }

@@ -10,8 +10,10 @@
 public struct WorkerPoolStatistics: Sendable {
     /// One worker.
     public struct Worker: Sendable, Hashable {
-        /// The worker's process id.
+        /// The worker's process id (for a remote worker, its local command's: `ssh`).
         public let pid: Int32
+        /// Where it runs: `local`, or the remote template's name (`ssh worker1`).
+        public let place: String
         /// Calls it holds now.
         public let callsInFlight: Int
         /// Calls it has answered (or failed).
@@ -30,7 +32,7 @@ public struct WorkerPoolStatistics: Sendable {
         public var callsFailed = 0
         /// Calls run again because their worker died.
         public var retries = 0
-        /// Workers forked.
+        /// Workers started (forked here, or started on a remote host).
         public var workersStarted = 0
         /// Workers that died or were killed while in service (each was replaced).
         public var workersLost = 0
@@ -48,6 +50,8 @@ public struct WorkerPoolStatistics: Sendable {
     public let workers: [Worker]
     /// Workers being forked.
     public let workersStarting: Int
+    /// Remote hosts whose last start failed, left alone until their reconnection delay has passed.
+    public let unreachablePlaces: [String]
     /// Calls waiting for a worker.
     public let queueLength: Int
     /// Callers waiting for room in a bounded queue (`queueLimit`).
