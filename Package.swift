@@ -110,7 +110,7 @@ let package = Package(
         .executableTarget(
             name: "forkkit-bench",
             dependencies: [
-                "ForkKit", "ForkRPC", "ForkPool", "MessagePack", "CMsgPack", "DemoWorkloads",
+                "ForkKit", "ForkRPC", "ForkPool", "MessagePack", "CMsgPack", "DemoWorkloads", "LoopbackSSH",
                 .product(name: "SystemPackage", package: "swift-system"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
@@ -134,6 +134,9 @@ let package = Package(
             dependencies: ["ForkKit", .product(name: "SystemPackage", package: "swift-system")],
             path: "Tests/ForkKitTestSupport"
         ),
+        // A real sshd on 127.0.0.1 with keys in a temporary directory, for the remote-worker tests
+        // and the remote benchmark.
+        .target(name: "LoopbackSSH", path: "Tests/LoopbackSSH"),
         .testTarget(
             name: "ForkRPCTests",
             dependencies: [
@@ -145,7 +148,7 @@ let package = Package(
         .testTarget(
             name: "ForkPoolTests",
             dependencies: [
-                "ForkPool", "ForkRPC", "ForkKit", "ForkKitTestSupport",
+                "ForkPool", "ForkRPC", "ForkKit", "ForkKitTestSupport", "LoopbackSSH",
                 .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "MetricsTestKit", package: "swift-metrics"),
             ]

@@ -11,7 +11,7 @@ struct ForkKitBench: AsyncParsableCommand {
         commandName: "forkkit-bench",
         abstract: "Measure ForkKit against its peers (Perl AnyEvent::Fork, a C floor) in one run.",
         discussion: "Run in release mode: swift build -c release && .build/release/forkkit-bench spawn",
-        subcommands: [SpawnBenchmark.self, RPCBenchmark.self, PoolBenchmark.self, SoakTest.self, AllBenchmarks.self]
+        subcommands: [SpawnBenchmark.self, RPCBenchmark.self, PoolBenchmark.self, RemoteBenchmark.self, SoakTest.self, AllBenchmarks.self]
     )
 
     static func main() async {
@@ -91,6 +91,8 @@ struct AllBenchmarks: AsyncParsableCommand {
         try await rpc.run()
         let pool = try PoolBenchmark.parse(arguments)
         try await pool.run()
+        let remote = try RemoteBenchmark.parse(arguments)
+        try await remote.run()
         // The soak is ten minutes unless quick; `all` runs it only as a smoke run.
         if options.quick {
             let soak = try SoakTest.parse(arguments)

@@ -3,6 +3,7 @@ import ForkKitTestSupport
 import ForkPool
 import ForkRPC
 import Foundation
+import LoopbackSSH
 import Testing
 
 #if canImport(Glibc)
