@@ -244,6 +244,7 @@ struct FaultInjectionTests {
     @Test("the owner SIGKILLed: its template and every pool worker are gone within a second")
     func ownerKilled() async throws {
         let (owner, output) = try startWorkerProgram(["pool-owner"])
+        defer { if owner.isRunning { kill(owner.processIdentifier, SIGKILL) } }
         let line = String(decoding: output.fileHandleForReading.availableData, as: UTF8.self)
         let pids = line.split(whereSeparator: \.isWhitespace).compactMap { Int32($0) }
         try #require(pids.count == 3, "the owner printed \(line.debugDescription)")

@@ -8,12 +8,13 @@ import Glibc
 /// A real OpenSSH server on 127.0.0.1, on a free port, with a host key and a client key generated
 /// into a temporary directory: nothing is changed in the system's configuration, nothing listens
 /// beyond loopback. It stops when the value is released (``stop()``).
-public final class SSHServer: @unchecked Sendable {
+public final class SSHServer: @unchecked Sendable {  // stop() is meant for one owner
     /// The port it listens on.
     public let port: Int
     /// The directory that holds its keys, configuration and log.
     public let directory: String
-    private let process: Process
+    private let pid: pid_t
+    private var stopped = false
 
     /// Why an sshd cannot run here, or `nil` when it can (`/usr/sbin/sshd` and `ssh-keygen` exist).
     public static var unavailableReason: String? {
@@ -49,13 +50,12 @@ public final class SSHServer: @unchecked Sendable {
             LogLevel ERROR
             """
         try configuration.write(toFile: "\(directory)/sshd_config", atomically: true, encoding: .utf8)
-        process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/sbin/sshd")
-        process.arguments = ["-D", "-e", "-f", "\(directory)/sshd_config", "-E", "\(directory)/sshd.log"]
-        try process.run()
+        pid = try Self.spawn("/usr/sbin/sshd", ["-D", "-e", "-f", "\(directory)/sshd_config", "-E", "\(directory)/sshd.log"])
+        // sshd writes its pid file once it listens. (Connecting to find out would leave a session
+        // process behind, orphaned when sshd stops.)
         let deadline = Date().addingTimeInterval(10)
-        while !Self.accepts(port: port), Date() < deadline { usleep(20_000) }
-        guard Self.accepts(port: port) else {
+        while !FileManager.default.fileExists(atPath: "\(directory)/sshd.pid"), Date() < deadline { usleep(20_000) }
+        guard FileManager.default.fileExists(atPath: "\(directory)/sshd.pid") else {
             stop()
             let log = (try? String(contentsOfFile: "\(directory)/sshd.log", encoding: .utf8)) ?? ""
             throw SSHServerError("sshd did not start listening on 127.0.0.1:\(port): \(log)")
@@ -75,23 +75,47 @@ public final class SSHServer: @unchecked Sendable {
 
     /// Stops sshd (its sessions' processes then see their connections end) and removes the directory.
     public func stop() {
-        // SIGKILL: a Process started from a Swift concurrency thread inherits that thread's blocked
-        // signals, and sshd waits with its inherited mask, so SIGTERM would never arrive.
-        if process.isRunning {
-            kill(process.processIdentifier, SIGKILL)
-            process.waitUntilExit()
+        if !stopped {
+            stopped = true
+            // Sessions still ending would be orphaned, and left unreaped where init does not reap.
+            let deadline = Date().addingTimeInterval(5)
+            while Date() < deadline, !((try? String(contentsOfFile: "/proc/\(pid)/task/\(pid)/children", encoding: .utf8)) ?? "").isEmpty {
+                usleep(20_000)
+            }
+            kill(pid, SIGTERM)
+            var status: Int32 = 0
+            while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
         }
         try? FileManager.default.removeItem(atPath: directory)
     }
 
+    /// Starts sshd with posix_spawn, not Foundation's Process: sshd closes every descriptor it did
+    /// not expect, among them the socket by which Foundation learns that a Process has exited.
+    /// Foundation then waits for sshd, blocking, on the one thread that notices every Process's
+    /// exit: every other Process of the test run would hang. The signal mask is reset too (a Swift
+    /// concurrency thread blocks almost every signal, and sshd would never see SIGTERM).
+    private static func spawn(_ executable: String, _ arguments: [String]) throws -> pid_t {
+        var attributes = posix_spawnattr_t()
+        posix_spawnattr_init(&attributes)
+        defer { posix_spawnattr_destroy(&attributes) }
+        var none = sigset_t()
+        sigemptyset(&none)
+        posix_spawnattr_setsigmask(&attributes, &none)
+        posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGMASK))
+        let argv = ([executable] + arguments).map { strdup($0) } + [nil]
+        defer { argv.forEach { free($0) } }
+        var pid: pid_t = 0
+        let result = posix_spawn(&pid, executable, nil, &attributes, argv, environ)
+        guard result == 0 else { throw SSHServerError("cannot start \(executable): \(String(cString: strerror(result)))") }
+        return pid
+    }
+
     private static func run(_ executable: String, _ arguments: [String]) throws {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: executable)
-        process.arguments = arguments
-        try process.run()
-        process.waitUntilExit()
-        guard process.terminationStatus == 0 else {
-            throw SSHServerError("\(executable) \(arguments.joined(separator: " ")) failed with \(process.terminationStatus)")
+        let pid = try spawn(executable, arguments)
+        var status: Int32 = 0
+        while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
+        guard status == 0 else {
+            throw SSHServerError("\(executable) \(arguments.joined(separator: " ")) failed (wait status \(status))")
         }
     }
 
@@ -108,18 +132,6 @@ public final class SSHServer: @unchecked Sendable {
         }
         guard bound else { throw SSHServerError("cannot find a free port on 127.0.0.1: errno \(errno)") }
         return Int(UInt16(bigEndian: address.sin_port))
-    }
-
-    private static func accepts(port: Int) -> Bool {
-        let descriptor = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        defer { close(descriptor) }
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_addr.s_addr = inet_addr("127.0.0.1")
-        address.sin_port = UInt16(port).bigEndian
-        return withUnsafePointer(to: &address) { pointer in
-            pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(descriptor, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) == 0 }
-        }
     }
 }
 
