@@ -11,7 +11,7 @@ struct ForkKitBench: AsyncParsableCommand {
         commandName: "forkkit-bench",
         abstract: "Measure ForkKit against its peers (Perl AnyEvent::Fork, a C floor) in one run.",
         discussion: "Run in release mode: swift build -c release && .build/release/forkkit-bench spawn",
-        subcommands: [SpawnBenchmark.self, RPCBenchmark.self, PoolBenchmark.self, RemoteBenchmark.self, SoakTest.self, AllBenchmarks.self]
+        subcommands: [SpawnBenchmark.self, RPCBenchmark.self, PoolBenchmark.self, RemoteBenchmark.self, SoakTest.self, AllBenchmarks.self, ReportCommand.self]
     )
 
     static func main() async {
@@ -71,6 +71,7 @@ struct BenchmarkRun: ~Copyable {
 
     /// Prints the report as a table, or as JSON.
     func finish(json: Bool) throws {
+        Report.finished.withLock { $0.append(report) }
         if json { try report.printJSON() } else { report.printTable() }
     }
 }

@@ -1,9 +1,13 @@
 import Foundation
+import Synchronization
 
 /// What one benchmark measured: raw medians (unit in the name), peers that were skipped and why,
 /// and the issue targets, each a ratio of two medians from this same run.
-struct Report {
-    struct Target {
+struct Report: Sendable {
+    /// Every report finished in this process, in order, for `forkkit-bench report`.
+    static let finished = Mutex<[Report]>([])
+
+    struct Target: Sendable {
         let name: String
         let value: Double?
         let target: Double
