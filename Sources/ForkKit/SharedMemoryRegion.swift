@@ -49,8 +49,11 @@ public final class SharedMemoryRegion: @unchecked Sendable {
 
     /// Creates a zero-filled region of `size` bytes, writable here, and registers it under `name`.
     ///
-    /// - Parameter writableInChildren: whether children may write to it; by default a child that
-    ///   writes to it is killed with SIGSEGV, so that shared data cannot be corrupted by accident.
+    /// - Parameters:
+    ///   - name: what children look it up by (``named(_:)``).
+    ///   - size: its size in bytes, above 0.
+    ///   - writableInChildren: whether children may write to it; by default a child that
+    ///     writes to it is killed with SIGSEGV, so that shared data cannot be corrupted by accident.
     public static func create(name: String, size: Int, writableInChildren: Bool = false) throws -> SharedMemoryRegion {
         guard size > 0 else { throw ForkError(.invalidState, "a shared region needs a size above 0, got \(size)") }
         guard named(name) == nil else {

@@ -128,6 +128,8 @@ public final class WorkerPool: Sendable {
     /// Calls `function` with `input` on the least-loaded worker and waits for its result.
     ///
     /// - Parameters:
+    ///   - function: the typed handle of a function the worker function registered.
+    ///   - input: its argument.
     ///   - retries: how many times to run the call again on another worker if its worker dies
     ///     (default: the pool's ``Configuration/retries``).
     ///   - timeout: how long the call may take (default: the pool's ``Configuration/callTimeout``).

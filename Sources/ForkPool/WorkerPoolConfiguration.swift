@@ -71,7 +71,7 @@ extension WorkerPool {
         /// under. The pool forks a child of the template, applies them there, and forks its workers
         /// from that child, so the template itself stays unlimited. `nil`: none.
         public var resourceLimits: ResourceLimits?
-        /// Arguments every worker is forked with (``ForkKit/ChildContext/arguments``).
+        /// Arguments every worker is forked with (`ChildContext.arguments`).
         public var arguments: [[UInt8]] = []
         /// Largest message accepted from a worker.
         public var maximumMessageSize: Int = 64 << 20

@@ -112,8 +112,8 @@ public final class RPCClient: Sendable {
         if output != input, outgoing.withLock({ $0.open }) { Glibc.close(output) }
     }
 
-    /// Starts a child from `template` (a local ``ForkKit/ForkTemplate`` or a ``ForkKit/RemoteTemplate``)
-    /// that runs `function` (an ``ForkEntryPoint/rpcWorker(_:_:)``) and returns a client connected to
+    /// Starts a child from `template` (a local `ForkTemplate` or a `RemoteTemplate`) that runs
+    /// `function` (an `rpcWorker` or `asyncRPCWorker` entry point) and returns a client connected to
     /// it (AnyEvent::Fork::RPC's `run`).
     public static func start(
         _ template: any ChildLauncher, running function: String, arguments: [[UInt8]] = [],
@@ -127,8 +127,11 @@ public final class RPCClient: Sendable {
 
     /// Calls `function` with `input` and waits for its result.
     ///
-    /// - Parameter timeout: how long to wait before giving up with ``RPCError/Kind/timeout``; the
-    ///   worker is then sent `$cancel`. Task cancellation does the same with `CancellationError`.
+    /// - Parameters:
+    ///   - function: the typed handle of a function the worker registered.
+    ///   - input: its argument.
+    ///   - timeout: how long to wait before giving up with ``RPCError/Kind/timeout``; the
+    ///     worker is then sent `$cancel`. Task cancellation does the same with `CancellationError`.
     public func call<Input, Output>(_ function: RPCFunction<Input, Output>, _ input: Input, timeout: Duration? = nil) async throws -> Output {
         try await perform(method: function.name, naming: function.name, timeout: timeout) { writer, direct in
             writer.writeArrayHeader(count: 1)

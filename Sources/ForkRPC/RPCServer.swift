@@ -127,7 +127,10 @@ extension ForkEntryPoint {
     /// A function that serves MessagePack-RPC on the child's connection with the synchronous backend:
     /// `setUp` registers the functions, then the child answers calls until its owner closes.
     ///
-    /// - Parameter spinBeforeBlocking: the low-latency mode (see ``RPCServer/init(input:output:maximumMessageSize:spinBeforeBlocking:)``).
+    /// - Parameters:
+    ///   - name: the entry point's name, which the owner starts.
+    ///   - spinBeforeBlocking: the low-latency mode (see ``RPCServer/init(input:output:maximumMessageSize:spinBeforeBlocking:)``).
+    ///   - setUp: registers the worker's functions (runs in the child, once).
     public static func rpcWorker(
         _ name: String, spinBeforeBlocking: Duration = .zero, _ setUp: @escaping @Sendable (RPCServer) throws -> Void
     ) -> ForkEntryPoint {

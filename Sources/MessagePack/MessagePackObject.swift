@@ -2,7 +2,7 @@ import CMsgPack
 
 /// A view of one value inside a message that msgpack-c has unpacked, read in place: no copy, no
 /// ``MessagePackValue`` tree. Valid only inside the closure that receives it
-/// (``MessagePackFrameReader/nextObject(_:)``, ``withObject(in:_:)``); keep what it yields, not
+/// (``MessagePackFrameReader/nextObject(_:)``, `MessagePackObject.withObject(in:_:)`); keep what it yields, not
 /// the view.
 ///
 /// ```swift
