@@ -66,30 +66,33 @@ struct ChartMeasurements {
         configuration.idleWorkers = 1
         configuration.metricsPrefix = nil
         let pool = try await WorkerPool(running: "pool-bench", configuration: configuration)
-        let ways: [(String, onIOExecutor: Bool, @Sendable (Int) async throws -> Int)] = [
-            ("RPCClient.call", false, { try await client.call(PoolBenchmark.square, $0) }),
-            ("the same, caller on ioExecutor", true, { try await client.call(PoolBenchmark.square, $0) }),
-            ("WorkerPool.call", false, { try await pool.call(PoolBenchmark.square, $0) }),
-        ]
         var result = Latency()
-        for (name, onIOExecutor, call) in ways {
-            @Sendable func measure() async throws -> [Double] {
-                var times: [Double] = []
-                for value in 0..<calls {
-                    let start = ContinuousClock.now
-                    guard try await call(value) == value * value else { throw PeerFailure(description: "wrong square") }
-                    times.append((ContinuousClock.now - start).seconds * 1e6)
-                }
-                return times.sorted()
-            }
-            // The whole loop prefers the executor: entering and leaving the preference per call
-            // would add the hops it saves.
-            let times = onIOExecutor ? try await withTaskExecutorPreference(ForkTemplate.ioExecutor) { try await measure() } : try await measure()
-            result.series.append((name, Latency.percentiles.map { times[min(times.count - 1, Int(Double(times.count) * $0 / 100))] }))
+        func record(_ name: String, _ times: [Double]) {
+            let sorted = times.sorted()
+            result.series.append((name, Latency.percentiles.map { sorted[min(sorted.count - 1, Int(Double(sorted.count) * $0 / 100))] }))
         }
+        record("RPCClient.call", try await Self.roundTrips(calls: calls) { try await client.call(PoolBenchmark.square, $0) })
+        // The whole loop prefers the executor: entering and leaving the preference per call would
+        // add the hops it saves.
+        record("the same, caller on ioExecutor", try await withTaskExecutorPreference(ForkTemplate.ioExecutor) {
+            try await Self.roundTrips(calls: calls) { try await client.call(PoolBenchmark.square, $0) }
+        })
+        record("WorkerPool.call", try await Self.roundTrips(calls: calls) { try await pool.call(PoolBenchmark.square, $0) })
         await pool.shutdown()
         _ = try await client.close()
         return result
+    }
+
+    /// Microseconds of each of `calls` round trips of x*x, one at a time.
+    static func roundTrips(calls: Int, _ call: (Int) async throws -> Int) async throws -> [Double] {
+        var times: [Double] = []
+        times.reserveCapacity(calls)
+        for value in 0..<calls {
+            let start = ContinuousClock.now
+            guard try await call(value) == value * value else { throw PeerFailure(description: "wrong square") }
+            times.append((ContinuousClock.now - start).seconds * 1e6)
+        }
+        return times
     }
 
     func creationRate(templatePath: String) async throws -> CreationRate {

@@ -114,7 +114,7 @@ public final class RemoteTemplate: ChildLauncher {
         last.append(.run(name: function))
         let (pid, connection, reply) = try await start(then: last)
         guard case .running = reply else {
-            kill(pid, SIGKILL)
+            _ = await endUnstarted(pid)
             throw ForkError(.protocolViolation, "\(placeName) answered 'run' with \(reply)")
         }
         return RunningChild(pid: pid, socket: FileDescriptor(rawValue: connection.takeSocket()), keeping: self, remoteName: placeName)
@@ -164,7 +164,7 @@ public final class RemoteTemplate: ChildLauncher {
 
     // MARK: - Helpers
 
-    static func noDescriptors(_ placeName: String) -> ForkError {
+    private static func noDescriptors(_ placeName: String) -> ForkError {
         ForkError(
             .invalidState,
             "descriptors cannot be passed to \(placeName): they travel only over a Unix socket on one machine, and a "

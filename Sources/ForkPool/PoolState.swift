@@ -152,9 +152,15 @@ struct PoolState {
     /// Reserves a start at the next place with room (for the pool's first workers), or `nil`.
     mutating func reserveStart() -> Int? {
         guard let place = nextPlace(ignoringHold: true) else { return nil }
+        _ = beginStart(at: place)
+        return place
+    }
+
+    /// Counts a start at `place` as under way until its worker starts or fails.
+    private mutating func beginStart(at place: Int) -> PoolEffect {
         starting += 1
         places[place].starting += 1
-        return place
+        return .startWorker(place: place)
     }
 
     mutating func workerStarted(client: RPCClient, pid: Int32, place: Int) -> [PoolEffect] {
@@ -231,10 +237,10 @@ struct PoolState {
 
     mutating func startTimerFired() -> [PoolEffect] {
         startTimerSet = false
-        guard shutdown == nil, !queue.isEmpty, leastLoadedIndex() == nil, let place = reserveStart() else {
+        guard shutdown == nil, !queue.isEmpty, leastLoadedIndex() == nil, let place = nextPlace(ignoringHold: true) else {
             return pump()
         }
-        return [.startWorker(place: place)] + pump()
+        return [beginStart(at: place)] + pump()
     }
 
     mutating func stopTimerFired(pid: Int32, idleSince: ContinuousClock.Instant) -> [PoolEffect] {
@@ -355,19 +361,16 @@ struct PoolState {
     private mutating func growth() -> [PoolEffect] {
         var effects: [PoolEffect] = []
         let maximum = maximumWorkers
-        func start(_ place: Int) {
-            starting += 1
-            places[place].starting += 1
-            effects.append(.startWorker(place: place))
-        }
         while replacementsOwed > 0, let place = nextPlace() {
             replacementsOwed -= 1
-            start(place)
+            effects.append(beginStart(at: place))
         }
-        while activeCount < min(configuration.idleWorkers, maximum), let place = nextPlace() { start(place) }
+        while activeCount < min(configuration.idleWorkers, maximum), let place = nextPlace() {
+            effects.append(beginStart(at: place))
+        }
         replacementsOwed = min(replacementsOwed, maximum)
         if !queue.isEmpty, activeCount == 0, let place = nextPlace(ignoringHold: true) {
-            start(place)
+            effects.append(beginStart(at: place))
         } else if !queue.isEmpty, starting == 0, !startTimerSet, nextPlace(ignoringHold: true) != nil {
             startTimerSet = true
             effects.append(.startWorkerAfterDelay)
