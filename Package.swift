@@ -106,6 +106,7 @@ let package = Package(
             path: "Examples/RemoteFunctions"
         ),
         .executableTarget(name: "forkkit-async-countdown", dependencies: ["ForkKit", "ForkRPC"], path: "Examples/AsyncCountDown"),
+        .executableTarget(name: "forkkit-remote-pool", dependencies: ["ForkKit", "ForkPool"], path: "Examples/RemotePool"),
         .executableTarget(name: "forkkit-shared-table", dependencies: ["ForkKit", "ForkRPC", "ForkPool"], path: "Examples/SharedTable"),
         .target(name: "ForkKitWordCountPlugin", dependencies: ["ForkKit", "ForkRPC"], path: "Examples/Plugin/Library"),
         .executableTarget(name: "forkkit-plugin-host", dependencies: ["ForkKit", "ForkRPC"], path: "Examples/Plugin/Host"),

@@ -29,6 +29,7 @@ check remote-functions "area of 3 x 4: 12.0" "caught: BadShape from 'area'" "wor
     "progress events: [1, 2, 3, 4, 5]" "child ended: exit code 0" -- $bin/forkkit-remote-functions
 check async-countdown "12 ticks" "they ran concurrently" -- $bin/forkkit-async-countdown
 check shared-table "all four read the same table: true" -- $bin/forkkit-shared-table 32
+check remote-pool "worker" ": direct command" "10000 squares, the last 100000000" "direct command:" -- $bin/forkkit-remote-pool
 check plugin-host "9 words" "worker ended: exit code 0" -- $bin/forkkit-plugin-host
 check prefork-exec "served by pid" 'now holds: "hi\n"' -- \
     $bin/forkkit-prefork-exec --servers 2 --connections 4 --exec-runs 20 --parent-megabytes 50

@@ -80,7 +80,10 @@ struct PoolState {
     var shutdown: Shutdown?
     var shutdownWaiters: [CheckedContinuation<Void, Never>] = []
     /// Workers the pool killed itself (a timed-out or cancelled call): their other calls run again.
+    /// Bounded: only calls that were on such a worker when it was killed look it up, moments later.
     var killedByPool: Set<Int32> = []
+    private var killedByPoolOrder: Deque<Int32> = []
+    private static let killedByPoolMemory = 1024
     var nextWaiterID: UInt64 = 0
     var counters = WorkerPoolStatistics.Counters()
 
@@ -230,6 +233,8 @@ struct PoolState {
         guard let index = workers.firstIndex(where: { $0.pid == pid }) else { return [] }
         let worker = workers.remove(at: index)
         killedByPool.insert(pid)
+        killedByPoolOrder.append(pid)
+        if killedByPoolOrder.count > Self.killedByPoolMemory { killedByPool.remove(killedByPoolOrder.removeFirst()) }
         counters.workersLost += 1
         if shutdown == nil { replacementsOwed += 1 }
         return [.kill(worker.client)] + pump()
