@@ -61,8 +61,9 @@ public struct ChildContext: Sendable {
     /// In a process started by a ``RemoteTemplate`` this is only ``input``: write to ``output``.
     public var socket: FileDescriptor { input }
 
-    /// Whether ``input`` and ``output`` are one socket (a local child), which can carry descriptors.
-    public var isLocal: Bool { input == output }
+    /// Whether descriptors can be passed to and from the owner: ``input`` and ``output`` are one
+    /// socket (a local child), not a remote process's byte streams.
+    public var canPassDescriptors: Bool { input == output }
 
     /// The child's process id.
     public var pid: Int32 { getpid() }

@@ -88,7 +88,7 @@ public final class WorkerPool: Sendable {
         // no worker could start at all.
         let places = state.withLock { state in (0..<configuration.idleWorkers).compactMap { _ in state.reserveStart() } }
         // Started side by side: a remote worker's start is mostly waiting for ssh.
-        let failures = await withTaskGroup(of: (any Error)?.self) { group in
+        let lastFailure = await withTaskGroup(of: (any Error)?.self) { group in
             for place in places {
                 group.addTask { [self] in
                     do {
@@ -101,9 +101,11 @@ public final class WorkerPool: Sendable {
                     }
                 }
             }
-            return await group.compactMap { $0 }.reduce(into: [any Error]()) { $0.append($1) }
+            var last: (any Error)?
+            for await failure in group where failure != nil { last = failure }
+            return last
         }
-        if let lastFailure = failures.last, statistics.workers.isEmpty {
+        if let lastFailure, statistics.workers.isEmpty {
             await terminate()
             throw lastFailure
         }
@@ -314,7 +316,9 @@ public final class WorkerPool: Sendable {
     private func watchEvents(of client: RPCClient) {
         let events = client.events
         let pid = client.pid ?? 0
-        Task { [weak self, weak client] in
+        // The process, not the client: holding the client would keep its connection open.
+        let process = client.worker
+        Task { [weak self] in
             for await event in events {
                 guard let self else { return }
                 if event.name == RPCMessage.retireMethod {
@@ -327,14 +331,15 @@ public final class WorkerPool: Sendable {
             let (wasInService, effects) = state.withLock { state in
                 (state.workers.contains { $0.pid == pid && !$0.draining }, state.workerEnded(pid: pid))
             }
-            if wasInService, let process = client?.worker {
+            if wasInService {
                 // A worker that closed its socket may still be running: it must not outlive its
                 // place. It is given the time its client waits for an exit status, so that its
-                // callers learn what it did rather than that it was killed. (The process, not the
-                // client, is kept meanwhile: the client's socket closes now.)
-                Task {
-                    try? await Task.sleep(for: .seconds(2))
-                    process.send(signal: SIGKILL)
+                // callers learn what it did rather than that it was killed.
+                if let process {
+                    Task {
+                        try? await Task.sleep(for: .seconds(2))
+                        process.send(signal: SIGKILL)
+                    }
                 }
                 metrics?.workersLost.increment()
                 configuration.logger?.warning("worker \(pid) is gone; a new one replaces it")
