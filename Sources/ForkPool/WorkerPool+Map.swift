@@ -123,12 +123,13 @@ extension WorkerPool {
                     group.addTask { [chunk] in
                         let timeout = self.configuration.callTimeout.map { $0 * chunk.count }
                         // Timed from the request, not from the wait for a worker.
-                        let (outcomes, duration) = try await self.perform(retries: retries, timeout: timeout) { client, timeout in
+                        let (results, duration) = try await self.perform(retries: retries, timeout: timeout) { client, timeout in
                             let begin = ContinuousClock.now
-                            let outcomes = try await client.callBatch(function, chunk, timeout: timeout)
-                            return (outcomes, ContinuousClock.now - begin)
+                            let results = try await client.callBatchValues(function, chunk, timeout: timeout)
+                            return (results, ContinuousClock.now - begin)
                         }
-                        return (start, try outcomes.map { try $0.get() }, duration)
+                        if let failure = results.firstFailure { throw failure }
+                        return (start, results.outputs, duration)
                     }
                 }
             }

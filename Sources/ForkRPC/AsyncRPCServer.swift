@@ -76,18 +76,8 @@ public final class AsyncRPCServer: Sendable {
                     return { RPCArguments.result(try await body(input)) }
                 },
                 batch: { calls in
-                    let inputs = calls.map { call in Result { try RPCArguments.decode(Input.self, from: call) } }
-                    return {
-                        var outputs: [Result<Output, any Error>] = []
-                        for input in inputs {
-                            do {
-                                outputs.append(.success(try await body(try input.get())))
-                            } catch {
-                                outputs.append(.failure(error))
-                            }
-                        }
-                        return { [outputs] writer in RPCArguments.writeBatch(outputs, into: &writer) }
-                    }
+                    let inputs = RPCArguments.BatchInputs(calls) { try RPCArguments.decode(Input.self, from: $0) }
+                    return { await inputs.run(body) }
                 })
         }
     }

@@ -149,6 +149,45 @@ public final class RPCClient: Sendable {
     public func callBatch<Input, Output>(
         _ function: RPCFunction<Input, Output>, _ inputs: [Input], timeout: Duration? = nil
     ) async throws -> [Result<Output, RPCError>] {
+        try await batch(function, inputs, timeout: timeout) { results, count in
+            var outcomes: [Result<Output, RPCError>] = []
+            outcomes.reserveCapacity(count)
+            for index in 0..<count {
+                do throws(RPCError) {
+                    outcomes.append(.success(try self.batchItem(results[index], of: function)))
+                } catch {
+                    outcomes.append(.failure(error))
+                }
+            }
+            return outcomes
+        }
+    }
+
+    /// Like ``callBatch(_:_:timeout:)``, but the results as plain values, up to the first call that
+    /// failed, and that call's error. (A pool's map wants exactly this, and a `Result` per item
+    /// costs a generic metadata lookup per item here.)
+    package func callBatchValues<Input, Output>(
+        _ function: RPCFunction<Input, Output>, _ inputs: [Input], timeout: Duration? = nil
+    ) async throws -> (outputs: [Output], firstFailure: RPCError?) {
+        try await batch(function, inputs, timeout: timeout) { results, count in
+            var outputs: [Output] = []
+            outputs.reserveCapacity(count)
+            for index in 0..<count {
+                do throws(RPCError) {
+                    outputs.append(try self.batchItem(results[index], of: function))
+                } catch {
+                    return (outputs, error)
+                }
+            }
+            return (outputs, nil)
+        }
+    }
+
+    /// Sends `inputs` as one `$batch` request; `collect` reads the `count` `[error, result]` pairs.
+    private func batch<Input, Output, Collected: Sendable>(
+        _ function: RPCFunction<Input, Output>, _ inputs: [Input], timeout: Duration?,
+        collect: @escaping @Sendable (MessagePackObject, Int) throws -> Collected
+    ) async throws -> Collected {
         let name = function.name
         return try await perform(method: RPCArguments.batchMethod, naming: name, timeout: timeout) { writer, direct in
             writer.writeArrayHeader(count: 2)
@@ -162,25 +201,19 @@ public final class RPCClient: Sendable {
             guard let count = result.count, count == inputs.count else {
                 throw RPCError(.protocolViolation, "answered a batch of \(inputs.count) with \(result.typeName)", function: name, pid: self.pid)
             }
-            var outcomes: [Result<Output, RPCError>] = []
-            outcomes.reserveCapacity(count)
-            for index in 0..<count {
-                let pair = result[index]
-                if pair.count != 2 {
-                    outcomes.append(.failure(RPCError(
-                        .protocolViolation, "answered a batch item with \(pair.typeName), not [error, result]", function: name, pid: self.pid)))
-                } else if !pair[0].isNil {
-                    outcomes.append(.failure(self.remoteError((try? pair[0].value()) ?? .nil, function: name)))
-                } else {
-                    do throws(RPCError) {
-                        outcomes.append(.success(try self.decode(Output.self, of: name, from: pair[1])))
-                    } catch {
-                        outcomes.append(.failure(error))
-                    }
-                }
-            }
-            return outcomes
+            return try collect(result, count)
         }
+    }
+
+    /// One `[error, result]` pair of a batch's response: the result, or the error it carries.
+    private func batchItem<Input, Output>(_ pair: MessagePackObject, of function: RPCFunction<Input, Output>) throws(RPCError) -> Output {
+        guard pair.count == 2 else {
+            throw RPCError(.protocolViolation, "answered a batch item with \(pair.typeName), not [error, result]", function: function.name, pid: pid)
+        }
+        guard pair[0].isNil else {
+            throw remoteError((try? pair[0].value()) ?? .nil, function: function.name)
+        }
+        return try decode(Output.self, of: function.name, from: pair[1])
     }
 
     /// Calls `method` with untyped parameters (for peers outside ForkKit).

@@ -66,11 +66,8 @@ public final class RPCServer {
                 return { RPCArguments.result(try body(input)) }
             },
             batch: { calls in
-                let inputs = calls.map { call in Result { try decode(call) } }
-                return {
-                    let outputs = inputs.map { input in Result { try body(try input.get()) } }
-                    return { writer in RPCArguments.writeBatch(outputs, into: &writer) }
-                }
+                let inputs = RPCArguments.BatchInputs(calls, decode: decode)
+                return { inputs.run(body) }
             })
     }
 

@@ -61,6 +61,11 @@ public struct MessagePackWriter: ~Copyable {
         msgpack_sbuffer_clear(buffer)
     }
 
+    /// Appends bytes that already are MessagePack (values encoded by another writer).
+    public mutating func write(encoded bytes: [UInt8]) {
+        _ = bytes.withUnsafeBytes { msgpack_sbuffer_write(buffer, $0.baseAddress, $0.count) }
+    }
+
     /// Appends one value.
     public mutating func write(_ value: MessagePackValue) {
         Self.pack(value, packer)
