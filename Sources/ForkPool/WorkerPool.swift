@@ -125,6 +125,9 @@ public final class WorkerPool: Sendable {
     /// A snapshot of the workers, the queue and the counters.
     public var statistics: WorkerPoolStatistics { state.withLock { $0.statistics } }
 
+    /// Most workers at once, here and on every remote host.
+    var maximumWorkers: Int { state.withLock { $0.maximumWorkers } }
+
     // MARK: Calls
 
     /// Calls `function` with `input` on the least-loaded worker and waits for its result.
