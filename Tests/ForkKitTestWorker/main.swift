@@ -157,6 +157,9 @@ ForkTemplate.bootstrap([
             try server.retire()
             return getpid()
         }
+        server.register(RPCFunction<Int, String>("network-namespace")) { _ in
+            (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/ns/net")) ?? "unknown"
+        }
         server.register(RPCFunction<Int, Int>("emit-progress")) { count in
             for step in 1...max(1, count) { try server.emit("progress", step) }
             return count

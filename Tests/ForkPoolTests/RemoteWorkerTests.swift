@@ -31,6 +31,16 @@ func makeMixedPool(
     }
 }
 
+/// Whether this machine can make a network namespace for the two-host test; says why not, once.
+let namespacesAvailable: Bool = {
+    guard sshAvailable else { return false }
+    guard let reason = NetworkNamespaceHost.unavailableReason else { return true }
+    FileHandle.standardError.write(Data("RemoteWorkerTests' two-host test skipped: \(reason)\n".utf8))
+    return false
+}()
+
+let networkNamespace = RPCFunction<Int, String>("network-namespace")
+
 @Suite(
     "ForkPool with remote workers through a real sshd on 127.0.0.1", .serialized, .noZombieChildren,
     .enabled("needs OpenSSH's sshd, ssh and ssh-keygen (Debian: openssh-server)") { sshAvailable })
@@ -97,6 +107,36 @@ struct RemoteWorkerTests {
             pool.statistics.workers.contains { $0.place == "ssh 127.0.0.1" && $0.pid != remotePid }
         }, "workers: \(pool.statistics.workers)")
         #expect(try await pool.map(square, Array(0..<100)) == (0..<100).map { $0 * $0 })
+        await pool.shutdown()
+    }
+
+    @Test(
+        "two hosts: a pool across a veth link to sshd in another network namespace",
+        .enabled("needs `ip netns` (iproute2, and the right to make namespaces)") { namespacesAvailable })
+    func twoHosts() async throws {
+        let other = try NetworkNamespaceHost()
+        defer { other.remove() }
+        let sshd = try SSHServer(in: other)
+        defer { sshd.stop() }
+        let host = RemoteTemplate.ssh(host: other.address, executable: Built.worker, options: sshd.clientOptions)
+        let pool = try await makePool { configuration in
+            configuration.maximumWorkers = 1
+            configuration.remoteHosts = [WorkerPool.RemoteHost(host, maximumWorkers: 1)]
+            configuration.idleWorkers = 2
+        }
+        #expect(Set(pool.statistics.workers.map(\.place)) == ["local", "ssh \(other.address)"])
+        // Each worker answers from its own network: one from ours, one from the other host's.
+        let ours = try FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/ns/net")
+        let seen = try await withThrowingTaskGroup(of: String.self) { group in
+            for _ in 0..<20 { group.addTask { try await pool.call(networkNamespace, 0) } }
+            var seen: Set<String> = []
+            for try await namespace in group { seen.insert(namespace) }
+            return seen
+        }
+        #expect(seen.count == 2 && seen.contains(ours), "namespaces seen: \(seen), ours: \(ours)")
+        let numbers = Array(0..<2_000)
+        #expect(try await pool.map(slowSquare, numbers, chunkSize: 20) == numbers.map { $0 * $0 })
+        #expect(pool.statistics.workers.allSatisfy { $0.callsServed > 0 }, "\(pool.statistics.workers)")
         await pool.shutdown()
     }
 

@@ -5,12 +5,15 @@ import Foundation
 import Glibc
 #endif
 
-/// A real OpenSSH server on 127.0.0.1, on a free port, with a host key and a client key generated
-/// into a temporary directory: nothing is changed in the system's configuration, nothing listens
-/// beyond loopback. It stops when the value is released (``stop()``).
+/// A real OpenSSH server on 127.0.0.1 (or in a ``NetworkNamespaceHost``), on a free port, with a host
+/// key and a client key generated into a temporary directory: nothing is changed in the system's
+/// configuration, nothing listens beyond loopback (or the namespace's link). It stops when the value
+/// is released (``stop()``).
 public final class SSHServer: @unchecked Sendable {  // stop() is meant for one owner
     /// The port it listens on.
     public let port: Int
+    /// The address it listens on.
+    public let address: String
     /// The directory that holds its keys, configuration and log.
     public let directory: String
     private let pid: pid_t
@@ -24,8 +27,9 @@ public final class SSHServer: @unchecked Sendable {  // stop() is meant for one 
         return nil
     }
 
-    /// Generates keys and starts sshd; returns once it accepts connections.
-    public init() throws {
+    /// Generates keys and starts sshd, on 127.0.0.1 or inside `host`; returns once it listens.
+    public init(in host: NetworkNamespaceHost? = nil) throws {
+        address = host?.address ?? "127.0.0.1"
         directory = NSTemporaryDirectory() + "forkkit-sshd-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         chmod(directory, 0o700)
@@ -37,7 +41,7 @@ public final class SSHServer: @unchecked Sendable {  // stop() is meant for one 
         try FileManager.default.copyItem(atPath: "\(directory)/client_key.pub", toPath: "\(directory)/authorized_keys")
         port = try Self.freePort()
         let configuration = """
-            ListenAddress 127.0.0.1
+            ListenAddress \(address)
             Port \(port)
             HostKey \(directory)/host_key
             AuthorizedKeysFile \(directory)/authorized_keys
@@ -50,7 +54,10 @@ public final class SSHServer: @unchecked Sendable {  // stop() is meant for one 
             LogLevel ERROR
             """
         try configuration.write(toFile: "\(directory)/sshd_config", atomically: true, encoding: .utf8)
-        pid = try Self.spawn("/usr/sbin/sshd", ["-D", "-e", "-f", "\(directory)/sshd_config", "-E", "\(directory)/sshd.log"])
+        // `ip netns exec` execs sshd in place, so `pid` is sshd's either way.
+        let sshd = ["/usr/sbin/sshd", "-D", "-e", "-f", "\(directory)/sshd_config", "-E", "\(directory)/sshd.log"]
+        let command = host?.command(sshd) ?? sshd
+        pid = try Self.spawn(command[0], Array(command.dropFirst()))
         // sshd writes its pid file once it listens. (Connecting to find out would leave a session
         // process behind, orphaned when sshd stops.)
         let deadline = Date().addingTimeInterval(10)
@@ -58,7 +65,7 @@ public final class SSHServer: @unchecked Sendable {  // stop() is meant for one 
         guard FileManager.default.fileExists(atPath: "\(directory)/sshd.pid") else {
             stop()
             let log = (try? String(contentsOfFile: "\(directory)/sshd.log", encoding: .utf8)) ?? ""
-            throw SSHServerError("sshd did not start listening on 127.0.0.1:\(port): \(log)")
+            throw SSHServerError("sshd did not start listening on \(address):\(port): \(log)")
         }
     }
 
@@ -94,7 +101,7 @@ public final class SSHServer: @unchecked Sendable {  // stop() is meant for one 
     /// Foundation then waits for sshd, blocking, on the one thread that notices every Process's
     /// exit: every other Process of the test run would hang. The signal mask is reset too (a Swift
     /// concurrency thread blocks almost every signal, and sshd would never see SIGTERM).
-    private static func spawn(_ executable: String, _ arguments: [String]) throws -> pid_t {
+    static func spawn(_ executable: String, _ arguments: [String]) throws -> pid_t {
         var attributes = posix_spawnattr_t()
         posix_spawnattr_init(&attributes)
         defer { posix_spawnattr_destroy(&attributes) }
