@@ -7,6 +7,12 @@ public struct MapResult<Output: Sendable>: Sendable {
     public let index: Int
     /// The function's result for that input.
     public let output: Output
+
+    @usableFromInline
+    init(index: Int, output: Output) {
+        self.index = index
+        self.output = output
+    }
 }
 
 /// The order in which a streaming map yields its results.
@@ -72,6 +78,7 @@ extension WorkerPool {
     /// ```
     ///
     /// Ending the iteration early (or cancelling its task) cancels the remaining work.
+    @inlinable  // as map: the per-item loops specialized where it is called
     public func results<Inputs: Sequence & Sendable, Input, Output>(
         of function: RPCFunction<Input, Output>, _ inputs: Inputs, order: MapOrder = .input, chunkSize: Int? = nil,
         retries: Int? = nil, progress: MapProgress? = nil
