@@ -69,7 +69,8 @@ extension WorkerPool {
     }
 
     /// Like ``map(_:_:chunkSize:retries:progress:)``, but yields each result as soon as `order`
-    /// allows, so that a consumer can act on early results while later ones are computed.
+    /// allows, so that a consumer can act on early results while later ones are computed. Results
+    /// arrive a chunk at a time (see ``MapResults``).
     ///
     /// ```swift
     /// for try await result in pool.results(of: render, rows, order: .completion) {
@@ -82,8 +83,8 @@ extension WorkerPool {
     public func results<Inputs: Sequence & Sendable, Input, Output>(
         of function: RPCFunction<Input, Output>, _ inputs: Inputs, order: MapOrder = .input, chunkSize: Int? = nil,
         retries: Int? = nil, progress: MapProgress? = nil
-    ) -> AsyncThrowingStream<MapResult<Output>, any Error> where Inputs.Element == Input {
-        let (stream, continuation) = AsyncThrowingStream.makeStream(of: MapResult<Output>.self)
+    ) -> MapResults<Output> where Inputs.Element == Input {
+        let (stream, continuation) = AsyncThrowingStream.makeStream(of: [MapResult<Output>].self)
         let task = Task {
             var early: [Int: [Output]] = [:]
             var nextIndex = 0
@@ -95,14 +96,12 @@ extension WorkerPool {
                 ) { start, outputs in
                     switch order {
                     case .completion:
-                        for offset in outputs.indices { continuation.yield(MapResult(index: start + offset, output: outputs[offset])) }
+                        continuation.yield(outputs.indices.map { MapResult(index: start + $0, output: outputs[$0]) })
                     case .input:
                         early[start] = outputs
                         while let ready = early.removeValue(forKey: nextIndex) {
-                            for output in ready {
-                                continuation.yield(MapResult(index: nextIndex, output: output))
-                                nextIndex += 1
-                            }
+                            continuation.yield(ready.indices.map { MapResult(index: nextIndex + $0, output: ready[$0]) })
+                            nextIndex += ready.count
                         }
                     }
                 }
@@ -112,7 +111,7 @@ extension WorkerPool {
             }
         }
         continuation.onTermination = { _ in task.cancel() }
-        return stream
+        return MapResults(chunks: stream)
     }
 
     /// Runs `function` over the inputs that `nextChunk` hands out (fewer than asked: the last),
