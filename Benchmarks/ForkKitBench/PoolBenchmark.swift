@@ -43,6 +43,7 @@ struct PoolBenchmark: AsyncParsableCommand {
         for round in 1...rounds {
             log.say("round \(round)/\(rounds): map of x*x, primes on processes / threads / one thread, call overhead, Python")
             samples["forkkit_pool_map_square_items_per_s", default: []].append(try await Self.mapRate(pool, items: items))
+            samples["forkkit_pool_results_stream_square_items_per_s", default: []].append(try await Self.streamRate(pool, items: items))
             samples["forkkit_pool_primes_ms", default: []].append(try await 1000 * Self.time {
                 _ = try await pool.map(PrimeCounting.countPrimes, ranges)
             })
@@ -77,6 +78,16 @@ struct PoolBenchmark: AsyncParsableCommand {
             let results = try await pool.map(square, 0..<items)
             guard results.last == (items - 1) * (items - 1) else { throw PeerFailure(description: "wrong squares") }
         }
+        return Double(items) / seconds
+    }
+
+    /// Results per second of `results(of:)` over x*x, in completion order, read one at a time.
+    static func streamRate(_ pool: WorkerPool, items: Int) async throws -> Double {
+        var received = 0
+        let seconds = try await time {
+            for try await _ in pool.results(of: square, 0..<items, order: .completion) { received += 1 }
+        }
+        guard received == items else { throw PeerFailure(description: "the stream gave \(received) of \(items) results") }
         return Double(items) / seconds
     }
 
