@@ -101,6 +101,22 @@ public final class RemoteTemplate: ChildLauncher {
         throw Self.noDescriptors(placeName)
     }
 
+    /// A template that starts from what this one has been sent so far; what is sent to either
+    /// afterwards is its own (AnyEvent::Fork::Remote's `fork`: nothing runs until a child starts).
+    ///
+    /// ```swift
+    /// remote.initialize("load-table", arguments: ["/data/table.bin"])
+    /// let english = remote.fork(), german = remote.fork()
+    /// english.send(arguments: ["en"])
+    /// german.send(arguments: ["de"])
+    /// ```
+    public func fork() -> RemoteTemplate {
+        let copy = RemoteTemplate(command: command, name: placeName, startTimeout: startTimeout)
+        let recorded = steps.withLock { $0 }
+        copy.steps.withLock { $0 = recorded }
+        return copy
+    }
+
     // MARK: - Children
 
     /// Starts a child: runs the command, replays what was sent to this template, and runs `function`

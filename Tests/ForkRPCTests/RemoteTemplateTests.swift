@@ -47,6 +47,16 @@ struct RemoteTemplateTests {
         let remembering = try await remote.fork(running: "report-remembered")
         #expect(try readAll(remembering.socket) == "from the template")
         _ = try await remembering.exitStatus()
+
+        // A forked template starts from what was sent so far; what follows is its own.
+        let branch = remote.fork()
+        branch.send(arguments: ["branch"])
+        remote.send(arguments: ["trunk"])
+        let fromBranch = try await branch.fork(running: "echo-arguments")
+        let fromTrunk = try await remote.fork(running: "echo-arguments")
+        #expect(try readAll(fromBranch.socket) == "first\nbranch")
+        #expect(try readAll(fromTrunk.socket) == "first\ntrunk")
+        _ = try await (fromBranch.exitStatus(), fromTrunk.exitStatus())
     }
 
     @Test("what a remote function prints goes to standard error, not into the protocol stream")
