@@ -27,6 +27,9 @@ final class ControlConnection: Sendable {
     private nonisolated(unsafe) var stream = MessagePackFrameReader(maximumMessageSize: TemplateServer.maximumMessageSize)
     /// The start of an incomplete message, already taken from the socket (exact reads only).
     private nonisolated(unsafe) var partial: [UInt8] = []
+    /// The first bytes the peer sent, kept until its `hello`: when they are not ForkKit's, the error
+    /// shows them (often text a login script printed, or another program's output).
+    private nonisolated(unsafe) var firstBytes: [UInt8]?
     private let state: Mutex<State>
 
     private struct State {
@@ -138,13 +141,14 @@ final class ControlConnection: Sendable {
                 return failOnReadError()
             }
             if count == 0 { return fail(.processGone, nil) }
+            if firstBytes == nil { firstBytes = Array(scratch.prefix(min(count, 64))) }
             scratch.withUnsafeBytes { stream.append(UnsafeRawBufferPointer(rebasing: $0.prefix(count))) }
             while true {
                 let value: MessagePackValue?
                 do {
                     value = try stream.next()
                 } catch {
-                    return fail(.protocolViolation, "it sent bytes that are not a control message (\(error))")
+                    return fail(.protocolViolation, "it sent bytes that are not a control message\(beforeHello()) (\(error))")
                 }
                 guard let value else { break }
                 guard deliver(value) else { return }
@@ -165,11 +169,12 @@ final class ControlConnection: Sendable {
             if count == 0 { return fail(.processGone, nil) }
 
             let available = partial + scratch.prefix(count)
+            if firstBytes == nil { firstBytes = Array(available.prefix(64)) }
             let decoded: (MessagePackValue, Int)?
             do {
                 decoded = try MessagePackValue.decodeFirst(of: available)
             } catch {
-                return fail(.protocolViolation, "it sent bytes that are not MessagePack (\(error))")
+                return fail(.protocolViolation, "it sent bytes that are not MessagePack\(beforeHello()) (\(error))")
             }
             guard let (value, length) = decoded else {
                 // Everything available belongs to one incomplete message: keep it and wait for the rest.
@@ -196,9 +201,17 @@ final class ControlConnection: Sendable {
         do {
             return dispatch(try ControlMessage(value))
         } catch {
-            fail(.protocolViolation, "it broke the control protocol: \(error)")
+            fail(.protocolViolation, "it broke the control protocol\(beforeHello()): \(error)")
             return false
         }
+    }
+
+    /// For a peer that has not said `hello`: what it wrote instead, as text where it is text.
+    private func beforeHello() -> String {
+        guard !hasSaidHello, let bytes = firstBytes else { return "" }
+        let printable = bytes.allSatisfy { (0x20..<0x7f).contains($0) || $0 == 0x0a || $0 == 0x0d || $0 == 0x09 }
+        let shown = printable ? String(decoding: bytes, as: UTF8.self).debugDescription : bytes.map { String($0, radix: 16) }.joined(separator: " ")
+        return " before its hello, starting with \(shown) (output of a login script, or of a program that is not ForkKit?)"
     }
 
     /// Handles one message; returns `false` once the connection is no longer read.

@@ -101,6 +101,13 @@ struct RemoteTemplateTests {
             (error as? ForkError)?.kind == .unknownFunction && "\(error)".contains("no-such-initializer")
         }
         try await directRemote().check()
+
+        // A login shell that prints to standard output (a chatty .bashrc) breaks the stream: said so.
+        let chatty = RemoteTemplate(command: ["/bin/sh", "-c", "echo Welcome; exec \(Built.worker) \(RemoteTemplate.remoteFlag)"])
+        await #expect { try await chatty.fork(running: "rpc-math") } throws: { error in
+            (error as? ForkError)?.kind == .notATemplate && "\(error)".contains("before its hello, starting with \"Welcome")
+                && "\(error)".contains("login script")
+        }
     }
 
     @Test("killing the command mid-call fails the call with workerDied naming the remote place")
