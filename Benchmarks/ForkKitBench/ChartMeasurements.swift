@@ -37,12 +37,7 @@ struct ChartMeasurements {
         var result = Scaling()
         for workers in quick ? [1, 2] : [1, 2, 3, 4] {
             log.say("scaling: \(workers) worker processes vs \(workers) threads")
-            var configuration = WorkerPool.Configuration()
-            configuration.maximumWorkers = workers
-            configuration.idleWorkers = workers
-            configuration.metricsPrefix = nil
-            let pool = try await WorkerPool(running: "pool-bench", configuration: configuration)
-            _ = try await pool.map(PrimeCounting.countPrimes, ranges.prefix(4))
+            let pool = try await PoolBenchmark.pool(local: workers)
             var processes: [Double] = [], threads: [Double] = []
             for _ in 1...rounds {
                 processes.append(Double(ranges.count) / (try await PoolBenchmark.time { _ = try await pool.map(PrimeCounting.countPrimes, ranges) }))
@@ -61,21 +56,17 @@ struct ChartMeasurements {
         log.say("latency distribution: \(rounds) rounds of \(calls) calls each way")
         let template = try await ForkTemplate.shared
         let client = try await RPCClient.start(template, running: "pool-bench")
-        var configuration = WorkerPool.Configuration()
-        configuration.maximumWorkers = 1
-        configuration.idleWorkers = 1
-        configuration.metricsPrefix = nil
-        let pool = try await WorkerPool(running: "pool-bench", configuration: configuration)
+        let pool = try await PoolBenchmark.pool(local: 1)
         // Rounds of each way in turn, so that the machine's noise hits all of them alike.
         var samples: [[Double]] = [[], [], []]
         for _ in 1...rounds {
-            samples[0] += try await Self.roundTrips(calls: calls) { try await client.call(PoolBenchmark.square, $0) }
+            samples[0] += try await PoolBenchmark.roundTrips(calls: calls) { try await client.call(PoolBenchmark.square, $0) }
             // The whole loop prefers the executor: entering and leaving the preference per call
             // would add the hops it saves.
             samples[1] += try await withTaskExecutorPreference(ForkTemplate.ioExecutor) {
-                try await Self.roundTrips(calls: calls) { try await client.call(PoolBenchmark.square, $0) }
+                try await PoolBenchmark.roundTrips(calls: calls) { try await client.call(PoolBenchmark.square, $0) }
             }
-            samples[2] += try await Self.roundTrips(calls: calls) { try await pool.call(PoolBenchmark.square, $0) }
+            samples[2] += try await PoolBenchmark.roundTrips(calls: calls) { try await pool.call(PoolBenchmark.square, $0) }
         }
         var result = Latency()
         for (name, times) in zip(["RPCClient.call", "the same, caller on ioExecutor", "WorkerPool.call"], samples) {
@@ -85,18 +76,6 @@ struct ChartMeasurements {
         await pool.shutdown()
         _ = try await client.close()
         return result
-    }
-
-    /// Microseconds of each of `calls` round trips of x*x, one at a time.
-    static func roundTrips(calls: Int, _ call: (Int) async throws -> Int) async throws -> [Double] {
-        var times: [Double] = []
-        times.reserveCapacity(calls)
-        for value in 0..<calls {
-            let start = ContinuousClock.now
-            guard try await call(value) == value * value else { throw PeerFailure(description: "wrong square") }
-            times.append((ContinuousClock.now - start).seconds * 1e6)
-        }
-        return times
     }
 
     func creationRate(templatePath: String) async throws -> CreationRate {

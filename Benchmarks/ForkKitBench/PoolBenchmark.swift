@@ -25,11 +25,7 @@ struct PoolBenchmark: AsyncParsableCommand {
         let ranges = PrimeCounting.ranges(below: options.quick ? 1_000_000 : 6_000_000, pieces: 100)
         let workers = 2
 
-        var configuration = WorkerPool.Configuration()
-        configuration.maximumWorkers = workers
-        configuration.idleWorkers = workers
-        configuration.metricsPrefix = nil
-        let pool = try await WorkerPool(running: "pool-bench", configuration: configuration)
+        let pool = try await Self.pool(local: workers)
         let direct = try await RPCClient.start(try await ForkTemplate.shared, running: "pool-bench")
 
         var python: Peer?
@@ -39,7 +35,6 @@ struct PoolBenchmark: AsyncParsableCommand {
         }
 
         var samples: [String: [Double]] = [:]
-        _ = try await pool.map(Self.square, 0..<1000)
         for round in 1...rounds {
             log.say("round \(round)/\(rounds): map of x*x, primes on processes / threads / one thread, call overhead, Python")
             samples["forkkit_pool_map_square_items_per_s", default: []].append(try await Self.mapRate(pool, items: items))
@@ -91,15 +86,34 @@ struct PoolBenchmark: AsyncParsableCommand {
         return Double(items) / seconds
     }
 
+    /// A started and warmed-up pool of the bench's "pool-bench" worker: `local` forked workers, and
+    /// one more over `remote` when given.
+    static func pool(local: Int, remote: RemoteTemplate? = nil) async throws -> WorkerPool {
+        var configuration = WorkerPool.Configuration()
+        configuration.maximumWorkers = local
+        configuration.remoteHosts = remote.map { [WorkerPool.RemoteHost($0, maximumWorkers: 1)] } ?? []
+        configuration.idleWorkers = local + (remote == nil ? 0 : 1)
+        configuration.metricsPrefix = nil
+        let pool = try await WorkerPool(running: "pool-bench", configuration: configuration)
+        _ = try await pool.map(square, 0..<1000)
+        return pool
+    }
+
     /// Median microseconds of `body`, one call at a time.
     static func latency(calls: Int, _ body: (Int) async throws -> Int) async throws -> Double {
+        median(try await roundTrips(calls: calls, body))
+    }
+
+    /// Microseconds of each of `calls` round trips of x*x (`body` squares its argument), one at a time.
+    static func roundTrips(calls: Int, _ body: (Int) async throws -> Int) async throws -> [Double] {
         var times: [Double] = []
+        times.reserveCapacity(calls)
         for value in 0..<calls {
             let start = ContinuousClock.now
             guard try await body(value) == value * value else { throw PeerFailure(description: "wrong square") }
             times.append((ContinuousClock.now - start).seconds * 1e6)
         }
-        return median(times)
+        return times
     }
 
     /// Seconds `body` takes.

@@ -88,15 +88,7 @@ struct RPCBenchmark: AsyncParsableCommand {
 
     /// Median round trip of one call at a time, in microseconds.
     static func latency(_ client: RPCClient, calls: Int) async throws -> Double {
-        let clock = ContinuousClock()
-        var times: [Double] = []
-        times.reserveCapacity(calls)
-        for value in 0..<calls {
-            let start = clock.now
-            guard try await client.call(square, value) == value * value else { throw PeerFailure(description: "wrong square") }
-            times.append((clock.now - start).seconds * 1e6)
-        }
-        return median(times)
+        try await PoolBenchmark.latency(calls: calls) { try await client.call(square, $0) }
     }
 
     /// The low-latency mode: the worker spins, the monitor thread spins, the caller runs on it.

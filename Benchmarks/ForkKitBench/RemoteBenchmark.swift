@@ -36,8 +36,8 @@ struct RemoteBenchmark: AsyncParsableCommand {
         let items = options.quick ? 20_000 : 200_000
         let ranges = PrimeCounting.ranges(below: options.quick ? 1_000_000 : 6_000_000, pieces: 100)
         let pools = (
-            local: try await Self.pool(local: 2, remote: nil),
-            mixed: try await Self.pool(local: 1, remote: overSSH)
+            local: try await PoolBenchmark.pool(local: 2),
+            mixed: try await PoolBenchmark.pool(local: 1, remote: overSSH)
         )
 
         var samples: [String: [Double]] = [:]
@@ -71,17 +71,5 @@ struct RemoteBenchmark: AsyncParsableCommand {
                           "one call at a time: through ssh (two more processes, encryption) over a local worker's socket")
         run.report.notes.append("every remote worker is a new process (ssh + the program started afresh, initializers replayed); a fork is not")
         try run.finish(json: options.json)
-    }
-
-    /// A pool of the bench's "pool-bench" worker: `local` forked workers and one over `remote`.
-    static func pool(local: Int, remote: RemoteTemplate?) async throws -> WorkerPool {
-        var configuration = WorkerPool.Configuration()
-        configuration.maximumWorkers = local
-        configuration.remoteHosts = remote.map { [WorkerPool.RemoteHost($0, maximumWorkers: 1)] } ?? []
-        configuration.idleWorkers = local + (remote == nil ? 0 : 1)
-        configuration.metricsPrefix = nil
-        let pool = try await WorkerPool(running: "pool-bench", configuration: configuration)
-        _ = try await pool.map(PoolBenchmark.square, 0..<1000)
-        return pool
     }
 }

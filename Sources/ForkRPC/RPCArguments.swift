@@ -119,10 +119,9 @@ enum RPCArguments {
         private var inputs: [Input] = []
         /// Why a call's params did not decode, by the call's position.
         private var failures: [Int: any Error] = [:]
-        private let count: Int
+        private var count: Int { inputs.count + failures.count }
 
         init(_ calls: [MessagePackObject], decode: (MessagePackObject) throws -> Input) {
-            count = calls.count
             inputs.reserveCapacity(calls.count)
             for (index, call) in calls.enumerated() {
                 do { inputs.append(try decode(call)) } catch { failures[index] = error }

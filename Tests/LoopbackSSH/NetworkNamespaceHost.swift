@@ -20,8 +20,8 @@ public final class NetworkNamespaceHost: @unchecked Sendable {  // remove() is m
     public static let unavailableReason: String? = {
         guard FileManager.default.isExecutableFile(atPath: ip) else { return "\(ip) is not installed (Debian: iproute2)" }
         let probe = "fk-probe-\(getpid())"
-        guard let failure = run([ip, "netns", "add", probe]) else {
-            _ = run([ip, "netns", "del", probe])
+        guard let failure = SSHServer.run([ip, "netns", "add", probe]) else {
+            _ = SSHServer.run([ip, "netns", "del", probe])
             return nil
         }
         return "cannot create a network namespace: \(failure)"
@@ -45,9 +45,9 @@ public final class NetworkNamespaceHost: @unchecked Sendable {  // remove() is m
             ["netns", "exec", name, Self.ip, "link", "set", "lo", "up"],
         ]
         for step in steps {
-            if let failure = Self.run([Self.ip] + step) {
-                _ = Self.run([Self.ip, "link", "del", outside])
-                _ = Self.run([Self.ip, "netns", "del", name])
+            if let failure = SSHServer.run([Self.ip] + step) {
+                _ = SSHServer.run([Self.ip, "link", "del", outside])
+                _ = SSHServer.run([Self.ip, "netns", "del", name])
                 throw SSHServerError("ip \(step.joined(separator: " ")) failed: \(failure)")
             }
         }
@@ -64,16 +64,8 @@ public final class NetworkNamespaceHost: @unchecked Sendable {  // remove() is m
     public func remove() {
         guard !removed else { return }
         removed = true
-        _ = Self.run([Self.ip, "netns", "del", name])
+        _ = SSHServer.run([Self.ip, "netns", "del", name])
     }
 
     private static let ip = "/usr/sbin/ip"
-
-    /// Runs `command` to its end; `nil` when it succeeded, else its exit status.
-    private static func run(_ command: [String]) -> String? {
-        guard let pid = try? SSHServer.spawn(command[0], Array(command.dropFirst())) else { return "cannot start \(command[0])" }
-        var status: Int32 = 0
-        while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
-        return status == 0 ? nil : "wait status \(status)"
-    }
 }

@@ -36,7 +36,8 @@ public final class SSHServer: @unchecked Sendable {  // stop() is meant for one 
         // sshd run as root wants its privilege-separation directory.
         try? FileManager.default.createDirectory(atPath: "/run/sshd", withIntermediateDirectories: true)
         for key in ["host_key", "client_key"] {
-            try Self.run("/usr/bin/ssh-keygen", ["-q", "-t", "ed25519", "-N", "", "-f", "\(directory)/\(key)"])
+            let keygen = ["/usr/bin/ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", "\(directory)/\(key)"]
+            if let failure = Self.run(keygen) { throw SSHServerError("\(keygen.joined(separator: " ")) failed (\(failure))") }
         }
         try FileManager.default.copyItem(atPath: "\(directory)/client_key.pub", toPath: "\(directory)/authorized_keys")
         port = try Self.freePort()
@@ -117,13 +118,13 @@ public final class SSHServer: @unchecked Sendable {  // stop() is meant for one 
         return pid
     }
 
-    private static func run(_ executable: String, _ arguments: [String]) throws {
-        let pid = try spawn(executable, arguments)
+    /// Runs `command` to its end; `nil` when it succeeded, else what went wrong.
+    static func run(_ command: [String]) -> String? {
+        let pid: pid_t
+        do { pid = try spawn(command[0], Array(command.dropFirst())) } catch { return "\(error)" }
         var status: Int32 = 0
         while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
-        guard status == 0 else {
-            throw SSHServerError("\(executable) \(arguments.joined(separator: " ")) failed (wait status \(status))")
-        }
+        return status == 0 ? nil : "wait status \(status)"
     }
 
     private static func freePort() throws -> Int {
