@@ -72,6 +72,18 @@ let package = Package(
             ],
             path: "Tests/ForkKitTestWorker"
         ),
+        // swift-argument-parser commands: a synchronous one that calls bootstrap from run() (and forgets
+        // it in one subcommand), an asynchronous one that calls it from main().
+        .executableTarget(
+            name: "forkkit-test-command",
+            dependencies: ["ForkPool", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+            path: "Tests/ForkKitTestCommand"
+        ),
+        .executableTarget(
+            name: "forkkit-test-async-command",
+            dependencies: ["ForkPool", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+            path: "Tests/ForkKitTestAsyncCommand"
+        ),
 
         // The CPU-bound work the demo and the pool benchmark share.
         .target(name: "DemoWorkloads", dependencies: ["ForkRPC"], path: "Examples/Workloads"),

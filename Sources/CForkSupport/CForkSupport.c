@@ -133,6 +133,36 @@ int forkkit_spawn_command(char *const argv[], char *const envp[], int connection
     return forkkit_spawn(argv[0], argv, envp, connection, targets, 2, 1, pid);
 }
 
+static int forkkit_start_kind = FORKKIT_STARTED_NORMALLY;
+
+/// Runs before `main` (glibc passes constructors argc, argv and envp): reads and removes the mark of
+/// a template start, so that no argument parser sees it, and ties the process to its owner until
+/// bootstrap, so that a program that forgot to call it cannot outlive the owner that started it.
+__attribute__((constructor))
+static void forkkit_read_start_mark(int argc, char **argv, char **envp) {
+    (void)envp;
+    const char *mark = getenv(FORKKIT_TEMPLATE_VARIABLE);
+    if (mark) {
+        long owner = strtol(mark, NULL, 10);
+        unsetenv(FORKKIT_TEMPLATE_VARIABLE);
+        prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
+        // The owner died before the signal was set up: nobody is left to serve.
+        if (owner > 0 && getppid() != (pid_t)owner) _exit(70);
+        forkkit_start_kind = FORKKIT_STARTED_AS_TEMPLATE;
+    } else if (argc > 1 && argv && argv[1] && strcmp(argv[1], "--forkkit-remote") == 0) {
+        forkkit_start_kind = FORKKIT_STARTED_AS_REMOTE_TEMPLATE;
+    }
+}
+
+int forkkit_started_as(void) {
+    return forkkit_start_kind;
+}
+
+void forkkit_mark_bootstrapped(void) {
+    if (forkkit_start_kind == FORKKIT_STARTED_AS_TEMPLATE) prctl(PR_SET_PDEATHSIG, 0, 0, 0, 0);
+    forkkit_start_kind = FORKKIT_STARTED_NORMALLY;
+}
+
 int forkkit_pidfd_open(pid_t pid) {
     return (int)syscall(SYS_pidfd_open, pid, 0);
 }

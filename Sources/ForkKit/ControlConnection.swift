@@ -224,6 +224,10 @@ final class ControlConnection: Sendable {
             state.withLock { $0.saidHello = true }
             helloReply.resolve(.success(message))
             return true
+        case .error where !hasSaidHello:
+            // A program that cannot serve says why instead of hello; it ends next, which reaps it.
+            helloReply.resolve(.success(message))
+            return true
         case .forked(let pid):
             ChildExitBook.expect(pid: pid, family: familyID)
         case .running:

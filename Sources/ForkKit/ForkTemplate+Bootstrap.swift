@@ -1,3 +1,4 @@
+import CForkSupport
 import SystemPackage
 #if canImport(Glibc)
 import Glibc
@@ -6,6 +7,15 @@ import Glibc
 extension ForkTemplate {
     /// Registers the program's entry points and, when the program was started as a template, serves
     /// as one and never returns. Call it as the first line of `main`, before anything starts a thread.
+    ///
+    /// A template is marked by an environment variable that ForkKit reads and removes before `main`
+    /// runs, not by an argument: a command-line parser never sees it, so a swift-argument-parser
+    /// command can call `bootstrap` first thing in `run()` (the template is started with the
+    /// program's own arguments, so that parsing them succeeds again).
+    ///
+    /// A program started as a template that tries to start a template or a worker before calling
+    /// `bootstrap` (it forgot to) ends at once, and its owner gets a ``ForkError`` of kind
+    /// ``ForkError/Kind/notATemplate`` that names the fix: never a chain of processes.
     ///
     /// ```swift
     /// @main struct Tool {
@@ -20,9 +30,19 @@ extension ForkTemplate {
     /// ```
     public static func bootstrap(_ entryPoints: [ForkEntryPoint]) {
         ForkRegistry.register(entryPoints)
-        let arguments = CommandLine.arguments
-        if arguments.count > 1, arguments[1] == RemoteTemplate.remoteFlag { serveRemotely() }
-        guard arguments.count > 1, arguments[1] == templateFlag else { return }
+        let startedAs = forkkit_started_as()
+        forkkit_mark_bootstrapped()
+        if startedAs == Int32(FORKKIT_STARTED_AS_REMOTE_TEMPLATE) { serveRemotely() }
+        guard startedAs == Int32(FORKKIT_STARTED_AS_TEMPLATE) else { return }
+        let threads = forkkit_thread_count()
+        if threads > 1 {
+            abandonTemplateStart(
+                startedAs: startedAs,
+                saying: "called ForkTemplate.bootstrap(...) when it already had \(threads) threads, so it cannot fork safely. "
+                    + "Call it first thing in main(), before any Task or Dispatch work; in an AsyncParsableCommand, whose "
+                    + "run() runs on Swift's thread pool, override `static func main() async` to call bootstrap and then "
+                    + "`await main(nil)` (a synchronous ParsableCommand may call it first thing in run())")
+        }
         if getenv(bindNowMarker) != nil {
             // The loader has done its work; programs that children exec should start as usual.
             unsetenv("LD_BIND_NOW")
@@ -49,5 +69,31 @@ extension ForkTemplate {
         }
         dup2(2, 1)
         TemplateServer.serve(input: input, output: output, isRemote: true)
+    }
+}
+
+extension ForkTemplate {
+    /// Stops a program that was started as a template but is about to start `what` before it called
+    /// ``bootstrap(_:)``: it tells its owner why on the control connection and ends, instead of
+    /// running the owner's code again (which would start a template, which would start another...).
+    static func refuseIfBootstrapWasForgotten(toStart what: String) {
+        let startedAs = forkkit_started_as()
+        guard startedAs != Int32(FORKKIT_STARTED_NORMALLY) else { return }
+        abandonTemplateStart(
+            startedAs: startedAs,
+            saying: "tried to start \(what) before calling ForkTemplate.bootstrap(...). Call ForkTemplate.bootstrap([...]) "
+                + "first thing in main() (in a synchronous ParsableCommand, first thing in run()), before anything else the program does")
+    }
+
+    /// Ends a process that was started as a template but cannot serve, telling its owner (which is
+    /// waiting for `hello`) why.
+    private static func abandonTemplateStart(startedAs: Int32, saying reason: String) -> Never {
+        let program = (try? currentExecutable()) ?? CommandLine.arguments.first ?? "this program"
+        let message = "\(program) (pid \(getpid())) was started as a ForkKit template, but it \(reason)"
+        let connection: Int32 = startedAs == Int32(FORKKIT_STARTED_AS_TEMPLATE) ? 3 : 1
+        let report = ControlMessage.error(code: ForkError.Kind.notATemplate.rawValue, message: message).encoded
+        // Only the owner reports it (once): this process shares its standard error.
+        _ = forkkit_send_all(connection, report, report.count)
+        _exit(70)
     }
 }

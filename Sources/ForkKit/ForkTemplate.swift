@@ -42,26 +42,37 @@ public final class ForkTemplate: Sendable {
 
     // MARK: - Starting a template
 
-    /// The argument that makes ``bootstrap(_:)`` serve instead of returning.
-    static let templateFlag = "--forkkit-template"
-
     /// Starts a fresh template by `posix_spawn` of `executable` (by default this program's own binary),
     /// with only descriptors 0-2 and its control socket open.
     ///
     /// The executable's `main` must call ``bootstrap(_:)`` first. If it does not start serving within
-    /// `startTimeout`, it is killed and the call fails with ``ForkError/Kind/notATemplate``.
+    /// `startTimeout`, it is killed and the call fails with ``ForkError/Kind/notATemplate``; until it
+    /// serves, it is killed if this process dies.
+    ///
+    /// - Parameters:
+    ///   - executable: the program to start; `nil` for this program's own binary. In tests, where
+    ///     this program is the test runner, name an executable product of your package:
+    ///     ``executable(named:)``.
+    ///   - arguments: its arguments (after its path); `nil` for this program's own arguments when
+    ///     `executable` is `nil` (so that a command-line parser that runs before ``bootstrap(_:)``
+    ///     accepts them again), and none otherwise.
+    ///   - startTimeout: how long it may take to start serving.
     ///
     /// ```swift
     /// let template = try await ForkTemplate.spawn()
     /// ```
     public static func spawn(
-        executable: String? = nil, arguments: [String] = [], startTimeout: Duration = .seconds(10)
+        executable: String? = nil, arguments: [String]? = nil, startTimeout: Duration = .seconds(10)
     ) async throws -> ForkTemplate {
-        let path = try executable ?? currentExecutable()
+        refuseIfBootstrapWasForgotten(toStart: "a template")
+        let path = try executable ?? ownExecutableAsTemplate()
         let (ours, theirs) = try socketPair()
         var spawnedPid: pid_t = 0
-        let argv = [path, templateFlag] + arguments
-        let environment = templateEnvironment()
+        // This program's own arguments, so that a command-line parser that runs before bootstrap
+        // (a ParsableCommand's run()) accepts them again.
+        let ownArguments = executable == nil ? Array(CommandLine.arguments.dropFirst()) : []
+        let argv = [path] + (arguments ?? ownArguments)
+        let environment = templateEnvironment() + ["\(FORKKIT_TEMPLATE_VARIABLE)=\(getpid())"]
         var result: Int32 = 0
         for _ in 0..<50 {
             result = withCStrings(argv) { argv in
@@ -105,6 +116,8 @@ public final class ForkTemplate: Sendable {
         let hello: ControlMessage
         do {
             hello = try await connection.hello()
+        } catch let error as ForkError where error.kind == .notATemplate {
+            throw error  // The process itself said why (it forgot to call bootstrap).
         } catch let error as ForkError {
             throw ForkError(.notATemplate, "\(error.message). \(advice)")
         }
@@ -162,6 +175,7 @@ public final class ForkTemplate: Sendable {
     /// anything starts a Task or Dispatch work. Otherwise it throws ``ForkError/Kind/forkRefused``,
     /// naming the thread count. The child keeps every descriptor the program had open.
     public static func forkingCurrentProcess() throws -> ForkTemplate {
+        refuseIfBootstrapWasForgotten(toStart: "a template")
         let threads = forkkit_thread_count()
         guard threads == 1 else {
             throw ForkError(
@@ -342,6 +356,51 @@ public final class ForkTemplate: Sendable {
             setsockopt(end, SOL_SOCKET, SO_SNDBUF, &size, socklen_t(MemoryLayout<Int32>.size))
         }
         return (pair[0], pair[1])
+    }
+
+    /// Finds the executable product `name` of your package next to the running program: in tests
+    /// (`swift test`), the test runner and your package's executables are built into one directory.
+    ///
+    /// A program that is started as a template must call ``bootstrap(_:)`` first; the test runner
+    /// does not, so tests start one of the package's own programs instead:
+    ///
+    /// ```swift
+    /// @Test func squares() async throws {
+    ///     let template = try await ForkTemplate.spawn(executable: try ForkTemplate.executable(named: "my-tool"))
+    ///     let worker = try await RPCClient.start(template, running: "math")
+    ///     #expect(try await worker.call(square, 3) == 9)
+    /// }
+    /// ```
+    ///
+    /// - Throws: ``ForkError/Kind/spawnFailed`` naming the directory searched, when there is no
+    ///   executable file of that name.
+    public static func executable(named name: String) throws(ForkError) -> String {
+        let program = try currentExecutable()
+        let directory = program.split(separator: "/", omittingEmptySubsequences: false).dropLast().joined(separator: "/")
+        let path = "\(directory)/\(name)"
+        guard access(path, X_OK) == 0 else {
+            throw ForkError(
+                .spawnFailed,
+                "no executable named '\(name)' next to \(program) (in \(directory)); build it first (`swift build` "
+                    + "builds every product of the package; `swift build --build-tests` also the tests) and check the product's name")
+        }
+        return path
+    }
+
+    /// This program's binary, for the default template; refused with advice when it is a test runner,
+    /// which would run the tests again instead of serving.
+    static func ownExecutableAsTemplate() throws(ForkError) -> String {
+        let path = try currentExecutable()
+        let name = path.split(separator: "/").last.map(String.init) ?? path
+        if name.hasSuffix(".xctest") || name == "swiftpm-testing-helper" {
+            throw ForkError(
+                .notATemplate,
+                "this program is a test runner (\(path)), so it cannot be started as its own template: it does not call "
+                    + "ForkTemplate.bootstrap. In tests, start an executable product of your package that does: "
+                    + "ForkTemplate.spawn(executable: try ForkTemplate.executable(named: \"my-tool\")), or "
+                    + "withWorkerPool(executable: try ForkTemplate.executable(named: \"my-tool\"), running: ...)")
+        }
+        return path
     }
 
     static func currentExecutable() throws(ForkError) -> String {

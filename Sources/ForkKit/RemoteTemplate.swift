@@ -188,6 +188,7 @@ public final class RemoteTemplate: ChildLauncher {
     }
 
     private func spawn(connection: Int32) throws(ForkError) -> Int32 {
+        ForkTemplate.refuseIfBootstrapWasForgotten(toStart: "a remote template")
         var pid: pid_t = 0
         let result = ForkTemplate.withCStrings(command) { argv in
             forkkit_spawn_command(argv, environ, connection, &pid)

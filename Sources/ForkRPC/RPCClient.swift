@@ -120,7 +120,9 @@ public final class RPCClient: Sendable {
         maximumMessageSize: Int = 64 << 20, logger: Logger? = nil
     ) async throws -> RPCClient {
         let child = try await template.launch(running: function, arguments: arguments)
-        let socket = FileDescriptor(rawValue: dup(child.socket.rawValue))
+        // Close-on-exec like every descriptor ForkKit opens: a program this process execs later
+        // must not hold the worker's socket (the worker would then never see end of stream).
+        let socket = FileDescriptor(rawValue: fcntl(child.socket.rawValue, F_DUPFD_CLOEXEC, 3))
         child.closeSocket()
         return RPCClient(input: socket, output: socket, worker: child, maximumMessageSize: maximumMessageSize, logger: logger)
     }

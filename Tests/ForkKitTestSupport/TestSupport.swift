@@ -17,6 +17,10 @@ public enum Built {
 
     /// The test worker: a ForkKit program whose entry points the tests run.
     public static var worker: String { directory + "/forkkit-test-worker" }
+    /// A synchronous swift-argument-parser command that calls bootstrap from run().
+    public static var command: String { directory + "/forkkit-test-command" }
+    /// An AsyncParsableCommand that calls bootstrap from its main().
+    public static var asyncCommand: String { directory + "/forkkit-test-async-command" }
     /// The plugin library.
     public static var plugin: String { directory + "/libForkKitTestPlugin.so" }
 }
@@ -84,11 +88,23 @@ public func workerTemplate() async throws -> ForkTemplate {
 
 /// Runs the test worker as a plain program with `arguments`, returning its process and stdout pipe.
 public func startWorkerProgram(_ arguments: [String]) throws -> (Process, Pipe) {
+    try startProgram(Built.worker, arguments)
+}
+
+/// Runs `path` with `arguments` (and `environment` added to this process's), returning its process
+/// and one pipe that carries its standard output and, with `mergingErrors`, its standard error.
+public func startProgram(
+    _ path: String, _ arguments: [String], environment: [String: String] = [:], mergingErrors: Bool = false
+) throws -> (Process, Pipe) {
     let process = Process()
-    process.executableURL = URL(fileURLWithPath: Built.worker)
+    process.executableURL = URL(fileURLWithPath: path)
     process.arguments = arguments
+    if !environment.isEmpty {
+        process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
+    }
     let output = Pipe()
     process.standardOutput = output
+    if mergingErrors { process.standardError = output }
     try process.run()
     return (process, output)
 }

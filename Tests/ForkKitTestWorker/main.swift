@@ -357,6 +357,36 @@ case "pool-scope":
         leaked = descriptors().subtracting(before)
     }
     print("pids=\(pids.map(String.init).joined(separator: ",")) leaked=\(leaked.sorted())")
+case "pool-exec":
+    // For the close-on-exec test, in a process of its own so that no other test's descriptors come
+    // and go meanwhile: starts a pool, then a program by posix_spawn without closing anything (only
+    // close-on-exec keeps a descriptor out), and prints which of the pool's sockets it inherited.
+    func sockets() -> Set<String> {
+        let numbers = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd")) ?? []
+        return Set(numbers.compactMap { try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/fd/\($0)") }
+            .filter { $0.hasPrefix("socket:") })
+    }
+    let before = sockets()
+    var configuration = WorkerPool.Configuration()
+    configuration.maximumWorkers = 2
+    configuration.idleWorkers = 2
+    configuration.metricsPrefix = nil
+    let pool = try await WorkerPool(template: try await ForkTemplate.spawn(), running: "pool-worker", configuration: configuration)
+    _ = try await pool.map(RPCFunction<Int, Int>("square"), 0..<100)
+    let pools = sockets().subtracting(before)
+    let listing = Pipe()
+    var actions = posix_spawn_file_actions_t()
+    posix_spawn_file_actions_init(&actions)
+    posix_spawn_file_actions_adddup2(&actions, listing.fileHandleForWriting.fileDescriptor, 1)
+    var pid: pid_t = 0
+    let argv: [UnsafeMutablePointer<CChar>?] = [strdup("/bin/sh"), strdup("-c"), strdup("ls -l /proc/$$/fd"), nil]
+    guard posix_spawn(&pid, "/bin/sh", &actions, nil, argv, environ) == 0 else { fatalError("posix_spawn failed") }
+    try listing.fileHandleForWriting.close()
+    let text = String(decoding: listing.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+    var status: Int32 = 0
+    waitpid(pid, &status, 0)
+    print("pool-sockets=\(pools.count) inherited=\(pools.filter { text.contains($0) }.sorted())")
+    await pool.shutdown()
 case "shared":
     // The lazily started default template (this binary), used twice: one template process serves both.
     let first = try await ForkTemplate.shared

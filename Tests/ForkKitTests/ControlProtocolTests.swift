@@ -20,9 +20,11 @@ private struct RawTemplate {
         var pair: [Int32] = [-1, -1]
         try #require(socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0, &pair) == 0)
         var pid: pid_t = 0
-        let argv: [UnsafeMutablePointer<CChar>?] = [strdup(Built.worker), strdup("--forkkit-template"), nil]
-        defer { argv.forEach { free($0) } }
-        try #require(forkkit_spawn_template(Built.worker, argv, environ, pair[1], &pid) == 0)
+        let argv: [UnsafeMutablePointer<CChar>?] = [strdup(Built.worker), nil]
+        // The mark of a template start (protocol/README.md): the owner's pid in FORKKIT_TEMPLATE.
+        let environment: [UnsafeMutablePointer<CChar>?] = [strdup("\(FORKKIT_TEMPLATE_VARIABLE)=\(getpid())"), nil]
+        defer { (argv + environment).forEach { free($0) } }
+        try #require(forkkit_spawn_template(Built.worker, argv, environment, pair[1], &pid) == 0)
         close(pair[1])
         self.pid = pid
         self.socket = pair[0]

@@ -34,6 +34,31 @@ int forkkit_spawn_template(const char *path, char *const argv[], char *const env
 /// dispositions reset. Returns 0 or an errno value.
 int forkkit_spawn_command(char *const argv[], char *const envp[], int connection, pid_t *pid);
 
+/// How this process was started, as read before `main` ran (see forkkit_started_as).
+enum {
+    /// An ordinary start.
+    FORKKIT_STARTED_NORMALLY = 0,
+    /// By ForkTemplate.spawn: its control socket is descriptor 3; ForkTemplate.bootstrap must serve.
+    FORKKIT_STARTED_AS_TEMPLATE = 1,
+    /// By a RemoteTemplate's command (`program --forkkit-remote`): it serves on standard input and output.
+    FORKKIT_STARTED_AS_REMOTE_TEMPLATE = 2,
+};
+
+/// The environment variable that marks a process started as a template; its value is the owner's
+/// pid. It is read and removed before `main` runs, so neither the program's argument parsing nor
+/// the programs it starts ever see it.
+#define FORKKIT_TEMPLATE_VARIABLE "FORKKIT_TEMPLATE"
+
+/// How this process was started, until forkkit_mark_bootstrapped() is called; afterwards
+/// FORKKIT_STARTED_NORMALLY. A process started as a template is killed (SIGKILL) when its owner
+/// dies, from before `main` until it is bootstrapped.
+int forkkit_started_as(void);
+
+/// Records that ForkTemplate.bootstrap has run, and lifts the parent-death signal set at start-up
+/// (it follows the owner's *thread*, so a long-lived template must not keep it; once serving, the
+/// template exits when its socket closes).
+void forkkit_mark_bootstrapped(void);
+
 /// pidfd_open(pid, 0): a descriptor that becomes readable when the process exits, or -1.
 int forkkit_pidfd_open(pid_t pid);
 
