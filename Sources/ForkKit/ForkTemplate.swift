@@ -149,8 +149,9 @@ public final class ForkTemplate: Sendable {
 
     private static let sharedTemplate = Mutex<Task<ForkTemplate, any Error>?>(nil)
 
-    /// The default template, started from this program's binary the first time it is asked for
-    /// (Perl's `AnyEvent::Fork->new`).
+    /// The default template, started from this program's binary the first time it is asked for.
+    /// `try await ForkTemplate.shared.fork()` is Perl's `AnyEvent::Fork->new`: a new process forked
+    /// from it.
     public static var shared: ForkTemplate {
         get async throws {
             let task = sharedTemplate.withLock { task in

@@ -15,7 +15,8 @@ import Glibc
 public struct ResourceLimits: Sendable, Hashable {
     /// The largest address space, in bytes (`RLIMIT_AS`): allocations beyond it fail.
     public var addressSpaceBytes: Int?
-    /// CPU seconds the process may use (`RLIMIT_CPU`): then it gets `SIGXCPU`, and `SIGKILL` a second later.
+    /// CPU seconds the process may use (`RLIMIT_CPU`, soft and hard limit alike): then the kernel
+    /// kills it with `SIGKILL`.
     public var cpuSeconds: Int?
     /// The highest descriptor number plus one (`RLIMIT_NOFILE`).
     public var openFiles: Int?

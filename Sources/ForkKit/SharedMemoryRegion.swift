@@ -8,15 +8,15 @@ import Glibc
 /// Memory that an initializer fills once in the template and every child forked afterwards reads
 /// without copying, at no cost to fork.
 ///
-/// Linux copies the page tables of private memory at every fork, so a template holding 1 GB of
-/// ordinary heap forks about 250 times slower than an empty one. A region is a `memfd` mapped
-/// `MAP_SHARED`, whose page tables fork does not copy: the template forks as fast with 1 GB in it as
-/// with nothing.
+/// Linux copies the page tables of private memory at every fork, so a template holding 1000 MB of
+/// ordinary heap forks about 55 times slower than an empty one (34 forks/s against 1,894/s in the
+/// benchmark report, docs/benchmarks.md). A region is a `memfd` mapped `MAP_SHARED`, whose page
+/// tables fork does not copy: with 1000 MB in one, the template forked at 0.96x an empty one's rate.
 ///
 /// ```swift
 /// .initializer("load-table") { _ in
 ///     let region = try SharedMemoryRegion.create(name: "table", size: 1 << 30)
-///     fill(region.bytes)
+///     fill(region.mutableBytes)
 /// },
 /// .function("lookup") { child in
 ///     let table = SharedMemoryRegion.named("table")!   // read-only in the child

@@ -9,12 +9,12 @@ import Glibc
 extension WorkerPool {
     /// How a pool sizes itself, spreads calls and looks after its workers.
     ///
-    /// The sizing options mean what they mean in AnyEvent::Fork::Pool, with the same defaults except
-    /// `maximumWorkers`, which follows the machine:
+    /// The sizing options are AnyEvent::Fork::Pool's, with its defaults except `maximumWorkers`, which
+    /// follows the machine; `idleWorkers` counts every worker, where Perl's `idle` counts idle ones:
     ///
     /// ```swift
     /// var configuration = WorkerPool.Configuration()
-    /// configuration.idleWorkers = 2               // start two at once, keep two ready
+    /// configuration.idleWorkers = 2               // start two at once, never fewer than two workers
     /// configuration.maximumCallsPerWorker = 1000  // recycle workers that may grow
     /// configuration.retries = 2                   // run a call again elsewhere if its worker dies
     /// ```
@@ -37,8 +37,9 @@ extension WorkerPool {
         public var reconnectDelay: Duration = .seconds(1)
         /// The longest wait between attempts to reach a remote host.
         public var maximumReconnectDelay: Duration = .seconds(30)
-        /// Workers kept ready even when there is nothing to do; also how many start with the pool
-        /// (Perl's `idle`, default 0: the first call starts the first worker).
+        /// The fewest workers the pool keeps, busy or idle, even when there is nothing to do; also how
+        /// many start with the pool (default 0: the first call starts the first worker). Perl's `idle`
+        /// differs: it keeps that many *idle* workers, starting more when fewer are idle.
         public var idleWorkers: Int = 0
         /// Calls in flight per worker (Perl's `load`, default 2). More than one lets a worker start
         /// the next call without waiting for a round trip; calls beyond it wait in the pool's queue.

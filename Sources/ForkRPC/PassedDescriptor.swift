@@ -1,8 +1,9 @@
 import MessagePack
 import SystemPackage
 
-/// A file descriptor as an argument or result of a remote call: it travels as SCM_RIGHTS beside the
-/// message and arrives in the other process as a working descriptor of its own.
+/// A file descriptor as an argument of a remote call: it travels as SCM_RIGHTS beside the message
+/// and arrives in the worker as a working descriptor of its own. Results cannot carry one: a
+/// worker function whose result holds a descriptor answers with an `InvalidResult` error.
 ///
 /// ```swift
 /// let log = RPCFunction<PassedDescriptor, Int>("write-log")
