@@ -48,6 +48,8 @@ extension ForkTemplate {
             unsetenv("LD_BIND_NOW")
             unsetenv(bindNowMarker)
         }
+        // posix_spawn's dup2 cleared close-on-exec; a program that an initializer execs must not hold it.
+        _ = fcntl(3, F_SETFD, FD_CLOEXEC)
         TemplateServer.serve(socket: 3)
     }
 
