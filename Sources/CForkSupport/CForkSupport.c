@@ -1,6 +1,7 @@
 #define _GNU_SOURCE
 #include "CForkSupport.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
@@ -161,6 +162,30 @@ int forkkit_started_as(void) {
 void forkkit_mark_bootstrapped(void) {
     if (forkkit_start_kind == FORKKIT_STARTED_AS_TEMPLATE) prctl(PR_SET_PDEATHSIG, 0, 0, 0, 0);
     forkkit_start_kind = FORKKIT_STARTED_NORMALLY;
+}
+
+static char *forkkit_directory_to_remove = NULL;
+
+static void forkkit_remove_directory(void) {
+    if (!forkkit_directory_to_remove) return;
+    DIR *directory = opendir(forkkit_directory_to_remove);
+    if (directory) {
+        struct dirent *entry;
+        while ((entry = readdir(directory))) {
+            if (entry->d_name[0] == '.') continue;
+            char path[4096];
+            snprintf(path, sizeof(path), "%s/%s", forkkit_directory_to_remove, entry->d_name);
+            unlink(path);
+        }
+        closedir(directory);
+    }
+    rmdir(forkkit_directory_to_remove);
+}
+
+void forkkit_remove_directory_at_exit(const char *path) {
+    if (forkkit_directory_to_remove) return;
+    forkkit_directory_to_remove = strdup(path);
+    atexit(forkkit_remove_directory);
 }
 
 int forkkit_pidfd_open(pid_t pid) {

@@ -144,6 +144,7 @@ public final class ForkTemplate: Sendable {
         if !environment.contains(where: { $0.hasPrefix("LD_BIND_NOW=") }) {
             environment += ["LD_BIND_NOW=1", "\(bindNowMarker)=1"]
         }
+        if let crashReports = CrashReports.environmentEntry { environment.append(crashReports) }
         return environment
     }
 

@@ -39,7 +39,10 @@ public final class AsyncRPCServer: Sendable {
     private let input: Int32
     private let output: Int32
     private let maximumMessageSize: Int
-    private let handlers = Mutex<[String: Handler]>([:])
+    /// The functions, and a name that the set-up registered twice (then every call fails, saying so).
+    private let handlers = Mutex<(table: [String: Handler], registeredTwice: String?)>(([:], nil))
+    /// The largest response sent: the owner's `$limits`, or `maximumMessageSize` until one arrives.
+    private let responseLimit: Atomic<Int>
     /// Writes from concurrent calls go out one whole message at a time.
     private let writer: Mutex<RPCStream>
     private let state = Mutex(State())
@@ -65,12 +68,17 @@ public final class AsyncRPCServer: Sendable {
         self.output = output.rawValue
         self.maximumMessageSize = maximumMessageSize
         writer = Mutex(RPCStream(input: -1, output: output.rawValue, maximumMessageSize: maximumMessageSize))
+        responseLimit = Atomic(maximumMessageSize)
     }
 
     /// Serves `function` with an `async` body.
+    ///
+    /// Each name is registered once: a name registered twice makes every call to this worker fail
+    /// with an error that names it (it cannot know which body was meant).
     public func register<Input, Output>(_ function: RPCFunction<Input, Output>, _ body: @escaping @Sendable (Input) async throws -> Output) {
         handlers.withLock {
-            $0[function.name] = Handler(
+            if $0.table[function.name] != nil, $0.registeredTwice == nil { $0.registeredTwice = function.name }
+            $0.table[function.name] = Handler(
                 single: { params in
                     let input = try RPCArguments.decode(Input.self, from: params)
                     return { RPCArguments.result(try await body(input)) }
@@ -110,8 +118,12 @@ public final class AsyncRPCServer: Sendable {
             Self.startThread { [self] in
                 do {
                     var stream = RPCStream(input: input, output: -1, maximumMessageSize: maximumMessageSize)
-                    while let batch = try stream.read(prepare: { method, params in
-                        let handlers = self.handlers.withLock { $0 }
+                    try writer.withLock {
+                        try $0.write(.worker(backend: "asynchronous", maximumConcurrentCalls: maximumConcurrentCalls))
+                    }
+                    while let batch = try stream.read(prepare: { method, params -> Call in
+                        let (handlers, registeredTwice) = self.handlers.withLock { $0 }
+                        if let registeredTwice { return .failure(RPCArguments.registeredTwice(registeredTwice)) }
                         return RPCArguments.prepare(method, params, known: Array(handlers.keys)) { name in
                             handlers[name].map { RPCArguments.Handler(single: $0.single, batch: $0.batch) }
                         }
@@ -168,6 +180,8 @@ public final class AsyncRPCServer: Sendable {
                     return nil
                 }
                 task?.cancel()
+            case .limits(let limit):
+                responseLimit.store(limit, ordering: .relaxed)
             case .ignored:
                 continue
             }
@@ -188,7 +202,7 @@ public final class AsyncRPCServer: Sendable {
                     outcome = .batch(await run())
                 }
                 var response = MessagePackWriter()
-                outcome.write(id: id, into: &response)
+                outcome.write(id: id, into: &response, maximumMessageSize: responseLimit.load(ordering: .relaxed))
                 // The owner stopped waiting for a cancelled call; it drops a late answer anyway.
                 let bytes = response.bytes
                 try? writer.withLock { try $0.send(bytes) }

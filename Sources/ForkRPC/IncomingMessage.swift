@@ -6,6 +6,8 @@ enum IncomingMessage<Call> {
     case request(id: UInt32, call: Call)
     /// `$cancel` of request `id`.
     case cancel(id: UInt32)
+    /// `$limits`: the largest message either side may send from now on.
+    case limits(maximumMessageSize: Int)
     /// Another notification, or a response: the worker has nothing to do with it.
     case ignored
 
@@ -28,6 +30,8 @@ enum IncomingMessage<Call> {
             self = .request(id: id, call: call)
         case .notification(RPCMessage.cancelMethod, let params):
             self = params.first?.integerValue.flatMap(UInt32.init(exactly:)).map { .cancel(id: $0) } ?? .ignored
+        case .notification(RPCMessage.limitsMethod, let params):
+            self = params.first?.integerValue.flatMap { $0 > 0 ? .limits(maximumMessageSize: $0) : nil } ?? .ignored
         case .notification, .response:
             self = .ignored
         }

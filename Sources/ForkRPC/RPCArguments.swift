@@ -80,8 +80,9 @@ enum RPCArguments {
         case single(Result<ResultEncoder, any Error>)
         case batch(BatchEncoder)
 
-        /// Writes the response to request `id` into `writer`.
-        func write(id: UInt32, into writer: inout MessagePackWriter) {
+        /// Writes the response to request `id` into `writer`; a response larger than
+        /// `maximumMessageSize` (which the owner would refuse) is replaced by a `MessageTooLarge` error.
+        func write(id: UInt32, into writer: inout MessagePackWriter, maximumMessageSize: Int) {
             switch self {
             case .single(let outcome):
                 writeResponse(id: id, outcome, into: &writer)
@@ -89,6 +90,13 @@ enum RPCArguments {
                 writeHeader(id: id, into: &writer)
                 encoder(&writer)
             }
+            guard writer.count > maximumMessageSize else { return }
+            let failure = Failure(
+                type: "MessageTooLarge",
+                message: "its result is \(writer.count) bytes, over the maximumMessageSize of \(maximumMessageSize) bytes that the "
+                    + "owner set (RPCClient.start(maximumMessageSize:), WorkerPool.Configuration.maximumMessageSize); "
+                    + "raise that limit, or return less per call")
+            writeResponse(id: id, .failure(failure), into: &writer)
         }
     }
 
@@ -196,6 +204,15 @@ enum RPCArguments {
             return [.string(failure.type), .string(failure.message)]
         }
         return [.string(String(describing: type(of: error))), .string(describe(error))]
+    }
+
+    /// What every call to a worker whose set-up registered `name` twice gets: the worker cannot know
+    /// which of the two bodies was meant.
+    static func registeredTwice(_ name: String) -> Failure {
+        Failure(
+            type: "DuplicateFunction",
+            message: "worker \(getpid()) registered a function named '\(name)' twice in its set-up, so it serves no call; "
+                + "give each function its own name")
     }
 
     static func noSuchMethod(_ method: String, known: [String]) -> Failure {

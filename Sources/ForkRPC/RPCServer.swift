@@ -25,9 +25,12 @@ public final class RPCServer {
     /// Decodes a call's params (while they can be read in place) and returns the call, which runs
     /// the function and returns how to encode its result; or does the same for a `$batch`'s calls.
     private typealias Handler = RPCArguments.Handler<() throws -> RPCArguments.ResultEncoder, () -> RPCArguments.BatchEncoder>
+    private typealias Call = Result<RPCArguments.Prepared<() throws -> RPCArguments.ResultEncoder, () -> RPCArguments.BatchEncoder>, any Error>
 
     private var stream: RPCStream
     private var handlers: [String: Handler] = [:]
+    /// A name that the set-up registered twice: then every call fails, saying so.
+    private var registeredTwice: String?
     /// Requests the owner cancelled before they were started.
     private var cancelled: Set<UInt32> = []
     /// Responses are encoded here, one at a time; the buffer is kept from call to call.
@@ -48,13 +51,21 @@ public final class RPCServer {
     }
 
     /// Serves `function` with `body`.
+    ///
+    /// Each name is registered once: a name registered twice makes every call to this worker fail
+    /// with an error that names it (it cannot know which body was meant).
     public func register<Input, Output>(_ function: RPCFunction<Input, Output>, _ body: @escaping (Input) throws -> Output) {
-        handlers[function.name] = Self.handler(decode: { try RPCArguments.decode(Input.self, from: $0) }, body)
+        add(function.name, Self.handler(decode: { try RPCArguments.decode(Input.self, from: $0) }, body))
     }
 
     /// Serves `method` with untyped parameters and result (for peers that send plain msgpack-rpc).
     public func register(method: String, _ body: @escaping ([MessagePackValue]) throws -> MessagePackValue) {
-        handlers[method] = Self.handler(decode: { try $0.value().arrayValue ?? [] }, body)
+        add(method, Self.handler(decode: { try $0.value().arrayValue ?? [] }, body))
+    }
+
+    private func add(_ name: String, _ handler: Handler) {
+        if handlers[name] != nil, registeredTwice == nil { registeredTwice = name }
+        handlers[name] = handler
     }
 
     private static func handler<Input, Output: Encodable & Sendable>(
@@ -101,8 +112,10 @@ public final class RPCServer {
     /// Answers requests until the owner closes its end. Throws (and the worker should exit) when the
     /// owner sends something that is not MessagePack-RPC: the stream can no longer be trusted.
     public func serve() throws {
-        while let batch = try stream.read(prepare: { method, params in
-            RPCArguments.prepare(method, params, known: Array(handlers.keys)) { handlers[$0] }
+        try stream.write(.worker(backend: "synchronous", maximumConcurrentCalls: 1))
+        while let batch = try stream.read(prepare: { method, params -> Call in
+            if let registeredTwice { return .failure(RPCArguments.registeredTwice(registeredTwice)) }
+            return RPCArguments.prepare(method, params, known: Array(handlers.keys)) { handlers[$0] }
         }) {
             // A cancel that arrived together with its request spares the work.
             for case .cancel(let id) in batch { cancelled.insert(id) }
@@ -113,7 +126,7 @@ public final class RPCServer {
                 case .success(.single(let run)): .single(Result { try run() })
                 case .success(.batch(let run)): .batch(run())
                 }
-                outcome.write(id: id, into: &response)
+                outcome.write(id: id, into: &response, maximumMessageSize: stream.maximumMessageSize)
                 try stream.send(response)
             }
         }

@@ -32,6 +32,10 @@ struct RPCStream: ~Copyable {
         received.forEach { close($0) }
     }
 
+    /// The largest message accepted (and, by the servers, sent): the owner's `$limits`, or the
+    /// size the stream was made with until one arrives.
+    var maximumMessageSize: Int { reader.maximumMessageSize }
+
     /// The messages that the next read completes, each request's params decoded by `prepare`; nil
     /// at end of stream. Throws on bytes that are not MessagePack-RPC: the stream can no longer be
     /// trusted.
@@ -59,6 +63,8 @@ struct RPCStream: ~Copyable {
             buffer.withUnsafeBytes { reader.append(UnsafeRawBufferPointer(rebasing: $0.prefix(count))) }
             var batch: [IncomingMessage<Call>] = []
             while let message = try reader.nextObject({ message in try IncomingMessage(message, received: &received, prepare: prepare) }) {
+                // The owner's limit holds from the next message on, for what arrives and what is sent.
+                if case .limits(let limit) = message { reader.maximumMessageSize = limit }
                 batch.append(message)
             }
             if !batch.isEmpty { return batch }

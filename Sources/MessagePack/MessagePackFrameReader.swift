@@ -16,7 +16,7 @@ import CMsgPack
 /// and the reader should be discarded with its connection.
 public struct MessagePackFrameReader: ~Copyable {
     /// The largest single message accepted, in bytes.
-    public let maximumMessageSize: Int
+    public var maximumMessageSize: Int
     private let unpacker: UnsafeMutablePointer<msgpack_unpacker>
     private let unpacked = UnsafeMutablePointer<msgpack_unpacked>.allocate(capacity: 1)
     private var failure: MessagePackError?

@@ -59,6 +59,9 @@ int forkkit_started_as(void);
 /// template exits when its socket closes).
 void forkkit_mark_bootstrapped(void);
 
+/// Removes directory `path` and the files in it when this process exits normally (atexit).
+void forkkit_remove_directory_at_exit(const char *path);
+
 /// pidfd_open(pid, 0): a descriptor that becomes readable when the process exits, or -1.
 int forkkit_pidfd_open(pid_t pid);
 

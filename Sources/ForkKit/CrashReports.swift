@@ -1,0 +1,82 @@
+import CForkSupport
+import Synchronization
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Where the templates this process starts, and their children, write the Swift runtime's crash
+/// reports, so that a crashing worker's 60-line backtrace lands in a file instead of on the owner's
+/// terminal, and its gist can be attached to the error that reports the death.
+///
+/// The templates get `SWIFT_BACKTRACE=enable=yes,interactive=no,color=no,output-to=DIR` in their
+/// environment, unless this process's environment sets `SWIFT_BACKTRACE` itself (then that setting
+/// holds, for example `enable=no` or `output-to=stderr` to see whole backtraces on the terminal).
+/// `DIR` is a private temporary directory, removed with what is left in it when this process exits.
+package enum CrashReports {
+    private static let directory = Mutex<String??>(nil)
+
+    /// The `SWIFT_BACKTRACE` entry for a template's environment, or nil to leave the environment as it is.
+    static var environmentEntry: String? {
+        guard getenv("SWIFT_BACKTRACE") == nil, let path = reportDirectory else { return nil }
+        return "SWIFT_BACKTRACE=enable=yes,interactive=no,color=no,output-to=\(path)"
+    }
+
+    /// The directory, made on first use; nil if it cannot be made (the runtime's default then holds).
+    private static var reportDirectory: String? {
+        directory.withLock { directory in
+            if let made = directory { return made }
+            var template = Array("/tmp/forkkit-crashes-XXXXXX".utf8CString)
+            let made = template.withUnsafeMutableBufferPointer { buffer in
+                mkdtemp(buffer.baseAddress!).map { String(cString: $0) }
+            }
+            if let made { made.withCString { forkkit_remove_directory_at_exit($0) } }
+            directory = .some(made)
+            return made
+        }
+    }
+
+    /// The gist of the crash report that process `pid` left (what went wrong, and the first frame),
+    /// or nil when it left none; the report is deleted.
+    package static func takeSummary(ofCrashOf pid: Int32) -> String? {
+        guard let path = directory.withLock({ $0 ?? nil }), let stream = opendir(path) else { return nil }
+        var report: String?
+        while let entry = readdir(stream) {
+            let name = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+            // The runtime names a report PROGRAM-PID-TIME.log.
+            guard name.hasSuffix(".log"), name.contains("-\(pid)-") else { continue }
+            report = "\(path)/\(name)"
+            break
+        }
+        closedir(stream)
+        guard let report, let file = fopen(report, "re") else { return nil }
+        defer {
+            fclose(file)
+            unlink(report)
+        }
+        var lines: [String] = []
+        var buffer = [CChar](repeating: 0, count: 1024)
+        while lines.count < 40, fgets(&buffer, Int32(buffer.count), file) != nil {
+            let line = buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }
+            lines.append(String(decoding: line, as: UTF8.self).trimmingWhitespace())
+        }
+        // "*** Program crashed: Bad pointer dereference at 0x8 ***", then the crashed thread's first frame.
+        let headline = lines.first { $0.hasPrefix("***") }?.trimmingCharacters(in: "* ")
+        let frame = lines.drop { !$0.hasSuffix("crashed:") }.dropFirst().first { !$0.isEmpty }
+        guard let headline else { return nil }
+        return frame.map { "\(headline), at \($0)" } ?? headline
+    }
+}
+
+extension String {
+    fileprivate func trimmingWhitespace() -> String {
+        trimmingCharacters(in: " \t\n")
+    }
+
+    fileprivate func trimmingCharacters(in set: String) -> String {
+        let characters = Set(set)
+        let start = firstIndex { !characters.contains($0) } ?? endIndex
+        let end = lastIndex { !characters.contains($0) }.map(index(after:)) ?? start
+        return start < end ? String(self[start..<end]) : ""
+    }
+}
