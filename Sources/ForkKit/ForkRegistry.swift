@@ -11,10 +11,20 @@ import Glibc
 /// loop), and copied into every forked child with the rest of memory.
 enum ForkRegistry {
     private static let entries = Mutex<[String: ForkEntryPoint]>([:])
+    /// Names a plugin being loaded registered that were already taken.
+    private static let pluginClashes = Mutex<[String]>([])
 
-    static func register(_ newEntries: [ForkEntryPoint]) {
+    /// Adds `newEntries`; returns the names that were already taken (by an earlier entry point or
+    /// one of `newEntries`), which the new entry points then replace.
+    @discardableResult
+    static func register(_ newEntries: [ForkEntryPoint]) -> [String] {
         entries.withLock { table in
-            for entry in newEntries { table[entry.name] = entry }
+            var taken: [String] = []
+            for entry in newEntries {
+                if table[entry.name] != nil { taken.append(entry.name) }
+                table[entry.name] = entry
+            }
+            return taken
         }
     }
 
@@ -41,8 +51,17 @@ enum ForkRegistry {
         let entry = unsafeBitCast(symbol, to: forkkit_plugin_entry.self)
         var registrar = forkkit_registrar(host: nil, add: { _, name, kind, invoke, context in
             guard let name, let invoke else { return }
-            ForkRegistry.register([ForkPlugin.hostEntry(name: String(cString: name), kind: kind, invoke: invoke, context: context)])
+            let taken = ForkRegistry.register([ForkPlugin.hostEntry(name: String(cString: name), kind: kind, invoke: invoke, context: context)])
+            ForkRegistry.pluginClashes.withLock { $0 += taken }
         })
+        pluginClashes.withLock { $0 = [] }
         entry(&registrar)
+        let clashes = pluginClashes.withLock { $0 }
+        guard clashes.isEmpty else {
+            throw ForkError(
+                .pluginLoadFailed,
+                "plugin \(path) registers \(clashes.map { "'\($0)'" }.joined(separator: ", ")), already registered in this process "
+                    + "(by bootstrap or another plugin); the plugin's entry points replaced them. Give every entry point its own name")
+        }
     }
 }

@@ -28,9 +28,18 @@ extension ForkTemplate {
     ///     }
     /// }
     /// ```
+    ///
+    /// Every entry point needs its own name: two with one name end the program at once (a template
+    /// tells its owner why), since nobody could say which of the two a `run` meant.
     public static func bootstrap(_ entryPoints: [ForkEntryPoint]) {
-        ForkRegistry.register(entryPoints)
+        let taken = ForkRegistry.register(entryPoints)
         let startedAs = forkkit_started_as()
+        if !taken.isEmpty {
+            let reason = "was given two entry points named \(taken.map { "'\($0)'" }.joined(separator: ", ")); give each its own name"
+            if startedAs != Int32(FORKKIT_STARTED_NORMALLY) { abandonTemplateStart(startedAs: startedAs, saying: "its ForkTemplate.bootstrap(...) \(reason)") }
+            _ = try? FileDescriptor.standardError.writeAll(Array("ForkTemplate.bootstrap(...) \(reason)\n".utf8))
+            exit(70)
+        }
         forkkit_mark_bootstrapped()
         if startedAs == Int32(FORKKIT_STARTED_AS_REMOTE_TEMPLATE) { serveRemotely() }
         guard startedAs == Int32(FORKKIT_STARTED_AS_TEMPLATE) else { return }

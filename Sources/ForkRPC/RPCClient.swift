@@ -39,6 +39,8 @@ public final class RPCClient: Sendable {
     /// The worker process, when the worker is a forked child.
     public let worker: RunningChild?
     private let logger: Logger?
+    /// The largest message sent or accepted; a ForkKit worker learns it at start (`$limits`).
+    public let maximumMessageSize: Int
     private let state: Mutex<State>
     /// Guards the writing side; closed once `open` is false (a pipe cannot be half-shut like a socket).
     private let outgoing = Mutex(Outgoing())
@@ -72,12 +74,15 @@ public final class RPCClient: Sendable {
         var abandoned: Set<UInt32> = []
         var failure: RPCError?
         var closing = false
+        /// The backend the worker announced (`$worker`), once it has.
+        var announcedBackend: String?
         var drained: [CheckedContinuation<Void, Never>] = []
     }
 
     /// Talks MessagePack-RPC over `input` and `output` (the same descriptor for a socket). The client
     /// takes ownership of both. `worker`, when given, names the process in errors and reports its exit.
-    /// A message from the worker larger than `maximumMessageSize` closes the connection.
+    /// A message larger than `maximumMessageSize` is not sent (the call fails with
+    /// ``RPCError/Kind/messageTooLarge``); one from the worker closes the connection.
     /// Log records the worker sends (``RPCLogHandler``) go to `logger`; without one they arrive on
     /// ``events`` as `$log` events.
     public init(
@@ -85,6 +90,7 @@ public final class RPCClient: Sendable {
         maximumMessageSize: Int = 64 << 20, logger: Logger? = nil
     ) {
         self.logger = logger
+        self.maximumMessageSize = maximumMessageSize
         self.reader = MessagePackFrameReader(maximumMessageSize: maximumMessageSize)
         self.input = input.rawValue
         self.output = output.rawValue
@@ -124,8 +130,15 @@ public final class RPCClient: Sendable {
         // must not hold the worker's socket (the worker would then never see end of stream).
         let socket = FileDescriptor(rawValue: fcntl(child.socket.rawValue, F_DUPFD_CLOEXEC, 3))
         child.closeSocket()
-        return RPCClient(input: socket, output: socket, worker: child, maximumMessageSize: maximumMessageSize, logger: logger)
+        let client = RPCClient(input: socket, output: socket, worker: child, maximumMessageSize: maximumMessageSize, logger: logger)
+        // First thing: the worker then refuses what is larger both ways (ForkKit's workers do).
+        client.send(.limits(maximumMessageSize: maximumMessageSize))
+        return client
     }
+
+    /// The backend the worker announced when it began to serve (`"synchronous"` or
+    /// `"asynchronous"`; ForkKit's workers announce it), or nil until it has.
+    package var announcedBackend: String? { state.withLock { $0.announcedBackend } }
 
     /// Calls `function` with `input` and waits for its result.
     ///
@@ -363,6 +376,13 @@ public final class RPCClient: Sendable {
             } catch {
                 return error as? RPCError ?? RPCError(.codingFailed, "cannot encode the message: \(error)", pid: pid)
             }
+            guard outgoing.writer.count <= maximumMessageSize else {
+                return RPCError(
+                    .messageTooLarge,
+                    "the message is \(outgoing.writer.count) bytes, over the maximumMessageSize of \(maximumMessageSize) bytes "
+                        + "that both sides honour (RPCClient.start(maximumMessageSize:), WorkerPool.Configuration.maximumMessageSize); "
+                        + "it was not sent. Raise the limit, or send less per call", pid: pid)
+            }
             let descriptors = direct.flatMap(PassedDescriptor.descriptors(in:))
             return outgoing.writer.withBytes { bytes -> RPCError? in
                 var offset = 0  // bytes already sent with the descriptors
@@ -465,6 +485,8 @@ public final class RPCClient: Sendable {
         switch message {
         case .response(let id, _, _):
             throw RPCError(.protocolViolation, "sent a malformed response to msgid \(id); the connection was closed", pid: pid)
+        case .notification(RPCMessage.workerMethod, let params):
+            state.withLock { $0.announcedBackend = params.first?.stringValue }
         case .notification(let method, let params):
             if method == RPCLogHandler.method, let logger, RPCLogHandler.forward(params, to: logger, pid: pid) { return }
             eventSink.yield(RPCEvent(name: method, params: params))
@@ -480,6 +502,7 @@ public final class RPCClient: Sendable {
         let kind: RPCError.Kind = switch type {
         case "NoSuchMethod": .unknownFunction
         case "InvalidArguments": .invalidArguments
+        case "MessageTooLarge": .messageTooLarge
         default: .remote
         }
         let sentence = kind == .remote ? "threw: \(text)" : text

@@ -28,6 +28,9 @@ public struct RPCError: Error, Sendable, CustomStringConvertible {
         case protocolViolation
         /// The client was closed; no more calls can be made.
         case closed
+        /// A message (an argument or a result) is larger than the maximum message size that both
+        /// sides honour (`maximumMessageSize`): it was not sent, and the connection lives on.
+        case messageTooLarge
     }
 
     /// What kind of failure this is.

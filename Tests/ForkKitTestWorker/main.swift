@@ -15,7 +15,20 @@ import Glibc
 /// Set by the "remember" initializer inside the template; children forked later see it.
 nonisolated(unsafe) var remembered: [UInt8] = []
 
+// For the duplicate-name test: a program whose bootstrap is given one name twice.
+if getenv("FORKKIT_TEST_DUPLICATE_ENTRY") != nil {
+    ForkTemplate.bootstrap([.function("twice") { _ in }, .function("twice") { _ in }])
+}
+
 ForkTemplate.bootstrap([
+    .rpcWorker("registers-twice") { server in
+        server.register(RPCFunction<Int, Int>("square")) { $0 * $0 }
+        server.register(RPCFunction<Int, Int>("square")) { $0 + $0 }
+    },
+    .asyncRPCWorker("async-registers-twice") { server in
+        server.register(RPCFunction<Int, Int>("square")) { $0 * $0 }
+        server.register(RPCFunction<Int, Int>("square")) { $0 + $0 }
+    },
     .function("exit-now") { _ in },
     .function("exit-with-code") { child in
         exit(Int32(child.argument(0) ?? "") ?? 99)
@@ -81,6 +94,7 @@ ForkTemplate.bootstrap([
             return division.dividend / division.divisor
         }
         server.register(RPCFunction<[UInt8], [UInt8]>("echo-bytes")) { $0 }
+        server.register(RPCFunction<Int, [UInt8]>("make-bytes")) { [UInt8](repeating: 7, count: $0) }
         server.register(RPCFunction<Int, Int>("sleep-ms")) { milliseconds in
             usleep(UInt32(milliseconds) * 1000)
             return milliseconds
@@ -106,6 +120,8 @@ ForkTemplate.bootstrap([
         }
     },
     .asyncRPCWorker("rpc-async", maximumConcurrentCalls: 3) { server in
+        server.register(RPCFunction<Int, [UInt8]>("make-bytes")) { [UInt8](repeating: 7, count: $0) }
+        server.register(RPCFunction<Int, Int>("square")) { $0 * $0 }
         server.register(RPCFunction<Int, Int>("nap-ms")) { milliseconds in
             let now = AsyncCounters.running.add(1, ordering: .relaxed).newValue
             AsyncCounters.peak.max(now, ordering: .relaxed)
@@ -280,6 +296,7 @@ case "pipe-server":
     // MessagePack-RPC on standard input and output, as a worker started by any program would be.
     let server = RPCServer(input: .standardInput, output: .standardOutput)
     server.register(RPCFunction<Int, Int>("square")) { $0 * $0 }
+    server.register(RPCFunction<Int, [UInt8]>("make-bytes")) { [UInt8](repeating: 7, count: $0) }
     try server.serve()
 case "self-template":
     // AnyEvent::Fork::Template: fork this very program while it is still single-threaded.

@@ -180,6 +180,30 @@ struct TemplateTests {
         #expect(error.message.contains("the plugin's initializer refused"))
     }
 
+    @Test("a plugin whose names are taken is refused, naming them")
+    func pluginNameClash() async throws {
+        let template = try await workerTemplate()
+        try await template.loadPlugin(at: Built.plugin)
+        let error = try await #require(throws: ForkError.self) { try await template.loadPlugin(at: Built.plugin) }
+        #expect(error.kind == .pluginLoadFailed)
+        #expect(error.message.contains("'plugin-greet'"), "\(error)")
+        #expect(error.message.contains("already registered"), "\(error)")
+    }
+
+    @Test("two entry points with one name end the program at once, naming it")
+    func duplicateEntryPoint() throws {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: Built.worker)
+        process.environment = ProcessInfo.processInfo.environment.merging(["FORKKIT_TEST_DUPLICATE_ENTRY": "1"]) { $1 }
+        let errors = Pipe()
+        process.standardError = errors
+        try process.run()
+        let text = String(decoding: errors.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        process.waitUntilExit()
+        #expect(process.terminationStatus == 70)
+        #expect(text == "ForkTemplate.bootstrap(...) was given two entry points named 'twice'; give each its own name\n")
+    }
+
     @Test("a plugin that cannot be loaded is named in the error")
     func pluginLoadFailure() async throws {
         let template = try await workerTemplate()

@@ -26,7 +26,7 @@ let die = RPCFunction<Int, Int>("die")
 
 /// Starts `executable` with `arguments` as a plain program and attaches a client to its standard
 /// input and output, as to a worker started by any means (ssh, a program in another language).
-func startPipeWorker(_ executable: String, _ arguments: [String]) throws -> (Process, RPCClient) {
+func startPipeWorker(_ executable: String, _ arguments: [String], maximumMessageSize: Int = 64 << 20) throws -> (Process, RPCClient) {
     let process = Process()
     process.executableURL = URL(fileURLWithPath: executable)
     process.arguments = arguments
@@ -36,7 +36,7 @@ func startPipeWorker(_ executable: String, _ arguments: [String]) throws -> (Pro
     try process.run()
     let client = RPCClient(
         input: FileDescriptor(rawValue: dup(fromWorker.fileHandleForReading.fileDescriptor)),
-        output: FileDescriptor(rawValue: dup(toWorker.fileHandleForWriting.fileDescriptor)))
+        output: FileDescriptor(rawValue: dup(toWorker.fileHandleForWriting.fileDescriptor)), maximumMessageSize: maximumMessageSize)
     try toWorker.fileHandleForWriting.close()
     try fromWorker.fileHandleForReading.close()
     return (process, client)
@@ -330,14 +330,18 @@ struct RPCEdgeTests {
         #expect(process.terminationStatus == 0)
     }
 
-    @Test("a response over the client's size limit closes the connection with a protocol error")
+    @Test("a response over the client's size limit, from a peer that was not told the limit, closes the connection with a protocol error")
     func tooLarge() async throws {
-        let worker = try await RPCClient.start(try await workerTemplate(), running: "rpc-math", maximumMessageSize: 1000)
+        // A client attached to a pipe pair sends no $limits (the peer may not be ForkKit's), so the
+        // worker answers in full; ForkKit's own workers are told (WorkerSafetyTests).
+        let (process, worker) = try startPipeWorker(Built.worker, ["pipe-server"], maximumMessageSize: 1000)
         let error = try await #require(throws: RPCError.self) {
-            _ = try await worker.call(echoBytes, [UInt8](repeating: 1, count: 5000))
+            _ = try await worker.call(RPCFunction<Int, [UInt8]>("make-bytes"), 5000)
         }
         #expect(error.kind == .protocolViolation)
         #expect(error.message.contains("limit of 1000 bytes"))
+        process.terminate()
+        process.waitUntilExit()
     }
 
     @Test("garbage sent to a worker ends it with an error; nothing hangs")
