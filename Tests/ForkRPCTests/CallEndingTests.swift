@@ -82,4 +82,43 @@ struct CallEndingTests {
         }
         #expect(!timed.hung && timed.time < .milliseconds(1300), "took \(timed.time)")
     }
+
+    @Test("cancellationGracePeriod: a stopped worker that does not answer $cancel is killed; one that answers is kept")
+    func gracePeriod() async throws {
+        let nap = RPCFunction<Int, Int>("nap-ms")
+        let healthy = try await RPCClient.start(try await workerTemplate(), running: "rpc-async")
+        healthy.cancellationGracePeriod = .milliseconds(300)
+        let first = try await #require(throws: RPCError.self) { _ = try await healthy.call(nap, 10_000, timeout: .milliseconds(100)) }
+        #expect(first.kind == .timeout)
+        // It answered the cancelled call at once: still alive and serving after the grace period.
+        try await Task.sleep(for: .milliseconds(600))
+        #expect(try await healthy.call(nap, 1) == 1)
+        #expect(try await healthy.close() == .exited(0))
+
+        let stuck = try await RPCClient.start(try await workerTemplate(), running: "rpc-async")
+        stuck.cancellationGracePeriod = .milliseconds(300)
+        let pid = try #require(stuck.pid)
+        defer { stuck.terminate() }
+        #expect(try await stuck.call(nap, 1) == 1)
+        let held = Task { try await stuck.call(nap, 10_000) }  // held by the worker, no timeout
+        try await Task.sleep(for: .milliseconds(50))
+        kill(pid, SIGSTOP)
+        let timedOut = await bounded(seconds: 5, unstick: stuck.terminate) { try await stuck.call(nap, 10_000, timeout: .milliseconds(200)) }
+        #expect((timedOut.error as? RPCError)?.kind == .timeout && timedOut.time < .milliseconds(1200), "\(timedOut.result) after \(timedOut.time)")
+        // Killed after the grace period; the call it held fails, saying why.
+        let status = await bounded(seconds: 5, unstick: stuck.terminate) { try await stuck.worker!.exitStatus() }
+        #expect(!status.hung && (try? status.result.get()) == .signaled(SIGKILL), "\(status.result)")
+        let heldOutcome = await bounded(seconds: 5, unstick: stuck.terminate) { try await held.value }
+        let heldError = heldOutcome.error as? RPCError
+        #expect(heldError?.kind == .workerDied && "\(heldOutcome.error!)".contains("did not answer a call it was told to cancel"), "\(heldOutcome.result)")
+
+        // close() of a stopped worker: it cannot see the end of its input, so it is killed.
+        let stopped = try await RPCClient.start(try await workerTemplate(), running: "rpc-async")
+        stopped.cancellationGracePeriod = .milliseconds(300)
+        defer { stopped.terminate() }
+        #expect(try await stopped.call(nap, 1) == 1)
+        kill(try #require(stopped.pid), SIGSTOP)
+        let closed = await bounded(seconds: 5, unstick: stopped.terminate) { try await stopped.close() }
+        #expect(!closed.hung && (try? closed.result.get()) == .signaled(SIGKILL), "\(closed.result)")
+    }
 }
