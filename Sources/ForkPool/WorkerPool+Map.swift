@@ -44,8 +44,9 @@ extension WorkerPool {
     /// long: it is killed and replaced, and its items run again.
     ///
     /// - Throws: the first error of any item (an `RPCError` naming the function and worker). No
-    ///   new items are sent after it; the chunks already running finish (their results are
-    ///   dropped), so that no worker is interrupted, and then the error is thrown.
+    ///   new items are sent after it; the chunks already running are given
+    ///   ``Configuration/cancellationGracePeriod`` to finish (their results are dropped), so that
+    ///   no worker is interrupted for another item's error; any still running then are cancelled.
     @inlinable  // specialized where it is called: the per-item loops below then cost nanoseconds
     public func map<Inputs: Sequence, Input, Output>(
         _ function: RPCFunction<Input, Output>, _ inputs: Inputs, chunkSize: Int? = nil, retries: Int? = nil,
@@ -126,9 +127,10 @@ extension WorkerPool {
     /// at most as many chunks at once as the workers can take, and hands each chunk's outputs to
     /// `deliver` (on the calling task) as it completes.
     ///
-    /// The first failure stops the feeding; the chunks already running finish (their outputs are
-    /// dropped, their workers are not interrupted), then it is thrown. A chunk of several items that
-    /// overruns the call timeout runs again one item per call (see ``Configuration/callTimeout``).
+    /// The first failure stops the feeding; the chunks already running get the grace period to
+    /// finish (their outputs are dropped, their workers are not interrupted; what still runs then is
+    /// cancelled), then it is thrown. A chunk of several items that overruns the call timeout runs
+    /// again one item per call (see ``Configuration/callTimeout``).
     @usableFromInline
     func runChunks<Input, Output>(
         _ function: RPCFunction<Input, Output>, knownCount: Int, chunkSize: Int?, retries: Int?, progress: MapProgress?,
@@ -146,7 +148,8 @@ extension WorkerPool {
         var firstFailure: (any Error)?
 
         await withTaskGroup(of: ChunkOutcome<Input, Output>.self) { group in
-            var running = 0
+            var running = 0  // chunks (not the grace timer)
+            var graceTimerStarted = false
             func feed() {
                 while running < parallelism, firstFailure == nil {
                     let start: Int
@@ -173,11 +176,9 @@ extension WorkerPool {
             feed()
             prepareForMap(calls: running)
             while let outcome = await group.next() {
-                running -= 1
+                if case .gracePassed = outcome {} else { running -= 1 }
                 switch outcome {
-                case .completed(let start, let outputs, let duration):
-                    // After a failure the map's result is decided: later outputs are dropped.
-                    guard firstFailure == nil else { continue }
+                case .completed(let start, let outputs, let duration) where firstFailure == nil:
                     sizer.record(items: outputs.count, duration: duration)
                     progress?.add(outputs.count)
                     do {
@@ -185,10 +186,27 @@ extension WorkerPool {
                     } catch {
                         firstFailure = error
                     }
+                case .completed:
+                    break  // after a failure the map's outcome is decided: later outputs are dropped
                 case .overran(let start, let inputs):
                     singles.append(contentsOf: inputs.indices.map { (start + $0, inputs[$0]) })
                 case .failed(let error):
                     if firstFailure == nil { firstFailure = error }
+                case .gracePassed:
+                    // Chunks still running after a failure: they are cancelled (a synchronous
+                    // worker is then replaced).
+                    group.cancelAll()
+                }
+                if firstFailure != nil {
+                    if running == 0 {
+                        group.cancelAll()  // ends the grace timer
+                    } else if !graceTimerStarted {
+                        graceTimerStarted = true
+                        group.addTask { [grace = configuration.cancellationGracePeriod] in
+                            try? await Task.sleep(for: grace)
+                            return .gracePassed
+                        }
+                    }
                 }
                 feed()
             }
@@ -232,4 +250,6 @@ enum ChunkOutcome<Input: Sendable, Output: Sendable>: Sendable {
     case overran(start: Int, inputs: [Input])
     /// It failed: an item's error, or the chunk's when no retry was left.
     case failed(any Error)
+    /// Not a chunk: the time that chunks still running after a failure are given has passed.
+    case gracePassed
 }

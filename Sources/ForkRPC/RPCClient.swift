@@ -399,7 +399,7 @@ public final class RPCClient: Sendable {
         let killer = cancellationGracePeriod.map { grace in
             Task { [weak self] in
                 try await Task.sleep(for: grace)
-                self?.kill(because: "it did not exit within \(grace) of its input ending")
+                self?.stopUnresponsiveWorker(because: "it did not exit within \(grace) of its input ending")
             }
         }
         defer { killer?.cancel() }
@@ -477,21 +477,21 @@ public final class RPCClient: Sendable {
     /// Gives up on call `id` (timeout or cancellation): it fails now, and the worker is told. With a
     /// ``cancellationGracePeriod``, a worker that does not answer it in time is killed.
     private func abandon(_ id: UInt32, with error: any Error) {
-        let (call, grace): (Call?, Duration?) = state.withLock { state in
-            guard let call = state.calls.removeValue(forKey: id) else { return (nil, nil) }
-            // After the connection ended no answer can come.
-            guard !state.ended else { return (call, nil) }
+        let (call, ended, grace): (Call?, Bool, Duration?) = state.withLock { state in
+            guard let call = state.calls.removeValue(forKey: id) else { return (nil, false, nil) }
+            // After the connection ended no answer can come, and the worker cannot be told.
+            guard !state.ended else { return (call, true, nil) }
             state.abandoned.insert(id)
-            return (call, state.cancellationGracePeriod)
+            return (call, false, state.cancellationGracePeriod)
         }
         guard let call else { return }
         call.complete(.failure(error))
-        send(.cancel(id))
+        if !ended { send(.cancel(id)) }
         settleIfDrained()
         if let grace {
             Task { [weak self] in
                 guard let self, await !self.abandonedCallsAnswered(within: grace) else { return }
-                self.kill(because: "it did not answer a call it was told to cancel within \(grace)")
+                self.stopUnresponsiveWorker(because: "it did not answer a call it was told to cancel within \(grace)")
             }
         }
     }
@@ -523,7 +523,7 @@ public final class RPCClient: Sendable {
 
     /// Ends a worker that stopped responding: kills its process (the calls it held fail naming
     /// `reason`), or without one closes the connection.
-    private func kill(because reason: String) {
+    private func stopUnresponsiveWorker(because reason: String) {
         let alreadyEnded = state.withLock { state -> Bool in
             if state.killReason == nil { state.killReason = reason }
             return state.ended && worker == nil

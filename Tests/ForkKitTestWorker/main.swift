@@ -168,6 +168,11 @@ ForkTemplate.bootstrap([
             usleep(UInt32(microseconds))
             return microseconds
         }
+        server.register(RPCFunction<Int, Int>("sleep-ms-or-fail")) { milliseconds in
+            guard milliseconds >= 0 else { throw TestFailure(message: "negative input \(milliseconds)") }
+            usleep(UInt32(milliseconds) * 1000)
+            return milliseconds
+        }
         server.register(RPCFunction<Int, Int>("slow-fail-if-negative")) { number in
             // 1 ms per item, so that a map keeps both workers busy with small chunks.
             usleep(1000)

@@ -142,6 +142,20 @@ struct MapWorkerTests {
         await pool.shutdown()
     }
 
+    @Test("a failing item while another chunk runs long: the map throws after the grace period, cancelling only that chunk")
+    func failingItemWithLongChunk() async throws {
+        let pool = try await makePool { $0.idleWorkers = 2; $0.load = 1; $0.cancellationGracePeriod = .milliseconds(300) }
+        let outcome = await bounded(seconds: 10) {
+            try await pool.map(RPCFunction<Int, Int>("sleep-ms-or-fail"), [10_000, -1], chunkSize: 1)
+        }
+        #expect((outcome.error as? RPCError)?.kind == .remote && "\(outcome.error!)".contains("negative input -1"), "\(outcome.result)")
+        #expect(outcome.time < .seconds(3), "the map threw \(outcome.time) after it began; the grace period is 300 ms")
+        // The synchronous worker that ran the long item was interrupted, so it was replaced.
+        #expect(pool.statistics.counters.workersLost == 1)
+        #expect(try await pool.call(square, 3) == 9)
+        await pool.shutdown()
+    }
+
     @Test("a map with more work than one worker can take starts the workers at once, whatever the start delay")
     func mapStartsWorkersAtOnce() async throws {
         // The default settings (no idle worker, a start delay of 0.1 s), two workers at most:
