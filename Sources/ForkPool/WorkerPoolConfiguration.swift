@@ -138,6 +138,8 @@ extension WorkerPool {
         /// timing it out kills and replaces the worker.
         case synchronous
         /// Several calls at a time per worker; cancelling a running call cancels its task in the worker.
+        /// A worker that does not answer the cancelled call within
+        /// ``Configuration/cancellationGracePeriod`` is killed and replaced.
         case asynchronous
     }
 }

@@ -100,6 +100,21 @@ struct StuckWorkerTests {
         try await stoppedMidMap("pool-async-worker", backend: .asynchronous)
     }
 
+    @Test("shutdown() ends when a worker is stopped while idle: it is killed after the grace period")
+    func shutdownWithStoppedIdleWorker() async throws {
+        for backend in [WorkerPool.Backend.synchronous, .asynchronous] {
+            let pool = try await makePool(backend == .synchronous ? "pool-worker" : "pool-async-worker") {
+                $0.idleWorkers = 2; $0.backend = backend; $0.cancellationGracePeriod = .milliseconds(300)
+            }
+            let victim = try #require(pool.statistics.workers.first?.pid)
+            defer { Self.killIfAlive(victim) }
+            kill(victim, SIGSTOP)
+            let shutdown = await bounded(seconds: 5, unstick: { kill(victim, SIGKILL) }) { await pool.shutdown() }
+            #expect(!shutdown.hung && shutdown.time < .seconds(3), "\(backend): shutdown took \(shutdown.time)")
+            #expect(isDead(victim))
+        }
+    }
+
     @Test("a worker that closes its socket and hangs: a pool call ends at its timeout; the worker is replaced")
     func closedAndHanging() async throws {
         let pool = try await makePool("pool-faults") { $0.maximumWorkers = 1; $0.idleWorkers = 1 }
