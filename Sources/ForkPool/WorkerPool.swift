@@ -230,9 +230,16 @@ public final class WorkerPool: Sendable {
     }
 
     private func kill(_ lease: Lease, because reason: String) {
+        let effects = state.withLock { $0.kill(pid: lease.pid) }
+        guard !effects.isEmpty else {
+            // Already out of the pool (its connection ended, and it was counted as lost then), but
+            // perhaps still running: a worker that closed its socket may hang.
+            lease.client.terminate()
+            return
+        }
         configuration.logger?.notice("killing worker \(lease.pid): \(reason); a new one replaces it")
         metrics?.workersLost.increment()
-        carryOut(state.withLock { $0.kill(pid: lease.pid) })
+        carryOut(effects)
     }
 
     /// The call on `lease` was given up on (timeout or cancellation). A synchronous worker cannot

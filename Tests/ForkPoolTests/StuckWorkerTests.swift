@@ -53,6 +53,7 @@ struct StuckWorkerTests {
         #expect(pool.statistics.counters.workersLost == 1)
         let shutdown = await bounded(seconds: 5, unstick: { kill(victim, SIGKILL) }) { await pool.shutdown() }
         #expect(!shutdown.hung, "shutdown did not end within 5 s")
+        print("stopped mid-call (\(backend)): the call ended \(outcome.time) after the stop, the next call \(next.time) later, shutdown took \(shutdown.time)")
     }
 
     @Test("a worker stopped (SIGSTOP) mid-call, synchronous backend: the call times out, the worker is replaced")
