@@ -9,10 +9,11 @@ enum ChildExitBook {
     private struct Entry {
         var family: ObjectIdentifier
         var outcome: Result<ExitStatus, ForkError>?
-        var waiters: [CheckedContinuation<ExitStatus, any Error>] = []
+        var waiters: [(id: UInt64, continuation: CheckedContinuation<ExitStatus, any Error>)] = []
     }
 
     private static let entries = Mutex<[Int32: Entry]>([:])
+    private static let nextWaiterID = Atomic<UInt64>(0)
 
     static func expect(pid: Int32, family: ObjectIdentifier) {
         entries.withLock { $0[pid] = Entry(family: family) }
@@ -42,17 +43,30 @@ enum ChildExitBook {
         entries.withLock { try? $0[pid]?.outcome?.get() }
     }
 
+    /// Waits for `pid`'s exit status; a cancelled task stops waiting with `CancellationError`.
     static func wait(for pid: Int32) async throws -> ExitStatus {
-        try await withCheckedThrowingContinuation { continuation in
-            let ready: Result<ExitStatus, ForkError>? = entries.withLock { entries in
-                guard entries[pid] != nil else {
-                    return .failure(ForkError(.invalidState, "process \(pid) is not a child that ForkKit is tracking"))
+        let id = nextWaiterID.add(1, ordering: .relaxed).newValue
+        return try await withTaskCancellationHandler {
+            try await withCheckedThrowingContinuation { continuation in
+                let ready: Result<ExitStatus, any Error>? = entries.withLock { entries in
+                    guard entries[pid] != nil else {
+                        return .failure(ForkError(.invalidState, "process \(pid) is not a child that ForkKit is tracking"))
+                    }
+                    if let outcome = entries[pid]!.outcome { return outcome.mapError { $0 } }
+                    // Checked under the lock the cancellation handler takes: cancelled before this,
+                    // the handler found no waiter to remove.
+                    if Task.isCancelled { return .failure(CancellationError()) }
+                    entries[pid]!.waiters.append((id, continuation))
+                    return nil
                 }
-                if let outcome = entries[pid]!.outcome { return outcome }
-                entries[pid]!.waiters.append(continuation)
-                return nil
+                if let ready { continuation.resume(with: ready) }
             }
-            if let ready { continuation.resume(with: ready) }
+        } onCancel: {
+            let waiter = entries.withLock { entries -> CheckedContinuation<ExitStatus, any Error>? in
+                guard let index = entries[pid]?.waiters.firstIndex(where: { $0.id == id }) else { return nil }
+                return entries[pid]!.waiters.remove(at: index).continuation
+            }
+            waiter?.resume(throwing: CancellationError())
         }
     }
 
@@ -68,7 +82,7 @@ enum ChildExitBook {
             }
         }
         for (outcome, waiters) in resumptions {
-            for waiter in waiters { waiter.resume(with: outcome) }
+            for waiter in waiters { waiter.continuation.resume(with: outcome) }
         }
     }
 }

@@ -48,7 +48,7 @@ public final class RunningChild: Sendable {
     /// Waits until the child has exited and its template has reaped it, and tells how it ended.
     ///
     /// Throws ``ForkError/Kind/processGone`` if the template went away first (its children then die
-    /// too, but nobody can report how).
+    /// too, but nobody can report how), and `CancellationError` if the waiting task is cancelled.
     public func exitStatus() async throws -> ExitStatus {
         try await ChildExitBook.wait(for: pid)
     }

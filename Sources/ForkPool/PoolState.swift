@@ -33,6 +33,9 @@ struct PoolState {
         let pid: Int32
         let place: Int
         var inFlight = 0
+        /// Calls given up on (timeout, cancellation) that the worker was told to cancel and has not
+        /// answered yet; they count in `inFlight`, and the worker takes no new call meanwhile.
+        var unanswered = 0
         var assigned = 0
         var served = 0
         var busyTime = Duration.zero
@@ -134,20 +137,60 @@ struct PoolState {
         return effects + pump()
     }
 
-    /// A call on worker `pid` ended (answered or not) after `duration`.
+    /// A call on worker `pid` ended (answered or not).
     mutating func finished(pid: Int32, succeeded: Bool) -> [PoolEffect] {
         if succeeded { counters.callsServed += 1 } else { counters.callsFailed += 1 }
         if let index = workers.firstIndex(where: { $0.pid == pid }) {
-            workers[index].inFlight -= 1
             workers[index].served += 1
-            if workers[index].inFlight == 0 {
-                let now = ContinuousClock.now
-                if let since = workers[index].busySince { workers[index].busyTime += now - since }
-                workers[index].busySince = nil
-                workers[index].idleSince = now
-            }
+            release(index)
         }
         return pump()
+    }
+
+    /// A call on asynchronous worker `pid` was given up on (timeout, cancellation) and the worker
+    /// told to cancel it: the call has failed, but it keeps its place on the worker, which takes no
+    /// new call, until the worker answers it (``abandonedCallAnswered(pid:)``) or is killed.
+    mutating func abandoned(pid: Int32) -> [PoolEffect] {
+        counters.callsFailed += 1
+        if let index = workers.firstIndex(where: { $0.pid == pid }) {
+            workers[index].served += 1
+            workers[index].unanswered += 1
+        }
+        return pump()
+    }
+
+    /// Worker `pid` answered a call it was told to cancel (or has gone): the call's place is free.
+    mutating func abandonedCallAnswered(pid: Int32) -> [PoolEffect] {
+        if let index = workers.firstIndex(where: { $0.pid == pid }) {
+            workers[index].unanswered -= 1
+            release(index)
+        }
+        return pump()
+    }
+
+    /// One call fewer in flight on worker `index`.
+    private mutating func release(_ index: Int) {
+        workers[index].inFlight -= 1
+        if workers[index].inFlight == 0 {
+            let now = ContinuousClock.now
+            if let since = workers[index].busySince { workers[index].busyTime += now - since }
+            workers[index].busySince = nil
+            workers[index].idleSince = now
+        }
+    }
+
+    /// A map is about to keep `calls` calls in flight: the workers they need start at once, up to
+    /// the maximum. (The start delay paces a pool through bursts of separate calls; a map's demand
+    /// is known, and a worker that joins late leaves the first one doing all the work.)
+    mutating func prepareForMap(calls: Int) -> [PoolEffect] {
+        guard shutdown == nil else { return [] }
+        let load = max(1, configuration.load)
+        let wanted = min(maximumWorkers, (calls + load - 1) / load)
+        var effects: [PoolEffect] = []
+        while activeCount < wanted, let place = nextPlace() {
+            effects.append(beginStart(at: place))
+        }
+        return effects
     }
 
     // MARK: Worker life
@@ -302,10 +345,12 @@ struct PoolState {
 
     // MARK: Scheduling
 
-    /// The worker with the fewest calls in flight among those below `load`.
+    /// The worker with the fewest calls in flight among those below `load` (and not holding a call
+    /// it was told to cancel and has not answered: it may be stuck).
     private func leastLoadedIndex() -> Int? {
         var best: Int?
-        for index in workers.indices where !workers[index].draining && workers[index].inFlight < configuration.load {
+        for index in workers.indices
+        where !workers[index].draining && workers[index].inFlight < configuration.load && workers[index].unanswered == 0 {
             if best == nil || workers[index].inFlight < workers[best!].inFlight { best = index }
         }
         return best

@@ -1,3 +1,4 @@
+import DequeModule
 import ForkRPC
 
 /// One result of ``WorkerPool/results(of:_:order:chunkSize:retries:progress:)``: which input it
@@ -37,8 +38,15 @@ extension WorkerPool {
     /// let squares = try await pool.map(square, 1...1_000_000, progress: progress)
     /// ```
     ///
-    /// - Throws: the first error of any item (an `RPCError` naming the function and worker); the
-    ///   rest of the map is then cancelled.
+    /// A map with more work than one worker can take starts the workers it needs at once, up to
+    /// ``Configuration/maximumWorkers`` (the start delay paces bursts of separate calls). With a
+    /// ``Configuration/callTimeout``, a worker that stops answering is noticed after about that
+    /// long: it is killed and replaced, and its items run again.
+    ///
+    /// - Throws: the first error of any item (an `RPCError` naming the function and worker). No
+    ///   new items are sent after it; the chunks already running are given
+    ///   ``Configuration/cancellationGracePeriod`` to finish (their results are dropped), so that
+    ///   no worker is interrupted for another item's error; any still running then are cancelled.
     @inlinable  // specialized where it is called: the per-item loops below then cost nanoseconds
     public func map<Inputs: Sequence, Input, Output>(
         _ function: RPCFunction<Input, Output>, _ inputs: Inputs, chunkSize: Int? = nil, retries: Int? = nil,
@@ -78,7 +86,8 @@ extension WorkerPool {
     /// }
     /// ```
     ///
-    /// Ending the iteration early (or cancelling its task) cancels the remaining work.
+    /// Ending the iteration early (or cancelling its task) cancels the remaining work. An item's
+    /// error ends the sequence with that error, as it ends ``map(_:_:chunkSize:retries:progress:)``.
     @inlinable  // as map: the per-item loops specialized where it is called
     public func results<Inputs: Sequence & Sendable, Input, Output>(
         of function: RPCFunction<Input, Output>, _ inputs: Inputs, order: MapOrder = .input, chunkSize: Int? = nil,
@@ -117,6 +126,11 @@ extension WorkerPool {
     /// Runs `function` over the inputs that `nextChunk` hands out (fewer than asked: the last),
     /// at most as many chunks at once as the workers can take, and hands each chunk's outputs to
     /// `deliver` (on the calling task) as it completes.
+    ///
+    /// The first failure stops the feeding; the chunks already running get the grace period to
+    /// finish (their outputs are dropped, their workers are not interrupted; what still runs then is
+    /// cancelled), then it is thrown. A chunk of several items that overruns the call timeout runs
+    /// again one item per call (see ``Configuration/callTimeout``).
     @usableFromInline
     func runChunks<Input, Output>(
         _ function: RPCFunction<Input, Output>, knownCount: Int, chunkSize: Int?, retries: Int?, progress: MapProgress?,
@@ -129,43 +143,113 @@ extension WorkerPool {
         if knownCount > 0 { progress?.setTotal(knownCount) }
         var taken = 0
         var exhausted = false
+        /// Items of chunks that overran the call timeout, with their indices, to run one per call.
+        var singles: Deque<(index: Int, input: Input)> = []
+        var firstFailure: (any Error)?
 
-        try await withThrowingTaskGroup(of: (start: Int, outputs: [Output], duration: Duration).self) { group in
-            var running = 0
+        await withTaskGroup(of: ChunkOutcome<Input, Output>.self) { group in
+            var running = 0  // chunks (not the grace timer)
+            var graceTimerStarted = false
             func feed() {
-                while running < parallelism, !exhausted {
-                    let remaining = taken < knownCount ? knownCount - taken : nil
-                    let size = sizer.nextSize(remaining: remaining)
-                    let chunk = nextChunk(size)
-                    if chunk.count < size {
-                        exhausted = true
-                        progress?.setTotal(taken + chunk.count)
-                    }
-                    guard !chunk.isEmpty else { return }
-                    let start = taken
-                    taken += chunk.count
-                    running += 1
-                    group.addTask { [chunk] in
-                        let timeout = self.configuration.callTimeout.map { $0 * chunk.count }
-                        // Timed from the request, not from the wait for a worker.
-                        let (results, duration) = try await self.perform(retries: retries, timeout: timeout) { client, timeout in
-                            let begin = ContinuousClock.now
-                            let results = try await client.callBatchValues(function, chunk, timeout: timeout)
-                            return (results, ContinuousClock.now - begin)
+                while running < parallelism, firstFailure == nil {
+                    let start: Int
+                    let chunk: [Input]
+                    if let single = singles.popFirst() {
+                        (start, chunk) = (single.index, [single.input])
+                    } else {
+                        guard !exhausted else { return }
+                        let remaining = taken < knownCount ? knownCount - taken : nil
+                        let size = sizer.nextSize(remaining: remaining)
+                        chunk = nextChunk(size)
+                        if chunk.count < size {
+                            exhausted = true
+                            progress?.setTotal(taken + chunk.count)
                         }
-                        if let failure = results.firstFailure { throw failure }
-                        return (start, results.outputs, duration)
+                        guard !chunk.isEmpty else { return }
+                        start = taken
+                        taken += chunk.count
                     }
+                    running += 1
+                    group.addTask { await self.runChunk(function, chunk, start: start, retries: retries) }
                 }
             }
             feed()
-            while let (start, outputs, duration) = try await group.next() {
-                running -= 1
-                sizer.record(items: outputs.count, duration: duration)
-                progress?.add(outputs.count)
-                try deliver(start, outputs)
+            prepareForMap(calls: running)
+            while let outcome = await group.next() {
+                if case .gracePassed = outcome {} else { running -= 1 }
+                switch outcome {
+                case .completed(let start, let outputs, let duration) where firstFailure == nil:
+                    sizer.record(items: outputs.count, duration: duration)
+                    progress?.add(outputs.count)
+                    do {
+                        try deliver(start, outputs)
+                    } catch {
+                        firstFailure = error
+                    }
+                case .completed:
+                    break  // after a failure the map's outcome is decided: later outputs are dropped
+                case .overran(let start, let inputs):
+                    singles.append(contentsOf: inputs.indices.map { (start + $0, inputs[$0]) })
+                case .failed(let error):
+                    if firstFailure == nil { firstFailure = error }
+                case .gracePassed:
+                    // Chunks still running after a failure: they are cancelled (a synchronous
+                    // worker is then replaced).
+                    group.cancelAll()
+                }
+                if firstFailure != nil {
+                    if running == 0 {
+                        group.cancelAll()  // ends the grace timer
+                    } else if !graceTimerStarted {
+                        graceTimerStarted = true
+                        group.addTask { [grace = configuration.cancellationGracePeriod] in
+                            try? await Task.sleep(for: grace)
+                            return .gracePassed
+                        }
+                    }
+                }
                 feed()
             }
         }
+        if let firstFailure { throw firstFailure }
     }
+
+    /// Runs one chunk on a worker (again elsewhere if its worker dies, with retries).
+    private func runChunk<Input, Output>(
+        _ function: RPCFunction<Input, Output>, _ chunk: [Input], start: Int, retries: Int?
+    ) async -> ChunkOutcome<Input, Output> {
+        // A synchronous worker runs its calls one at a time: a chunk's time starts when it can run.
+        let oneCallAtATime = configuration.backend == .synchronous
+        do {
+            let (results, duration) = try await perform(
+                retries: retries, timeout: configuration.callTimeout, retryingTimeouts: chunk.count == 1
+            ) { client, timeout in
+                // Timed from the request, not from the wait for a worker.
+                let begin = ContinuousClock.now
+                let results = try await client.callBatchValues(function, chunk, timeout: timeout, oneCallAtATime: oneCallAtATime)
+                return (results, ContinuousClock.now - begin)
+            }
+            if let failure = results.firstFailure { return .failed(failure) }
+            return .completed(start: start, outputs: results.outputs, duration: duration)
+        } catch let error as RPCError where error.kind == .timeout && chunk.count > 1 && !Task.isCancelled {
+            // Perhaps one slow item, perhaps a stuck worker (killed or being killed by now): each
+            // item runs again on its own, so that only an item that is itself too slow fails.
+            configuration.logger?.notice("running the \(chunk.count) items of a chunk again one by one: \(error)")
+            return .overran(start: start, inputs: chunk)
+        } catch {
+            return .failed(error)
+        }
+    }
+}
+
+/// How one chunk of a map ended.
+enum ChunkOutcome<Input: Sendable, Output: Sendable>: Sendable {
+    /// Its outputs, in order, and how long its round trip took.
+    case completed(start: Int, outputs: [Output], duration: Duration)
+    /// It overran the call timeout as a whole: its items are to run again one by one.
+    case overran(start: Int, inputs: [Input])
+    /// It failed: an item's error, or the chunk's when no retry was left.
+    case failed(any Error)
+    /// Not a chunk: the time that chunks still running after a failure are given has passed.
+    case gracePassed
 }

@@ -128,6 +128,11 @@ public final class WorkerPool: Sendable {
     /// Most workers at once, here and on every remote host.
     var maximumWorkers: Int { state.withLock { $0.maximumWorkers } }
 
+    /// A map is about to keep `calls` calls in flight: starts the workers they need at once.
+    func prepareForMap(calls: Int) {
+        carryOut(state.withLock { $0.prepareForMap(calls: calls) })
+    }
+
     // MARK: Calls
 
     /// Calls `function` with `input` on the least-loaded worker and waits for its result.
@@ -137,8 +142,10 @@ public final class WorkerPool: Sendable {
     ///   - input: its argument.
     ///   - retries: how many times to run the call again on another worker if its worker dies
     ///     (default: the pool's ``Configuration/retries``).
-    ///   - timeout: how long the call may take (default: the pool's ``Configuration/callTimeout``).
-    ///     A synchronous worker that exceeds it is killed and replaced.
+    ///   - timeout: how long the call may take once sent to a worker (default: the pool's
+    ///     ``Configuration/callTimeout``). A synchronous worker that exceeds it is killed and
+    ///     replaced; an asynchronous one is told to cancel the call, and killed and replaced if it
+    ///     does not answer within ``Configuration/cancellationGracePeriod``.
     /// - Throws: the worker's error as an `RPCError` (naming function and pid), `RPCError` with
     ///   `.workerDied` when the worker died and no retry was left, `CancellationError`, or
     ///   ``WorkerPoolError``.
@@ -151,9 +158,10 @@ public final class WorkerPool: Sendable {
     }
 
     /// Runs `body` on a worker, again on another one when the worker dies (up to `retries` times),
-    /// and gives the worker back however it ends.
+    /// and gives the worker back however it ends. With `retryingTimeouts` (a map's single item), a
+    /// timeout counts as such a failure too.
     func perform<Result>(
-        retries: Int?, timeout: Duration?, _ body: (RPCClient, Duration?) async throws -> Result
+        retries: Int?, timeout: Duration?, retryingTimeouts: Bool = false, _ body: (RPCClient, Duration?) async throws -> Result
     ) async throws -> Result {
         let allowed = retries ?? configuration.retries
         var failures = 0
@@ -179,13 +187,15 @@ public final class WorkerPool: Sendable {
                 metrics?.retries.increment()
                 configuration.logger?.notice("retrying a call: \(error)")
             } catch let error as RPCError where error.kind == .timeout {
-                giveBack(lease, succeeded: false)
-                if configuration.backend == .synchronous { kill(lease) }
-                throw error
+                abandon(lease)
+                guard retryingTimeouts, !Task.isCancelled else { throw error }
+                failures += 1
+                guard failures <= allowed else { throw error }
+                state.withLock { $0.counters.retries += 1 }
+                metrics?.retries.increment()
+                configuration.logger?.notice("retrying a call: \(error)")
             } catch is CancellationError {
-                giveBack(lease, succeeded: false)
-                // The asynchronous worker was sent `$cancel`; a synchronous one cannot stop mid-call.
-                if configuration.backend == .synchronous { kill(lease) }
+                abandon(lease)
                 throw CancellationError()
             } catch {
                 giveBack(lease, succeeded: false)
@@ -219,10 +229,40 @@ public final class WorkerPool: Sendable {
         carryOut(state.withLock { $0.finished(pid: lease.pid, succeeded: succeeded) })
     }
 
-    private func kill(_ lease: Lease) {
-        configuration.logger?.notice("killing worker \(lease.pid): its call timed out or was cancelled; a new one replaces it")
+    private func kill(_ lease: Lease, because reason: String) {
+        let effects = state.withLock { $0.kill(pid: lease.pid) }
+        guard !effects.isEmpty else {
+            // Already out of the pool (its connection ended, and it was counted as lost then), but
+            // perhaps still running: a worker that closed its socket may hang.
+            lease.client.terminate()
+            return
+        }
+        configuration.logger?.notice("killing worker \(lease.pid): \(reason); a new one replaces it")
         metrics?.workersLost.increment()
-        carryOut(state.withLock { $0.kill(pid: lease.pid) })
+        carryOut(effects)
+    }
+
+    /// The call on `lease` was given up on (timeout or cancellation). A synchronous worker cannot
+    /// stop a running call: it is killed and replaced. An asynchronous one was sent `$cancel`: the
+    /// call keeps its place there until the worker answers it; a worker that has not within the
+    /// grace period is stuck (stopped, deadlocked), and is killed and replaced.
+    private func abandon(_ lease: Lease) {
+        guard configuration.backend == .asynchronous else {
+            giveBack(lease, succeeded: false)
+            kill(lease, because: "its call timed out or was cancelled, and a synchronous worker cannot stop a running call")
+            return
+        }
+        metrics?.failures.increment()
+        carryOut(state.withLock { $0.abandoned(pid: lease.pid) })
+        let grace = configuration.cancellationGracePeriod
+        Task { [weak self] in
+            let answered = await lease.client.abandonedCallsAnswered(within: grace)
+            guard let self else { return }
+            if !answered {
+                kill(lease, because: "it did not answer a call it was told to cancel within \(grace) (stopped, deadlocked, or a function that ignores cancellation)")
+            }
+            carryOut(state.withLock { $0.abandonedCallAnswered(pid: lease.pid) })
+        }
     }
 
     // MARK: Shutdown
@@ -396,13 +436,24 @@ public final class WorkerPool: Sendable {
     }
 
     /// Closes `client` and waits for its worker's exit, remembered until then for ``shutdown()``.
+    /// A worker that has not exited within the grace period (stopped, deadlocked) is killed.
     private func depart(_ client: RPCClient) {
+        let grace = configuration.cancellationGracePeriod
+        let logger = configuration.logger
         departing.withLock { departing in
             let id = departing.nextID
             departing.nextID += 1
             // The task removes itself, under the lock that is held until it is registered.
             departing.tasks[id] = Task { [weak self] in
+                let killer = Task {
+                    try await Task.sleep(for: grace)
+                    if client.worker?.exitStatusIfKnown == nil {
+                        logger?.notice("killing worker \(client.pid ?? 0): it did not exit within \(grace) of being closed")
+                    }
+                    client.terminate()
+                }
                 _ = try? await client.close()
+                killer.cancel()
                 self?.departing.withLock { _ = $0.tasks.removeValue(forKey: id) }
             }
         }

@@ -45,8 +45,8 @@ extension WorkerPool {
         /// the next call without waiting for a round trip; calls beyond it wait in the pool's queue.
         public var load: Int = 2
         /// How long every worker must have been at `load`, with calls waiting, before another worker
-        /// starts (Perl's `start`, default 0.1 s). The first worker, replacements and the `idleWorkers`
-        /// minimum start at once.
+        /// starts (Perl's `start`, default 0.1 s). The first worker, replacements, the `idleWorkers`
+        /// minimum and the workers a map has work for (up to `maximumWorkers`) start at once.
         public var startDelay: Duration = .milliseconds(100)
         /// How long a worker beyond `idleWorkers` may sit idle before it is stopped (Perl's `stop`,
         /// default 10 s).
@@ -62,9 +62,22 @@ extension WorkerPool {
         /// How many times a call runs again on another worker when its worker dies under it (default 0:
         /// the caller gets the error naming the pid and the signal). A call can set its own.
         public var retries: Int = 0
-        /// How long a call may take before it fails with a timeout; a stuck synchronous worker is then
-        /// killed and replaced. A call can set its own. `nil`: no limit.
+        /// How long a call may take before it fails with a timeout, counted from when it is sent to a
+        /// worker (not while it waits in the pool's queue). A call can set its own. `nil`: no limit.
+        ///
+        /// A synchronous worker cannot stop a running call, so it is killed and replaced; an
+        /// asynchronous one is told to cancel it (see ``cancellationGracePeriod``). In a map the
+        /// timeout bounds each chunk of items, from when its worker can start it: a chunk that
+        /// overruns it runs again one item per call, so that only an item that itself takes longer
+        /// fails with the timeout (or, with ``retries``, runs again on another worker).
         public var callTimeout: Duration?
+        /// How long an asynchronous worker has to answer a call it was told to cancel (after a
+        /// timeout or a cancelled task), and how long any worker the pool closes has to exit.
+        ///
+        /// Until it answers, the worker takes no new call. One that takes longer is taken to be
+        /// stuck (stopped, deadlocked, or in a function that ignores cancellation): it is killed and
+        /// replaced, and the other calls it held run again elsewhere. Default: 1 s.
+        public var cancellationGracePeriod: Duration = .seconds(1)
         /// What the pool does when its template dies (its workers die with it): fail the calls that
         /// need a new worker (the default), or start a new template and go on.
         public var templateRecovery: TemplateRecovery = .failCalls
@@ -126,6 +139,8 @@ extension WorkerPool {
         /// timing it out kills and replaces the worker.
         case synchronous
         /// Several calls at a time per worker; cancelling a running call cancels its task in the worker.
+        /// A worker that does not answer the cancelled call within
+        /// ``Configuration/cancellationGracePeriod`` is killed and replaced.
         case asynchronous
     }
 }

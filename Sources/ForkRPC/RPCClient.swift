@@ -70,13 +70,60 @@ public final class RPCClient: Sendable {
     private struct State {
         var nextID: UInt32 = 0
         var calls: [UInt32: Call] = [:]
-        /// Calls given up on (timeout, cancellation): their late responses are expected and dropped.
+        /// Calls given up on (timeout, cancellation) and not answered yet: their late responses are
+        /// expected and dropped.
         var abandoned: Set<UInt32> = []
+        /// Callers waiting until the worker has answered the abandoned calls each one names.
+        var answerWaiters: [UInt64: (calls: Set<UInt32>, continuation: CheckedContinuation<Bool, Never>)] = [:]
+        var nextAnswerWaiter: UInt64 = 0
+        /// When the worker last answered a call: a worker that runs one call at a time starts the
+        /// next one then.
+        var lastAnswer: ContinuousClock.Instant?
         var failure: RPCError?
+        /// The connection is over: nothing more is read. The calls held still end by their timeout or
+        /// cancellation while the worker's exit status is awaited.
+        var ended = false
         var closing = false
         /// The backend the worker announced (`$worker`), once it has.
         var announcedBackend: String?
         var drained: [CheckedContinuation<Void, Never>] = []
+        var cancellationGracePeriod: Duration?
+        /// Why this client killed its worker, for the errors of the calls it held.
+        var killReason: String?
+
+        /// Notes that abandoned call `id` was answered; returns the waiters with nothing left to wait for.
+        mutating func abandonedCallAnswered(_ id: UInt32) -> [CheckedContinuation<Bool, Never>] {
+            guard !answerWaiters.isEmpty else { return [] }
+            var ready: [CheckedContinuation<Bool, Never>] = []
+            for (key, var waiter) in answerWaiters where waiter.calls.remove(id) != nil {
+                if waiter.calls.isEmpty {
+                    answerWaiters[key] = nil
+                    ready.append(waiter.continuation)
+                } else {
+                    answerWaiters[key] = waiter
+                }
+            }
+            return ready
+        }
+    }
+
+    /// How long the worker has to answer a call it was told to cancel (after a timeout or a
+    /// cancelled task it is sent `$cancel`), and to exit once ``close()`` has ended its input.
+    ///
+    /// A worker that takes longer is taken to be stuck (stopped, deadlocked, or in a function that
+    /// ignores cancellation) and is killed with SIGKILL, which fails the calls it held with
+    /// ``RPCError/Kind/workerDied`` saying why; a client without a worker process closes the
+    /// connection instead. `nil` (the default): never, and a synchronous worker answers a timed-out
+    /// call whenever it has finished it. A `WorkerPool` looks after its own workers (its
+    /// configuration's `cancellationGracePeriod`).
+    ///
+    /// ```swift
+    /// let worker = try await RPCClient.start(template, running: "fetcher")
+    /// worker.cancellationGracePeriod = .seconds(1)
+    /// ```
+    public var cancellationGracePeriod: Duration? {
+        get { state.withLock { $0.cancellationGracePeriod } }
+        set { state.withLock { $0.cancellationGracePeriod = newValue } }
     }
 
     /// Talks MessagePack-RPC over `input` and `output` (the same descriptor for a socket). The client
@@ -181,10 +228,13 @@ public final class RPCClient: Sendable {
     /// Like ``callBatch(_:_:timeout:)``, but the results as plain values, up to the first call that
     /// failed, and that call's error. (A pool's map wants exactly this, and a `Result` per item
     /// costs a generic metadata lookup per item here.)
+    ///
+    /// `oneCallAtATime`: the worker runs one call at a time (the synchronous backend), so the
+    /// timeout counts from when it has answered the calls sent before this one, not from the send.
     package func callBatchValues<Input, Output>(
-        _ function: RPCFunction<Input, Output>, _ inputs: [Input], timeout: Duration? = nil
+        _ function: RPCFunction<Input, Output>, _ inputs: [Input], timeout: Duration? = nil, oneCallAtATime: Bool = false
     ) async throws -> (outputs: [Output], firstFailure: RPCError?) {
-        try await batch(function, inputs, timeout: timeout) { results, count in
+        try await batch(function, inputs, timeout: timeout, oneCallAtATime: oneCallAtATime) { results, count in
             var outputs: [Output] = []
             outputs.reserveCapacity(count)
             for index in 0..<count {
@@ -200,11 +250,13 @@ public final class RPCClient: Sendable {
 
     /// Sends `inputs` as one `$batch` request; `collect` reads the `count` `[error, result]` pairs.
     private func batch<Input, Output, Collected: Sendable>(
-        _ function: RPCFunction<Input, Output>, _ inputs: [Input], timeout: Duration?,
+        _ function: RPCFunction<Input, Output>, _ inputs: [Input], timeout: Duration?, oneCallAtATime: Bool = false,
         collect: @escaping @Sendable (MessagePackObject, Int) throws -> Collected
     ) async throws -> Collected {
         let name = function.name
-        return try await perform(method: RPCArguments.batchMethod, naming: name, timeout: timeout) { writer, direct in
+        return try await perform(
+            method: RPCArguments.batchMethod, naming: name, timeout: timeout, oneCallAtATime: oneCallAtATime
+        ) { writer, direct in
             writer.writeArrayHeader(count: 2)
             writer.write(.string(name))
             writer.writeArrayHeader(count: inputs.count)
@@ -267,9 +319,10 @@ public final class RPCClient: Sendable {
 
     /// Sends request `method`, whose params `writeParams` appends (noting the values written in
     /// their own form, where descriptors may be), and waits for the result that `decode` reads.
-    /// Errors name the call `function` (a batch is named after the function it runs).
+    /// Errors name the call `function` (a batch is named after the function it runs). With
+    /// `oneCallAtATime`, the timeout counts from the worker's last answer when that came after the send.
     private func perform<Result: Sendable>(
-        method: String, naming function: String, timeout: Duration?,
+        method: String, naming function: String, timeout: Duration?, oneCallAtATime: Bool = false,
         writeParams: (inout MessagePackWriter, inout [MessagePackValue]) throws -> Void,
         decode: @escaping @Sendable (MessagePackObject) throws -> Result
     ) async throws -> Result {
@@ -279,7 +332,16 @@ public final class RPCClient: Sendable {
         }
         let timer = timeout.map { limit in
             Task { [weak self] in
-                try await Task.sleep(for: limit)
+                let sent = ContinuousClock.now
+                var deadline = sent + limit
+                while true {
+                    try await Task.sleep(until: deadline, clock: .continuous)
+                    // A worker that runs one call at a time starts this one once it has answered the
+                    // calls before it: the time it waited for them does not count.
+                    guard oneCallAtATime, let answer = self?.state.withLock({ $0.lastAnswer }), answer > sent,
+                          answer + limit > deadline else { break }
+                    deadline = answer + limit
+                }
                 self?.abandon(id, with: RPCError(.timeout, "did not answer within \(limit); the worker was asked to cancel it", function: function, pid: self?.pid))
             }
         }
@@ -332,6 +394,9 @@ public final class RPCClient: Sendable {
 
     /// Closes gracefully: no new calls; those already made are answered; then the worker sees end of
     /// stream and exits (AnyEvent::Fork::RPC's `on_destroy`). Returns the worker's exit status.
+    ///
+    /// With a ``cancellationGracePeriod``, a worker that has not exited that long after its input
+    /// ended is killed. Cancelling the task stops the wait for the exit status.
     @discardableResult
     public func close() async throws -> ExitStatus? {
         await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
@@ -344,7 +409,16 @@ public final class RPCClient: Sendable {
             if done { continuation.resume() }
         }
         finishOutput()
-        return try await worker?.exitStatus()
+        guard let worker else { return nil }
+        // A worker that does not exit once its input has ended (stopped, deadlocked) is killed.
+        let killer = cancellationGracePeriod.map { grace in
+            Task { [weak self] in
+                try await Task.sleep(for: grace)
+                self?.stopUnresponsiveWorker(because: "it did not exit within \(grace) of its input ending")
+            }
+        }
+        defer { killer?.cancel() }
+        return try await worker.exitStatus()
     }
 
     /// Kills the worker at once; every call in flight fails with ``RPCError/Kind/workerDied``.
@@ -422,17 +496,68 @@ public final class RPCClient: Sendable {
         }
     }
 
-    /// Gives up on call `id` (timeout or cancellation): it fails now, and the worker is told.
+    /// Gives up on call `id` (timeout or cancellation): it fails now, and the worker is told. With a
+    /// ``cancellationGracePeriod``, a worker that does not answer it in time is killed.
     private func abandon(_ id: UInt32, with error: any Error) {
-        let call: Call? = state.withLock { state in
-            guard let call = state.calls.removeValue(forKey: id) else { return nil }
+        let (call, ended, grace): (Call?, Bool, Duration?) = state.withLock { state in
+            guard let call = state.calls.removeValue(forKey: id) else { return (nil, false, nil) }
+            // After the connection ended no answer can come, and the worker cannot be told.
+            guard !state.ended else { return (call, true, nil) }
             state.abandoned.insert(id)
-            return call
+            return (call, false, state.cancellationGracePeriod)
         }
         guard let call else { return }
         call.complete(.failure(error))
-        send(.cancel(id))
+        if !ended { send(.cancel(id)) }
         settleIfDrained()
+        if let grace {
+            Task { [weak self] in
+                guard let self, await !self.abandonedCallsAnswered(within: grace) else { return }
+                self.stopUnresponsiveWorker(because: "it did not answer a call it was told to cancel within \(grace)")
+            }
+        }
+    }
+
+    /// Waits until the worker has answered every call given up on so far (after a timeout or a
+    /// cancelled task it was sent `$cancel` for each), or its connection has ended. Returns false
+    /// when `limit` passed first: the worker is not answering (stopped, deadlocked, or in a
+    /// function that ignores cancellation).
+    package func abandonedCallsAnswered(within limit: Duration) async -> Bool {
+        let id = state.withLock { state -> UInt64 in
+            defer { state.nextAnswerWaiter &+= 1 }
+            return state.nextAnswerWaiter
+        }
+        return await withCheckedContinuation { continuation in
+            let answered = state.withLock { state -> Bool in
+                if state.ended || state.abandoned.isEmpty { return true }
+                state.answerWaiters[id] = (state.abandoned, continuation)
+                return false
+            }
+            if answered { return continuation.resume(returning: true) }
+            // The caller holds this client while it waits, so the timer finds it.
+            Task { [weak self] in
+                try? await Task.sleep(for: limit)
+                let waiter = self?.state.withLock { $0.answerWaiters.removeValue(forKey: id) }
+                waiter?.continuation.resume(returning: false)
+            }
+        }
+    }
+
+    /// Ends a worker that stopped responding: kills its process (the calls it held fail naming
+    /// `reason`), or without one closes the connection.
+    private func stopUnresponsiveWorker(because reason: String) {
+        let alreadyEnded = state.withLock { state -> Bool in
+            if state.killReason == nil { state.killReason = reason }
+            return state.ended && worker == nil
+        }
+        if alreadyEnded { return }
+        logger?.warning("killing worker \(pid.map(String.init) ?? "(no process)"): \(reason)")
+        if let worker {
+            worker.send(signal: SIGKILL)
+        } else {
+            end(RPCError(.workerDied, "stopped responding: \(reason); the connection was closed", pid: pid))
+            finishOutput()
+        }
     }
 
     private static func isSocket(_ descriptor: Int32) -> Bool {
@@ -466,10 +591,14 @@ public final class RPCClient: Sendable {
         guard message.count == 4, message[0].integerValue == 1, let id = message[1].integerValue.flatMap(UInt32.init(exactly:)) else {
             return try dispatch(try RPCMessage(try message.value()))
         }
-        let (call, expected) = state.withLock { state in
-            (state.calls.removeValue(forKey: id), state.abandoned.remove(id) != nil)
+        let (call, expected, answered) = state.withLock { state -> (Call?, Bool, [CheckedContinuation<Bool, Never>]) in
+            state.lastAnswer = .now
+            if let call = state.calls.removeValue(forKey: id) { return (call, false, []) }
+            guard state.abandoned.remove(id) != nil else { return (nil, false, []) }
+            return (nil, true, state.abandonedCallAnswered(id))
         }
         guard let call else {
+            for waiter in answered { waiter.resume(returning: true) }
             if expected { return }
             throw RPCError(.protocolViolation, "answered msgid \(id), which no call is waiting for; the connection was closed", pid: pid)
         }
@@ -510,41 +639,63 @@ public final class RPCClient: Sendable {
     }
 
     /// The connection is over: every call fails, with the worker's exit status when it has one.
+    /// Runs once; `error` says how the worker broke the protocol, nil when it went away.
     private func end(_ error: RPCError?) {
-        DescriptorMonitor.shared.unwatch(input)
-        if error != nil { shutdown(input, Int32(SHUT_RDWR)) }
-        eventSink.finish()
         let pid = self.pid
-        // New calls fail at once from here on; the ones held wait for the exit status below.
-        let calls = state.withLock { state in
+        // New calls fail at once from here on. Nothing more will answer an abandoned call.
+        let waiters = state.withLock { state -> [CheckedContinuation<Bool, Never>]? in
+            guard !state.ended else { return nil }
+            state.ended = true
             if state.failure == nil {
                 state.failure = error ?? RPCError(.workerDied, "the worker has gone", pid: pid)
             }
-            defer { state.calls = [:] }
-            return state.calls
+            state.abandoned = []
+            defer { state.answerWaiters = [:] }
+            return state.answerWaiters.values.map(\.continuation)
         }
+        guard let waiters else { return }
+        DescriptorMonitor.shared.unwatch(input)
+        if error != nil { shutdown(input, Int32(SHUT_RDWR)) }
+        eventSink.finish()
+        for waiter in waiters { waiter.resume(returning: true) }
+        // A broken protocol says what happened: the calls held fail now, whatever the worker does next.
+        if let error { return failHeldCalls(with: error) }
         let worker = self.worker
         // The exit notice comes from the template on another connection, usually a moment later.
+        // Meanwhile the calls held stay in the table, so that their timeouts and cancellation still
+        // end them (a worker that closed its socket may never exit).
         Task {
             let status = try? await withThrowingTaskGroup(of: ExitStatus?.self) { group in
                 group.addTask { try await worker?.exitStatus() }
                 group.addTask { try await Task.sleep(for: .seconds(1)); return nil }
-                defer { group.cancelAll() }
+                defer { group.cancelAll() }  // exitStatus() ends when cancelled
                 return try await group.next() ?? nil
             }
             var sentence = status.map { "died (\($0)) before answering" } ?? "closed its connection before answering"
+            if let reason = self.state.withLock({ $0.killReason }) {
+                sentence = (status.map { "was killed (\($0))" } ?? "was killed") + " before answering: \(reason)"
+            }
             if let place = worker?.remoteName {
                 sentence += "; it ran remotely (\(place)), so the connection may have been lost: pid \(pid.map(String.init) ?? "?") is the local command's"
             }
-            let failure = error ?? RPCError(.workerDied, sentence, pid: pid, exitStatus: status)
+            let failure = RPCError(.workerDied, sentence, pid: pid, exitStatus: status)
             self.state.withLock { $0.failure = failure }
-            for (_, call) in calls {
-                var named = failure
-                named.function = call.function
-                call.complete(.failure(named))
-            }
-            self.settleIfDrained()
+            self.failHeldCalls(with: failure)
         }
+    }
+
+    /// Fails every call still held with `failure`, named after each call's function.
+    private func failHeldCalls(with failure: RPCError) {
+        let calls = state.withLock { state in
+            defer { state.calls = [:] }
+            return state.calls
+        }
+        for (_, call) in calls {
+            var named = failure
+            named.function = call.function
+            call.complete(.failure(named))
+        }
+        settleIfDrained()
     }
 
     private func settleIfDrained() {

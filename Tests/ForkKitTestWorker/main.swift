@@ -180,6 +180,21 @@ ForkTemplate.bootstrap([
             for step in 1...max(1, count) { try server.emit("progress", step) }
             return count
         }
+        server.register(RPCFunction<Int, Int>("sleep-us")) { microseconds in
+            usleep(UInt32(microseconds))
+            return microseconds
+        }
+        server.register(RPCFunction<Int, Int>("sleep-ms-or-fail")) { milliseconds in
+            guard milliseconds >= 0 else { throw TestFailure(message: "negative input \(milliseconds)") }
+            usleep(UInt32(milliseconds) * 1000)
+            return milliseconds
+        }
+        server.register(RPCFunction<Int, Int>("slow-fail-if-negative")) { number in
+            // 1 ms per item, so that a map keeps both workers busy with small chunks.
+            usleep(1000)
+            guard number >= 0 else { throw TestFailure(message: "negative input \(number)") }
+            return number
+        }
     },
     .function("pool-faults") { child in
         // A pool worker that fails on request in every way a process can, for the fault tests.
@@ -232,6 +247,10 @@ ForkTemplate.bootstrap([
             try await Task.sleep(for: .milliseconds(milliseconds))
             return milliseconds
         }
+        server.register(RPCFunction<Int, Int>("sleep-us")) { microseconds in
+            try await Task.sleep(for: .microseconds(microseconds))
+            return microseconds
+        }
     },
     .rpcWorker("rpc-spinning", spinBeforeBlocking: .microseconds(50)) { server in
         server.register(RPCFunction<Int, Int>("square")) { $0 * $0 }
@@ -242,6 +261,16 @@ ForkTemplate.bootstrap([
         server.register(RPCFunction<Int, Int>("write-garbage")) { _ in
             try child.socket.writeAll([0xc1, 0xc1])
             return 0
+        }
+        server.register(RPCFunction<Int, Int>("close-and-hang")) { _ in
+            // Closes its end of the connection, then never exits.
+            try child.socket.close()
+            while true { sleep(1000) }
+        }
+        server.register(RPCFunction<Int, Int>("garbage-and-hang")) { _ in
+            // Breaks the protocol, then never exits.
+            try child.socket.writeAll([0xc1, 0xc1])
+            while true { sleep(1000) }
         }
         server.register(RPCFunction<Int, Int>("answer-unknown-id")) { _ in
             // A well-formed response to a call nobody made.
