@@ -313,9 +313,18 @@ public final class WorkerPool: Sendable {
     }
 
     private func fork(from template: any ChildLauncher) async throws -> RPCClient {
-        try await RPCClient.start(
+        let client = try await RPCClient.start(
             template, running: workerFunction, arguments: configuration.arguments,
             maximumMessageSize: configuration.maximumMessageSize, logger: configuration.logger)
+        // A worker of the other backend would be handled wrongly when stuck (killed at once, or kept
+        // waiting for a grace period it cannot use): refuse it, saying which setting to change.
+        let announced = await client.announcedBackend(within: .seconds(10))
+        let expected = configuration.backend == .synchronous ? "synchronous" : "asynchronous"
+        if let announced, announced != expected {
+            client.terminate()
+            throw WorkerPoolError.backendMismatch(function: workerFunction, announced: announced, configured: expected)
+        }
+        return client
     }
 
     /// Templates in place of `dead`: one restart for all the forks that found it dead.

@@ -18,6 +18,15 @@ public struct WorkerPoolError: Error, Sendable, CustomStringConvertible {
     /// A sentence for people.
     public var description: String { message }
 
+    static func backendMismatch(function: String, announced: String, configured: String) -> WorkerPoolError {
+        let entryPoint = announced == "synchronous" ? "an rpcWorker" : "an asyncRPCWorker"
+        return WorkerPoolError(
+            kind: .cannotStartWorker,
+            message: "worker function '\(function)' is \(entryPoint) (the \(announced) backend), but the pool's "
+                + "configuration.backend is .\(configured); set configuration.backend = .\(announced)",
+            underlyingError: nil)
+    }
+
     static func shutDown(whileWaiting: Bool = false) -> WorkerPoolError {
         WorkerPoolError(
             kind: .shutDown,
@@ -34,7 +43,9 @@ public struct WorkerPoolError: Error, Sendable, CustomStringConvertible {
     }
 
     static func cannotStartWorker(_ error: any Error) -> WorkerPoolError {
-        WorkerPoolError(
+        // A pool's own refusal (a worker of the wrong backend) already says what to do.
+        if let error = error as? WorkerPoolError { return error }
+        return WorkerPoolError(
             kind: .cannotStartWorker,
             message: "no worker could be started, so the call cannot run: \(error). Check that the template (or remote host) is alive and serves the pool's function",
             underlyingError: error)

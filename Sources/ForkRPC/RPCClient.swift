@@ -86,6 +86,8 @@ public final class RPCClient: Sendable {
         var closing = false
         /// The backend the worker announced (`$worker`), once it has.
         var announcedBackend: String?
+        /// Callers of ``announcedBackend(within:)`` waiting for the announcement.
+        var announcementWaiters: [UInt64: CheckedContinuation<String?, Never>] = [:]
         var drained: [CheckedContinuation<Void, Never>] = []
         var cancellationGracePeriod: Duration?
         /// Why this client killed its worker, for the errors of the calls it held.
@@ -183,9 +185,34 @@ public final class RPCClient: Sendable {
         return client
     }
 
-    /// The backend the worker announced when it began to serve (`"synchronous"` or
-    /// `"asynchronous"`; ForkKit's workers announce it), or nil until it has.
-    package var announcedBackend: String? { state.withLock { $0.announcedBackend } }
+    /// The backend the worker announces when it begins to serve (`"synchronous"` or
+    /// `"asynchronous"`; ForkKit's workers do, first thing), or nil when it has not within `timeout`
+    /// or its connection ended first.
+    package func announcedBackend(within timeout: Duration) async -> String? {
+        await withCheckedContinuation { (continuation: CheckedContinuation<String?, Never>) in
+            let (ready, key): (String??, UInt64) = state.withLock { state in
+                if let backend = state.announcedBackend { return (.some(backend), 0) }
+                if state.ended { return (.some(nil), 0) }
+                defer { state.nextAnswerWaiter += 1 }
+                state.announcementWaiters[state.nextAnswerWaiter] = continuation
+                return (nil, state.nextAnswerWaiter)
+            }
+            if let ready { return continuation.resume(returning: ready) }
+            Task { [weak self] in
+                try? await Task.sleep(for: timeout)
+                self?.state.withLock { $0.announcementWaiters.removeValue(forKey: key) }?.resume(returning: nil)
+            }
+        }
+    }
+
+    /// Resumes the callers of ``announcedBackend(within:)`` with what is known now.
+    private func settleAnnouncement() {
+        let (backend, waiters) = state.withLock { state in
+            defer { state.announcementWaiters = [:] }
+            return (state.announcedBackend, Array(state.announcementWaiters.values))
+        }
+        for waiter in waiters { waiter.resume(returning: backend) }
+    }
 
     /// Calls `function` with `input` and waits for its result.
     ///
@@ -616,6 +643,7 @@ public final class RPCClient: Sendable {
             throw RPCError(.protocolViolation, "sent a malformed response to msgid \(id); the connection was closed", pid: pid)
         case .notification(RPCMessage.workerMethod, let params):
             state.withLock { $0.announcedBackend = params.first?.stringValue }
+            settleAnnouncement()
         case .notification(let method, let params):
             if method == RPCLogHandler.method, let logger, RPCLogHandler.forward(params, to: logger, pid: pid) { return }
             eventSink.yield(RPCEvent(name: method, params: params))
@@ -657,6 +685,7 @@ public final class RPCClient: Sendable {
         DescriptorMonitor.shared.unwatch(input)
         if error != nil { shutdown(input, Int32(SHUT_RDWR)) }
         eventSink.finish()
+        settleAnnouncement()
         for waiter in waiters { waiter.resume(returning: true) }
         // A broken protocol says what happened: the calls held fail now, whatever the worker does next.
         if let error { return failHeldCalls(with: error) }
@@ -672,6 +701,10 @@ public final class RPCClient: Sendable {
                 return try await group.next() ?? nil
             }
             var sentence = status.map { "died (\($0)) before answering" } ?? "closed its connection before answering"
+            // Its crash report went to a file, not the owner's terminal (see CrashReports): its gist goes here.
+            if case .signaled = status, let pid, let crash = CrashReports.takeSummary(ofCrashOf: pid) {
+                sentence += " (\(crash))"
+            }
             if let reason = self.state.withLock({ $0.killReason }) {
                 sentence = (status.map { "was killed (\($0))" } ?? "was killed") + " before answering: \(reason)"
             }

@@ -340,7 +340,8 @@ struct RPCEdgeTests {
         }
         #expect(error.kind == .protocolViolation)
         #expect(error.message.contains("limit of 1000 bytes"))
-        process.terminate()
+        // SIGKILL: a child Foundation started from a concurrency thread may have SIGTERM blocked.
+        kill(process.processIdentifier, SIGKILL)
         process.waitUntilExit()
     }
 
