@@ -224,8 +224,9 @@ final class ControlConnection: Sendable {
             state.withLock { $0.saidHello = true }
             helloReply.resolve(.success(message))
             return true
-        case .error where !hasSaidHello:
-            // A program that cannot serve says why instead of hello; it ends next, which reaps it.
+        case .error where state.withLock({ !$0.saidHello && $0.waiting.isEmpty }):
+            // A program that cannot serve says why instead of hello (nothing was asked of it yet: a
+            // forked child's error answers a request instead); it ends next, which reaps it.
             helloReply.resolve(.success(message))
             return true
         case .forked(let pid):

@@ -30,6 +30,9 @@ ForkTemplate.bootstrap([
         server.register(RPCFunction<Int, Int>("square")) { $0 + $0 }
     },
     .function("exit-now") { _ in },
+    .function("report-template-mark") { child in
+        try child.socket.writeAll(Array((getenv("FORKKIT_TEMPLATE").map { String(cString: $0) } ?? "none").utf8))
+    },
     .function("exit-with-code") { child in
         exit(Int32(child.argument(0) ?? "") ?? 99)
     },

@@ -15,10 +15,11 @@ struct TemplateTests {
         let template = try await workerTemplate()
         #expect(try openDescriptors(of: template.pid) == [0, 1, 2, 3])
         let commandLine = try String(contentsOfFile: "/proc/\(template.pid)/cmdline", encoding: .utf8)
-        // Marked by an environment variable read and removed before main, which no parser sees.
-        #expect(!commandLine.contains("forkkit"))
-        let environment = try String(decoding: #require(FileManager.default.contents(atPath: "/proc/\(template.pid)/environ")), as: UTF8.self)
-        #expect(!environment.contains("FORKKIT_TEMPLATE"))
+        // Marked by an environment variable, not an argument that a parser would see; it is removed
+        // before main, so its children (and what they exec) do not inherit it.
+        #expect(!commandLine.contains("--forkkit"))
+        let child = try await template.fork(running: "report-template-mark")
+        #expect(try readAll(child.socket) == "none")
         #expect(try String(contentsOfFile: "/proc/\(template.pid)/status", encoding: .utf8).contains("Threads:\t1\n"))
     }
 
