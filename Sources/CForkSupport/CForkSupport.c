@@ -166,20 +166,23 @@ void forkkit_mark_bootstrapped(void) {
 
 static char *forkkit_directory_to_remove = NULL;
 
-static void forkkit_remove_directory(void) {
-    if (!forkkit_directory_to_remove) return;
-    DIR *directory = opendir(forkkit_directory_to_remove);
+void forkkit_remove_directory_now(const char *path) {
+    DIR *directory = opendir(path);
     if (directory) {
         struct dirent *entry;
         while ((entry = readdir(directory))) {
             if (entry->d_name[0] == '.') continue;
-            char path[4096];
-            snprintf(path, sizeof(path), "%s/%s", forkkit_directory_to_remove, entry->d_name);
-            unlink(path);
+            char file[4096];
+            snprintf(file, sizeof(file), "%s/%s", path, entry->d_name);
+            unlink(file);
         }
         closedir(directory);
     }
-    rmdir(forkkit_directory_to_remove);
+    rmdir(path);
+}
+
+static void forkkit_remove_directory(void) {
+    if (forkkit_directory_to_remove) forkkit_remove_directory_now(forkkit_directory_to_remove);
 }
 
 void forkkit_remove_directory_at_exit(const char *path) {

@@ -26,13 +26,27 @@ package enum CrashReports {
     private static var reportDirectory: String? {
         directory.withLock { directory in
             if let made = directory { return made }
-            var template = Array("/tmp/forkkit-crashes-XXXXXX".utf8CString)
+            removeDirectoriesOfEndedProcesses()
+            var template = Array("/tmp/forkkit-crashes-\(getpid())-XXXXXX".utf8CString)
             let made = template.withUnsafeMutableBufferPointer { buffer in
                 mkdtemp(buffer.baseAddress!).map { String(cString: $0) }
             }
             if let made { made.withCString { forkkit_remove_directory_at_exit($0) } }
             directory = .some(made)
             return made
+        }
+    }
+
+    /// Removes what owners that were killed (so that their exit handler never ran) left in /tmp.
+    private static func removeDirectoriesOfEndedProcesses() {
+        guard let tmp = opendir("/tmp") else { return }
+        defer { closedir(tmp) }
+        while let entry = readdir(tmp) {
+            let name = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+            let parts = name.split(separator: "-")
+            guard name.hasPrefix("forkkit-crashes-"), parts.count == 4, let owner = Int32(parts[2]),
+                kill(owner, 0) != 0, errno == ESRCH else { continue }
+            forkkit_remove_directory_now("/tmp/\(name)")
         }
     }
 
@@ -60,11 +74,17 @@ package enum CrashReports {
             let line = buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }
             lines.append(String(decoding: line, as: UTF8.self).trimmingWhitespace())
         }
-        // "*** Program crashed: Bad pointer dereference at 0x8 ***", then the crashed thread's first frame.
-        let headline = lines.first { $0.hasPrefix("***") }?.trimmingCharacters(in: "* ")
-        let frame = lines.drop { !$0.hasSuffix("crashed:") }.dropFirst().first { !$0.isEmpty }
-        guard let headline else { return nil }
-        return frame.map { "\(headline), at \($0)" } ?? headline
+        // "*** Program crashed: Bad pointer dereference at 0x8 ***", then the crashed thread's first
+        // frame: "0  0x55e3015 main + 286 in tool at /src/Sources/tool/main.swift:3:11".
+        guard let headline = lines.first(where: { $0.hasPrefix("***") })?.trimmingCharacters(in: "* ") else { return nil }
+        guard let frame = lines.drop(while: { !$0.hasSuffix("crashed:") }).dropFirst().first(where: { !$0.isEmpty }) else {
+            return headline
+        }
+        let described = frame.split(separator: " ").dropFirst(2).joined(separator: " ")
+        let symbol = described.firstRange(of: " + ").map { String(described[..<$0.lowerBound]) } ?? described
+        guard let at = described.ranges(of: " at ").last else { return "\(headline), in \(symbol)" }
+        let source = described[at.upperBound...].split(separator: "/").last.map(String.init) ?? ""
+        return "\(headline), in \(symbol) at \(source)"
     }
 }
 

@@ -98,6 +98,11 @@ ForkTemplate.bootstrap([
         }
         server.register(RPCFunction<[UInt8], [UInt8]>("echo-bytes")) { $0 }
         server.register(RPCFunction<Int, [UInt8]>("make-bytes")) { [UInt8](repeating: 7, count: $0) }
+        server.register(RPCFunction<Int, Int>("crash")) { _ in
+            // A real invalid memory access, as a buggy function would make.
+            UnsafeMutablePointer<Int>(bitPattern: 8)!.pointee = 1
+            return 0
+        }
         server.register(RPCFunction<Int, Int>("sleep-ms")) { milliseconds in
             usleep(UInt32(milliseconds) * 1000)
             return milliseconds
@@ -324,6 +329,15 @@ struct TestFailure: Error, CustomStringConvertible {
 
 // Not started as a template: act as an owner process for the tests that need one of their own.
 switch CommandLine.arguments.dropFirst().first {
+case "crash-owner":
+    // For the clean-terminal test: a worker crashes in a call; this owner prints the error, and the
+    // test reads what reached this process's standard error.
+    let worker = try await RPCClient.start(try await ForkTemplate.spawn(), running: "rpc-math")
+    do {
+        _ = try await worker.call(RPCFunction<Int, Int>("crash"), 0)
+    } catch {
+        print("error: \(error)")
+    }
 case "pipe-server":
     // MessagePack-RPC on standard input and output, as a worker started by any program would be.
     let server = RPCServer(input: .standardInput, output: .standardOutput)

@@ -1,6 +1,7 @@
 import ForkKit
 import ForkKitTestSupport
 import ForkRPC
+import Foundation
 import Testing
 
 /// One message-size setting that both sides honour, and set-up mistakes that fail every call with a
@@ -40,6 +41,22 @@ struct WorkerSafetyTests {
         let large = [UInt8](repeating: 3, count: 65 << 20)
         #expect(try await worker.call(echo, large, timeout: .seconds(60)).count == large.count)
         try await worker.close()
+    }
+
+    @Test("a crashing worker's error carries the gist of its crash report; the owner's terminal gets a line or two, not the backtrace")
+    func crashReport() throws {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: Built.worker)
+        process.arguments = ["crash-owner"]
+        let output = Pipe(), errors = Pipe()
+        process.standardOutput = output
+        process.standardError = errors
+        try process.run()
+        let printed = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        let terminal = String(decoding: errors.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        process.waitUntilExit()
+        #expect(printed.contains("died (signal 11 (SIGSEGV)) before answering (Program crashed: Bad pointer dereference"), "\(printed)")
+        #expect(terminal.split(separator: "\n").count <= 2, "\(terminal)")
     }
 
     @Test("a function registered twice fails every call, naming it, on both backends", arguments: ["registers-twice", "async-registers-twice"])

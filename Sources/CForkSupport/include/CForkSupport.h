@@ -59,6 +59,9 @@ int forkkit_started_as(void);
 /// template exits when its socket closes).
 void forkkit_mark_bootstrapped(void);
 
+/// Removes directory `path` and the files in it now.
+void forkkit_remove_directory_now(const char *path);
+
 /// Removes directory `path` and the files in it when this process exits normally (atexit).
 void forkkit_remove_directory_at_exit(const char *path);
 
