@@ -111,6 +111,22 @@ struct StartupSafetyTests {
         #expect(error.components(separatedBy: "was started as a ForkKit template").count == 2, "\(error)")
     }
 
+    @Test("a pool whose backend does not match its worker function's kind refuses, naming the setting", arguments: [
+        ("pool-async-worker", WorkerPool.Backend.synchronous, "set configuration.backend = .asynchronous"),
+        ("pool-worker", WorkerPool.Backend.asynchronous, "set configuration.backend = .synchronous"),
+    ])
+    func backendMismatch(function: String, backend: WorkerPool.Backend, fix: String) async throws {
+        var configuration = WorkerPool.Configuration()
+        configuration.maximumWorkers = 1
+        configuration.backend = backend
+        configuration.metricsPrefix = nil
+        let pool = try await WorkerPool(template: try await workerTemplate(), running: function, configuration: configuration)
+        let error = try await #require(throws: WorkerPoolError.self) { _ = try await pool.call(RPCFunction<Int, Int>("square"), 2) }
+        #expect(error.kind == .cannotStartWorker)
+        #expect(error.message.contains(fix), "\(error)")
+        await pool.terminate()
+    }
+
     @Test("a program the owner execs holds none of the pool's sockets")
     func workerSocketsAreCloseOnExec() throws {
         let (process, output) = try startWorkerProgram(["pool-exec"])
