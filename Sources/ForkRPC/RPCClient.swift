@@ -152,6 +152,8 @@ public final class RPCClient: Sendable {
             // A worker that dies makes the next write to its pipe raise SIGPIPE, which would kill
             // this process; ignored, the write fails with EPIPE and the call with workerDied.
             signal(SIGPIPE, SIG_IGN)
+            // Writes wait for room in slices (see `write(_:until:)`), never blocked in the kernel.
+            _ = fcntl(output.rawValue, F_SETFL, fcntl(output.rawValue, F_GETFL) | O_NONBLOCK)
         }
         self.worker = worker
         self.state = Mutex(State())
@@ -396,7 +398,7 @@ public final class RPCClient: Sendable {
                     return nil
                 }
                 if let refused { return continuation.resume(throwing: refused) }
-                let failure = send { writer, direct in
+                let failure = send(until: timeout.map { ContinuousClock.now + $0 }) { writer, direct in
                     writer.writeArrayHeader(count: 4)
                     writer.write(0)
                     writer.write(Int(id))
@@ -455,10 +457,12 @@ public final class RPCClient: Sendable {
 
     // MARK: - Internals
 
-    /// Writes a message whole; returns why it could not, or nil.
+    /// Writes a message whole; returns why it could not, or nil. A worker that takes none of it
+    /// within the cancellation grace period (1 s by default) is stuck: the connection is then closed.
     @discardableResult
     private func send(_ message: RPCMessage) -> RPCError? {
-        send { writer, direct in
+        let patience = state.withLock { $0.cancellationGracePeriod } ?? .seconds(1)
+        return send(until: ContinuousClock.now + patience) { writer, direct in
             let value = message.value
             writer.write(value)
             direct.append(value)
@@ -466,8 +470,12 @@ public final class RPCClient: Sendable {
     }
 
     /// Encodes a message with `write` into the connection's buffer and sends it whole, with the
-    /// descriptors found in the values `write` reports; returns why it could not, or nil.
-    private func send(_ write: (inout MessagePackWriter, inout [MessagePackValue]) throws -> Void) -> RPCError? {
+    /// descriptors found in the values `write` reports; returns why it could not, or nil. When the
+    /// worker does not take it all by `deadline`, or the calling task is cancelled meanwhile, the
+    /// connection is closed (half a message cannot be taken back).
+    private func send(
+        until deadline: ContinuousClock.Instant?, _ write: (inout MessagePackWriter, inout [MessagePackValue]) throws -> Void
+    ) -> RPCError? {
         outgoing.withLock { outgoing -> RPCError? in
             guard outgoing.open else { return RPCError(.closed, "the client's output is closed", pid: pid) }
             outgoing.writer.reset()
@@ -485,26 +493,58 @@ public final class RPCClient: Sendable {
                         + "it was not sent. Raise the limit, or send less per call", pid: pid)
             }
             let descriptors = direct.flatMap(PassedDescriptor.descriptors(in:))
-            return outgoing.writer.withBytes { bytes -> RPCError? in
+            let (failure, gaveUp) = outgoing.writer.withBytes { bytes -> (RPCError?, Bool) in
                 var offset = 0  // bytes already sent with the descriptors
                 if !descriptors.isEmpty {
                     guard outputIsSocket else {
-                        return RPCError(.codingFailed, "descriptors can only be passed over a Unix socket, not a pipe", pid: pid)
+                        return (RPCError(.codingFailed, "descriptors can only be passed over a Unix socket, not a pipe", pid: pid), false)
                     }
                     if let place = worker?.remoteName {
-                        return RPCError(
+                        return (RPCError(
                             .codingFailed,
                             "descriptors cannot be passed to a remote worker (\(place)): its connection is a byte stream "
-                                + "between machines; open the file or socket in the worker instead", pid: pid)
+                                + "between machines; open the file or socket in the worker instead", pid: pid), false)
                     }
                     // The descriptors ride on the message's first bytes, so they arrive before it is complete.
                     offset = forkkit_send_with_descriptors(output, bytes.baseAddress, bytes.count, descriptors, Int32(descriptors.count))
-                    if offset < 0 { return sendFailure(errno) }
+                    if offset < 0 { return (sendFailure(errno), false) }
                 }
-                let error = forkkit_send_all(output, bytes.baseAddress! + offset, bytes.count - offset)
-                return error == 0 ? nil : sendFailure(error)
+                return self.write(UnsafeRawBufferPointer(rebasing: bytes[offset...]), until: deadline)
             }
+            if gaveUp && !outputIsSocket {
+                // A pipe cannot be shut down like a socket: closing its write end is how it ends.
+                Glibc.close(output)
+                outgoing.open = false
+            }
+            return failure
         }
+    }
+
+    /// Writes `bytes` whole without blocking in the kernel: while the worker's input is full it
+    /// waits for room in short slices, so that a stopped worker cannot hold the caller past its
+    /// deadline or its cancellation (nor the threads that wait for this connection's lock).
+    /// Returns why it could not, and whether it gave up half-way (the connection must then end).
+    private func write(_ bytes: UnsafeRawBufferPointer, until deadline: ContinuousClock.Instant?) -> (RPCError?, gaveUp: Bool) {
+        var offset = 0
+        while offset < bytes.count {
+            let start = bytes.baseAddress! + offset, count = bytes.count - offset
+            let sent = outputIsSocket ? Glibc.send(output, start, count, Int32(MSG_NOSIGNAL | MSG_DONTWAIT)) : Glibc.write(output, start, count)
+            if sent >= 0 {
+                offset += sent
+                continue
+            }
+            guard errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR else { return (sendFailure(errno), false) }
+            if deadline.map({ ContinuousClock.now >= $0 }) == true || Task.isCancelled {
+                shutdown(output, Int32(SHUT_RDWR))
+                return (RPCError(
+                    Task.isCancelled ? .closed : .timeout,
+                    "the worker took \(offset) of the message's \(bytes.count) bytes and no more in time (is it stopped, or "
+                        + "not reading?); the connection was closed, since half a message cannot be taken back", pid: pid), true)
+            }
+            var room = pollfd(fd: output, events: Int16(POLLOUT), revents: 0)
+            _ = poll(&room, 1, 20)
+        }
+        return (nil, false)
     }
 
     private func sendFailure(_ error: Int32) -> RPCError {

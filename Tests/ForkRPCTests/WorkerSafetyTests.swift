@@ -2,6 +2,9 @@ import ForkKit
 import ForkKitTestSupport
 import ForkRPC
 import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
 import Testing
 
 /// One message-size setting that both sides honour, and set-up mistakes that fail every call with a
@@ -57,6 +60,25 @@ struct WorkerSafetyTests {
         process.waitUntilExit()
         #expect(printed.contains("died (signal 11 (SIGSEGV)) before answering (Program crashed: Bad pointer dereference"), "\(printed)")
         #expect(terminal.split(separator: "\n").count <= 2, "\(terminal)")
+    }
+
+    @Test("a large request to a stopped worker ends at its timeout; so do the calls waiting behind it")
+    func largeRequestToStoppedWorker() async throws {
+        let worker = try await RPCClient.start(try await workerTemplate(), running: "rpc-math")
+        let pid = try #require(worker.pid)
+        kill(pid, SIGSTOP)
+        defer { kill(pid, SIGKILL); kill(pid, SIGCONT) }
+        let started = ContinuousClock.now
+        // Far more than the socket buffers hold: the send cannot finish while the worker is stopped.
+        let echo = self.echo, square = self.square
+        let large = Task { try await worker.call(echo, [UInt8](repeating: 1, count: 16 << 20), timeout: .milliseconds(300)) }
+        let small = Task { try await worker.call(square, 2, timeout: .milliseconds(300)) }
+        let largeError = await #expect(throws: RPCError.self) { _ = try await large.value }
+        await #expect(throws: RPCError.self) { _ = try await small.value }
+        let elapsed = ContinuousClock.now - started
+        #expect(largeError?.kind == .timeout, "\(String(describing: largeError))")
+        // The code aims at the timeout plus a slice; the bound only keeps a loaded machine from failing the test.
+        #expect(elapsed < .seconds(3), "took \(elapsed)")
     }
 
     @Test("a function registered twice fails every call, naming it, on both backends", arguments: ["registers-twice", "async-registers-twice"])
