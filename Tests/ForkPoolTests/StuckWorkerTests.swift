@@ -44,7 +44,7 @@ struct StuckWorkerTests {
         let outcome = await bounded(seconds: 5, unstick: { kill(victim, SIGKILL) }) { try await call.value }
         #expect(!outcome.hung, "the call did not end within 5 s")
         #expect((outcome.error as? RPCError)?.kind == .timeout, "\(outcome.result)")
-        #expect(outcome.time < .milliseconds(1300), "the call ended \(outcome.time) after the worker stopped; its timeout is 300 ms")
+        #expect(outcome.time < .milliseconds(2500), "the call ended \(outcome.time) after the worker stopped; its timeout is 300 ms")
 
         // Killed and replaced (after the cancellation grace period on the asynchronous backend).
         #expect(await eventually(within: 5) { isDead(victim) }, "the stopped worker \(victim) is still there")
@@ -126,7 +126,7 @@ struct StuckWorkerTests {
         }
         #expect(!outcome.hung, "the call did not end within 5 s")
         #expect((outcome.error as? RPCError)?.kind == .timeout, "\(outcome.result)")
-        #expect(outcome.time < .milliseconds(1200), "took \(outcome.time) with a timeout of 200 ms")
+        #expect(outcome.time < .milliseconds(2500), "took \(outcome.time) with a timeout of 200 ms")
         #expect(try await pool.call(workerPID, 0) != before)
         #expect(await eventually(within: 5) { isDead(before) })
         await pool.shutdown()

@@ -28,7 +28,7 @@ struct CallEndingTests {
         }
         #expect(!outcome.hung, "the call did not end within 5 s")
         #expect((outcome.error as? RPCError)?.kind == .timeout, "\(outcome.result)")
-        #expect(outcome.time < .milliseconds(1300), "took \(outcome.time) with a timeout of 300 ms")
+        #expect(outcome.time < .milliseconds(2500), "took \(outcome.time) with a timeout of 300 ms")
     }
 
     @Test("a worker that closes its socket and hangs: a call without a timeout ends, naming what happened")
@@ -61,7 +61,7 @@ struct CallEndingTests {
         }
         #expect(!outcome.hung, "the call did not end within 8 s")
         #expect(outcome.error is CancellationError, "\(outcome.result)")
-        #expect(outcome.time < .milliseconds(1200), "took \(outcome.time), cancelled at 200 ms")
+        #expect(outcome.time < .milliseconds(2500), "took \(outcome.time), cancelled at 200 ms")
     }
 
     @Test("a worker that breaks the protocol and hangs: the call fails at once with a protocol error")

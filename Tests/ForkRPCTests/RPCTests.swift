@@ -374,7 +374,7 @@ struct RPCMessageTests {
             ($0["name"] as! String, bytes($0["hex"] as! String))
         })
         let encoder = MessagePackEncoder()
-        #expect(vectors.count == 11)
+        #expect(vectors.count == 13)
         #expect(RPCMessage.request(id: 7, method: "square", params: [try encoder.encodeValue(12345)]).value.encoded() == vectors["request"])
         #expect(RPCMessage.response(id: 7, error: nil, result: try encoder.encodeValue(152_399_025)).value.encoded() == vectors["response"])
         #expect(RPCMessage.response(id: 8, error: ["MathError", "division by zero"], result: nil).value.encoded() == vectors["error response"])
@@ -386,6 +386,8 @@ struct RPCMessageTests {
         #expect(RPCMessage.response(id: 11, error: nil, result: [[nil, 1], [nil, 4], [["MathError", "too big"], nil]]).value.encoded()
                 == vectors["batch response"])
         #expect(RPCMessage.retire.value.encoded() == vectors["retire"])
+        #expect(RPCMessage.limits(maximumMessageSize: 64 << 20).value.encoded() == vectors["limits"])
+        #expect(RPCMessage.worker(backend: "synchronous", maximumConcurrentCalls: 1).value.encoded() == vectors["worker"])
         // Every vector reads back as a message.
         for (name, encoded) in vectors {
             #expect(throws: Never.self, "\(name)") { _ = try RPCMessage(MessagePackValue(decoding: encoded)) }
