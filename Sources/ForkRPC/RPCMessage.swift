@@ -28,22 +28,22 @@ public enum RPCMessage: Sendable, Equatable {
 
     /// The notification by which an owner tells its worker the largest message either side may send
     /// (`[2, "$limits", [bytes]]`), first thing after the worker starts: one setting both sides honour.
-    static func limits(maximumMessageSize: Int) -> RPCMessage {
+    public static func limits(maximumMessageSize: Int) -> RPCMessage {
         .notification(method: limitsMethod, params: [.uint(UInt64(maximumMessageSize))])
     }
 
     /// The method name of ``limits(maximumMessageSize:)``.
-    static let limitsMethod = "$limits"
+    public static let limitsMethod = "$limits"
 
     /// The notification a ForkKit worker sends first thing when it serves, `[2, "$worker", [backend,
     /// maximumConcurrentCalls]]` (backend `"synchronous"` or `"asynchronous"`), so that its owner can
     /// check that it runs the kind of worker it was configured for.
-    static func worker(backend: String, maximumConcurrentCalls: Int) -> RPCMessage {
+    public static func worker(backend: String, maximumConcurrentCalls: Int) -> RPCMessage {
         .notification(method: workerMethod, params: [.string(backend), .uint(UInt64(maximumConcurrentCalls))])
     }
 
     /// The method name of ``worker(backend:maximumConcurrentCalls:)``.
-    static let workerMethod = "$worker"
+    public static let workerMethod = "$worker"
 
     /// The message as a MessagePack array.
     public var value: MessagePackValue {
