@@ -9,9 +9,11 @@ extension ForkTemplate {
     /// as one and never returns. Call it as the first line of `main`, before anything starts a thread.
     ///
     /// A template is marked by an environment variable that ForkKit reads and removes before `main`
-    /// runs, not by an argument: a command-line parser never sees it, so a swift-argument-parser
-    /// command can call `bootstrap` first thing in `run()` (the template is started with the
-    /// program's own arguments, so that parsing them succeeds again).
+    /// runs, not by an argument: a command-line parser never sees it, so a synchronous
+    /// swift-argument-parser `ParsableCommand` can call `bootstrap` first thing in `run()` (the
+    /// template is started with the program's own arguments, so that parsing them succeeds again).
+    /// An `AsyncParsableCommand`'s `run()` runs on Swift's thread pool, where a template can no
+    /// longer fork safely: it calls `bootstrap` in an overridden `static func main()` before parsing.
     ///
     /// A program started as a template that tries to start a template or a worker before calling
     /// `bootstrap` (it forgot to) ends at once, and its owner gets a ``ForkError`` of kind
