@@ -50,9 +50,10 @@ package enum CrashReports {
         }
     }
 
-    /// The gist of the crash report that process `pid` left (what went wrong, and the first frame),
-    /// or nil when it left none; the report is deleted.
-    package static func takeSummary(ofCrashOf pid: Int32) -> String? {
+    /// The gist of the crash report that process `pid` left (what went wrong, and the first frame
+    /// with a source location: the user's code rather than the runtime's assertion machinery) and
+    /// where the whole report is, or nil when it left none. Reports stay until this process exits.
+    package static func summary(ofCrashOf pid: Int32) -> String? {
         guard let path = directory.withLock({ $0 ?? nil }), let stream = opendir(path) else { return nil }
         var report: String?
         while let entry = readdir(stream) {
@@ -64,27 +65,25 @@ package enum CrashReports {
         }
         closedir(stream)
         guard let report, let file = fopen(report, "re") else { return nil }
-        defer {
-            fclose(file)
-            unlink(report)
-        }
+        defer { fclose(file) }
         var lines: [String] = []
         var buffer = [CChar](repeating: 0, count: 1024)
-        while lines.count < 40, fgets(&buffer, Int32(buffer.count), file) != nil {
+        while lines.count < 60, fgets(&buffer, Int32(buffer.count), file) != nil {
             let line = buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }
             lines.append(String(decoding: line, as: UTF8.self).trimmingWhitespace())
         }
-        // "*** Program crashed: Bad pointer dereference at 0x8 ***", then the crashed thread's first
-        // frame: "0  0x55e3015 main + 286 in tool at /src/Sources/tool/main.swift:3:11".
+        // "*** Program crashed: Bad pointer dereference at 0x8 ***", then the crashed thread's frames:
+        // "2 [ra] 0x55c9bca7003a parse(_:) + 169 in tool at /src/Sources/tool/main.swift:1:40".
         guard let headline = lines.first(where: { $0.hasPrefix("***") })?.trimmingCharacters(in: "* ") else { return nil }
-        guard let frame = lines.drop(while: { !$0.hasSuffix("crashed:") }).dropFirst().first(where: { !$0.isEmpty }) else {
-            return headline
-        }
-        let described = frame.split(separator: " ").dropFirst(2).joined(separator: " ")
+        let frames = lines.drop(while: { !$0.hasSuffix("crashed:") }).dropFirst().drop(while: \.isEmpty).prefix { !$0.isEmpty }
+        let whole = "whole report: \(report), kept until this program exits"
+        guard let frame = frames.first(where: { $0.contains(" at /") }) ?? frames.first else { return "\(headline); \(whole)" }
+        // What follows the address: the function, its offset, the binary and the source location.
+        let described = frame.split(separator: " ").drop { !$0.hasPrefix("0x") }.dropFirst().joined(separator: " ")
         let symbol = described.firstRange(of: " + ").map { String(described[..<$0.lowerBound]) } ?? described
-        guard let at = described.ranges(of: " at ").last else { return "\(headline), in \(symbol)" }
+        guard let at = described.ranges(of: " at ").last else { return "\(headline), in \(symbol); \(whole)" }
         let source = described[at.upperBound...].split(separator: "/").last.map(String.init) ?? ""
-        return "\(headline), in \(symbol) at \(source)"
+        return "\(headline), in \(symbol) at \(source); \(whole)"
     }
 }
 

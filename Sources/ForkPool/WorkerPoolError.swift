@@ -45,9 +45,13 @@ public struct WorkerPoolError: Error, Sendable, CustomStringConvertible {
     static func cannotStartWorker(_ error: any Error) -> WorkerPoolError {
         // A pool's own refusal (a worker of the wrong backend) already says what to do.
         if let error = error as? WorkerPoolError { return error }
+        // So does a template that answered with the reason (a function it does not have, a copy
+        // that forgot bootstrap); other failures get the usual suspects.
+        let explained = (error as? ForkError).map { [.unknownFunction, .notATemplate].contains($0.kind) } ?? false
+        let advice = explained ? "" : ". Check that the template (or remote host) is alive and serves the pool's function"
         return WorkerPoolError(
             kind: .cannotStartWorker,
-            message: "no worker could be started, so the call cannot run: \(error). Check that the template (or remote host) is alive and serves the pool's function",
+            message: "no worker could be started, so the call cannot run: \(error)\(advice)",
             underlyingError: error)
     }
 }

@@ -742,7 +742,7 @@ public final class RPCClient: Sendable {
             }
             var sentence = status.map { "died (\($0)) before answering" } ?? "closed its connection before answering"
             // Its crash report went to a file, not the owner's terminal (see CrashReports): its gist goes here.
-            if case .signaled = status, let pid, let crash = CrashReports.takeSummary(ofCrashOf: pid) {
+            if case .signaled = status, let pid, let crash = CrashReports.summary(ofCrashOf: pid) {
                 sentence += " (\(crash))"
             }
             if let reason = self.state.withLock({ $0.killReason }) {
