@@ -135,6 +135,7 @@ int forkkit_spawn_command(char *const argv[], char *const envp[], int connection
 }
 
 static int forkkit_start_kind = FORKKIT_STARTED_NORMALLY;
+static int forkkit_bootstrapped = 0;
 
 /// Runs before `main` (glibc passes constructors argc, argv and envp): reads and removes the mark of
 /// a template start, so that no argument parser sees it, and ties the process to its owner until
@@ -147,12 +148,24 @@ static void forkkit_read_start_mark(int argc, char **argv, char **envp) {
         long owner = strtol(mark, NULL, 10);
         unsetenv(FORKKIT_TEMPLATE_VARIABLE);
         prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
-        // The owner died before the signal was set up: nobody is left to serve.
-        if (owner > 0 && getppid() != (pid_t)owner) _exit(70);
+        // The owner died before the signal was set up: nobody is left to serve. (A parent other than
+        // the owner, such as a wrapper that forks, is fine while the owner lives.)
+        if (owner > 0 && getppid() != (pid_t)owner && kill((pid_t)owner, 0) != 0 && errno == ESRCH) _exit(70);
         forkkit_start_kind = FORKKIT_STARTED_AS_TEMPLATE;
-    } else if (argc > 1 && argv && argv[1] && strcmp(argv[1], "--forkkit-remote") == 0) {
+    }
+#ifdef __GLIBC__
+    // Only glibc passes argc and argv to constructors.
+    else if (argc > 1 && argv && argv[1] && strcmp(argv[1], "--forkkit-remote") == 0) {
         forkkit_start_kind = FORKKIT_STARTED_AS_REMOTE_TEMPLATE;
     }
+#else
+    (void)argc;
+    (void)argv;
+#endif
+}
+
+int forkkit_was_bootstrapped(void) {
+    return forkkit_bootstrapped;
 }
 
 int forkkit_started_as(void) {
@@ -160,6 +173,7 @@ int forkkit_started_as(void) {
 }
 
 void forkkit_mark_bootstrapped(void) {
+    forkkit_bootstrapped = 1;
     if (forkkit_start_kind == FORKKIT_STARTED_AS_TEMPLATE) prctl(PR_SET_PDEATHSIG, 0, 0, 0, 0);
     forkkit_start_kind = FORKKIT_STARTED_NORMALLY;
 }

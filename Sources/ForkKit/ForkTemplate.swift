@@ -390,7 +390,7 @@ public final class ForkTemplate: Sendable {
     }
 
     /// This program's binary, for the default template; refused with advice when it is a test runner,
-    /// which would run the tests again instead of serving.
+    /// which would run the tests again instead of serving, or when it has not called ``bootstrap(_:)``.
     static func ownExecutableAsTemplate() throws(ForkError) -> String {
         let path = try currentExecutable()
         let name = path.split(separator: "/").last.map(String.init) ?? path
@@ -401,6 +401,15 @@ public final class ForkTemplate: Sendable {
                     + "ForkTemplate.bootstrap. In tests, start an executable product of your package that does: "
                     + "ForkTemplate.spawn(executable: try ForkTemplate.executable(named: \"my-tool\")), or "
                     + "withWorkerPool(executable: try ForkTemplate.executable(named: \"my-tool\"), running: ...)")
+        }
+        // Its copy runs the same main: without bootstrap it would run the program again, not serve.
+        guard forkkit_was_bootstrapped() != 0 else {
+            throw ForkError(
+                .notATemplate,
+                "this program (\(path)) has not called ForkTemplate.bootstrap(...), so a copy of it started as its template "
+                    + "would run the program again instead of serving. Call ForkTemplate.bootstrap([...]) first thing in main() "
+                    + "(in a synchronous ParsableCommand, first thing in run(); in an AsyncParsableCommand, in an overridden "
+                    + "static func main() before parsing)")
         }
         return path
     }

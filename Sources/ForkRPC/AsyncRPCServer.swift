@@ -160,32 +160,48 @@ public final class AsyncRPCServer: Sendable {
         for message in batch {
             switch message {
             case .request(let id, let call):
-                let startNow = state.withLock { state -> Bool in
-                    if state.cancelledEarly.remove(id) != nil { return false }
+                let (startNow, cancelledEarly) = state.withLock { state -> (Bool, Bool) in
+                    if !state.cancelledEarly.isEmpty {
+                        if state.cancelledEarly.remove(id) != nil { return (false, true) }
+                        // Requests come in msgid order: earlier cancels found their requests answered already.
+                        state.cancelledEarly = state.cancelledEarly.filter { $0 > id }
+                    }
                     guard state.running.count < maximumConcurrentCalls else {
                         state.waiting.append((id, call))
-                        return false
+                        return (false, false)
                     }
-                    return true
+                    return (true, false)
                 }
                 if startNow { start(id, call) }
+                // Every request is answered, a skipped one too: the owner waits for the answer to
+                // tell a worker that skipped it from one that is stuck.
+                if cancelledEarly { answer(id, .single(.failure(RPCArguments.cancelledBeforeStart))) }
             case .cancel(let id):
-                let task = state.withLock { state -> Task<Void, Never>? in
-                    if let running = state.running[id] { return running }
+                let (task, dequeued) = state.withLock { state -> (Task<Void, Never>?, Bool) in
+                    if let running = state.running[id] { return (running, false) }
                     if let index = state.waiting.firstIndex(where: { $0.0 == id }) {
                         state.waiting.remove(at: index)
-                    } else {
-                        state.cancelledEarly.insert(id)
+                        return (nil, true)
                     }
-                    return nil
+                    state.cancelledEarly.insert(id)
+                    return (nil, false)
                 }
                 task?.cancel()
+                if dequeued { answer(id, .single(.failure(RPCArguments.cancelledBeforeStart))) }
             case .limits(let limit):
                 responseLimit.store(limit, ordering: .relaxed)
             case .ignored:
                 continue
             }
         }
+    }
+
+    /// Sends the response to request `id`.
+    private func answer(_ id: UInt32, _ outcome: RPCArguments.Outcome) {
+        var response = MessagePackWriter()
+        outcome.write(id: id, into: &response, maximumMessageSize: responseLimit.load(ordering: .relaxed))
+        let bytes = response.bytes
+        try? writer.withLock { try $0.send(bytes) }
     }
 
     private func start(_ id: UInt32, _ call: Call) {
@@ -201,11 +217,8 @@ public final class AsyncRPCServer: Sendable {
                 case .success(.batch(let run)):
                     outcome = .batch(await run())
                 }
-                var response = MessagePackWriter()
-                outcome.write(id: id, into: &response, maximumMessageSize: responseLimit.load(ordering: .relaxed))
                 // The owner stopped waiting for a cancelled call; it drops a late answer anyway.
-                let bytes = response.bytes
-                try? writer.withLock { try $0.send(bytes) }
+                answer(id, outcome)
                 finish(id)
             }
         }

@@ -215,6 +215,10 @@ enum RPCArguments {
                 + "give each function its own name")
     }
 
+    /// The answer to a request that the owner cancelled before the worker started it: every request
+    /// is answered, so that the owner can tell a worker that skipped a call from one that is stuck.
+    static let cancelledBeforeStart = Failure(type: "Cancelled", message: "the owner cancelled this call before it started")
+
     static func noSuchMethod(_ method: String, known: [String]) -> Failure {
         let served = known.filter { !$0.hasPrefix("$") }.sorted().joined(separator: ", ")
         return Failure(type: "NoSuchMethod", message: "no function named '\(method)' in worker \(getpid()); it serves: \(served)")

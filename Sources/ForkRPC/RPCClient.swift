@@ -179,7 +179,13 @@ public final class RPCClient: Sendable {
         let child = try await template.launch(running: function, arguments: arguments)
         // Close-on-exec like every descriptor ForkKit opens: a program this process execs later
         // must not hold the worker's socket (the worker would then never see end of stream).
-        let socket = FileDescriptor(rawValue: fcntl(child.socket.rawValue, F_DUPFD_CLOEXEC, 3))
+        let copy = fcntl(child.socket.rawValue, F_DUPFD_CLOEXEC, 3)
+        guard copy >= 0 else {
+            let reason = Errno(rawValue: errno)
+            child.send(signal: SIGKILL)
+            throw RPCError(.workerDied, "cannot keep the worker's socket (\(reason)); the worker was killed", pid: child.pid)
+        }
+        let socket = FileDescriptor(rawValue: copy)
         child.closeSocket()
         let client = RPCClient(input: socket, output: socket, worker: child, maximumMessageSize: maximumMessageSize, logger: logger)
         // First thing: the worker then refuses what is larger both ways (ForkKit's workers do).
@@ -398,7 +404,7 @@ public final class RPCClient: Sendable {
                     return nil
                 }
                 if let refused { return continuation.resume(throwing: refused) }
-                let failure = send(until: timeout.map { ContinuousClock.now + $0 }) { writer, direct in
+                let failure = send(until: timeout.map { ContinuousClock.now + $0 }, ownRequest: true) { writer, direct in
                     writer.writeArrayHeader(count: 4)
                     writer.write(0)
                     writer.write(Int(id))
@@ -409,6 +415,8 @@ public final class RPCClient: Sendable {
                     if failure.function == nil { failure.function = function }
                     let call = state.withLock { $0.calls.removeValue(forKey: id) }
                     call?.complete(.failure(failure))
+                    // A close() waiting for the calls in flight may have been waiting for this one.
+                    settleIfDrained()
                 }
             }
         } onCancel: {
@@ -457,12 +465,13 @@ public final class RPCClient: Sendable {
 
     // MARK: - Internals
 
-    /// Writes a message whole; returns why it could not, or nil. A worker that takes none of it
-    /// within the cancellation grace period (1 s by default) is stuck: the connection is then closed.
+    /// Writes a message whole; returns why it could not, or nil. A notification that finds no room
+    /// within the cancellation grace period (1 s by default) is dropped; one that went out in part
+    /// closes the connection (see ``send(until:ownRequest:_:)``).
     @discardableResult
     private func send(_ message: RPCMessage) -> RPCError? {
         let patience = state.withLock { $0.cancellationGracePeriod } ?? .seconds(1)
-        return send(until: ContinuousClock.now + patience) { writer, direct in
+        return send(until: ContinuousClock.now + patience, ownRequest: false) { writer, direct in
             let value = message.value
             writer.write(value)
             direct.append(value)
@@ -471,10 +480,14 @@ public final class RPCClient: Sendable {
 
     /// Encodes a message with `write` into the connection's buffer and sends it whole, with the
     /// descriptors found in the values `write` reports; returns why it could not, or nil. When the
-    /// worker does not take it all by `deadline`, or the calling task is cancelled meanwhile, the
-    /// connection is closed (half a message cannot be taken back).
+    /// worker does not take it all by `deadline` (or, for the caller's `ownRequest`, the calling
+    /// task is cancelled meanwhile), it gives up: without closing anything if no byte went out, and
+    /// otherwise by closing the connection (half a message cannot be taken back).
+    ///
+    /// The wait happens under the connection's write lock, in 20 ms slices: a send with no deadline
+    /// to a worker that never reads (stopped, and without a timeout) holds the senders behind it.
     private func send(
-        until deadline: ContinuousClock.Instant?, _ write: (inout MessagePackWriter, inout [MessagePackValue]) throws -> Void
+        until deadline: ContinuousClock.Instant?, ownRequest: Bool, _ write: (inout MessagePackWriter, inout [MessagePackValue]) throws -> Void
     ) -> RPCError? {
         outgoing.withLock { outgoing -> RPCError? in
             guard outgoing.open else { return RPCError(.closed, "the client's output is closed", pid: pid) }
@@ -509,7 +522,8 @@ public final class RPCClient: Sendable {
                     offset = forkkit_send_with_descriptors(output, bytes.baseAddress, bytes.count, descriptors, Int32(descriptors.count))
                     if offset < 0 { return (sendFailure(errno), false) }
                 }
-                return self.write(UnsafeRawBufferPointer(rebasing: bytes[offset...]), until: deadline)
+                return self.write(
+                    UnsafeRawBufferPointer(rebasing: bytes[offset...]), until: deadline, cancellable: ownRequest, alreadySent: offset)
             }
             if gaveUp && !outputIsSocket {
                 // A pipe cannot be shut down like a socket: closing its write end is how it ends.
@@ -522,9 +536,12 @@ public final class RPCClient: Sendable {
 
     /// Writes `bytes` whole without blocking in the kernel: while the worker's input is full it
     /// waits for room in short slices, so that a stopped worker cannot hold the caller past its
-    /// deadline or its cancellation (nor the threads that wait for this connection's lock).
-    /// Returns why it could not, and whether it gave up half-way (the connection must then end).
-    private func write(_ bytes: UnsafeRawBufferPointer, until deadline: ContinuousClock.Instant?) -> (RPCError?, gaveUp: Bool) {
+    /// deadline or (when `cancellable`) the task's cancellation. `alreadySent` bytes of the message
+    /// went out before these. Returns why it could not, and whether it gave up half-way (the
+    /// connection must then end).
+    private func write(
+        _ bytes: UnsafeRawBufferPointer, until deadline: ContinuousClock.Instant?, cancellable: Bool, alreadySent: Int
+    ) -> (RPCError?, gaveUp: Bool) {
         var offset = 0
         while offset < bytes.count {
             let start = bytes.baseAddress! + offset, count = bytes.count - offset
@@ -534,12 +551,20 @@ public final class RPCClient: Sendable {
                 continue
             }
             guard errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR else { return (sendFailure(errno), false) }
-            if deadline.map({ ContinuousClock.now >= $0 }) == true || Task.isCancelled {
+            let cancelled = cancellable && Task.isCancelled
+            if deadline.map({ ContinuousClock.now >= $0 }) == true || cancelled {
+                let kind: RPCError.Kind = cancelled ? .closed : .timeout
+                guard offset + alreadySent > 0 else {
+                    return (RPCError(kind, "the worker took none of the message in time (is it stopped, or not reading?); nothing was sent", pid: pid), false)
+                }
                 shutdown(output, Int32(SHUT_RDWR))
+                state.withLock { state in
+                    if state.killReason == nil { state.killReason = "this owner closed its connection because a message to it stalled half-way" }
+                }
                 return (RPCError(
-                    Task.isCancelled ? .closed : .timeout,
-                    "the worker took \(offset) of the message's \(bytes.count) bytes and no more in time (is it stopped, or "
-                        + "not reading?); the connection was closed, since half a message cannot be taken back", pid: pid), true)
+                    kind,
+                    "the worker took \(offset + alreadySent) of the message's \(bytes.count + alreadySent) bytes and no more in time (is "
+                        + "it stopped, or not reading?); the connection was closed, since half a message cannot be taken back", pid: pid), true)
             }
             var room = pollfd(fd: output, events: Int16(POLLOUT), revents: 0)
             _ = poll(&room, 1, 20)
@@ -745,8 +770,9 @@ public final class RPCClient: Sendable {
             if case .signaled = status, let pid, let crash = CrashReports.summary(ofCrashOf: pid) {
                 sentence += " (\(crash))"
             }
-            if let reason = self.state.withLock({ $0.killReason }) {
-                sentence = (status.map { "was killed (\($0))" } ?? "was killed") + " before answering: \(reason)"
+            // This client's own reason, unless the worker died of something else first (a crash says more).
+            if let reason = self.state.withLock({ $0.killReason }), status == nil || status == .signaled(SIGKILL) {
+                sentence = (status.map { "was killed (\($0)) before answering" } ?? "did not answer") + ": \(reason)"
             }
             if let place = worker?.remoteName {
                 sentence += "; it ran remotely (\(place)), so the connection may have been lost: pid \(pid.map(String.init) ?? "?") is the local command's"

@@ -31,8 +31,6 @@ public final class RPCServer {
     private var handlers: [String: Handler] = [:]
     /// A name that the set-up registered twice: then every call fails, saying so.
     private var registeredTwice: String?
-    /// Requests the owner cancelled before they were started.
-    private var cancelled: Set<UInt32> = []
     /// Responses are encoded here, one at a time; the buffer is kept from call to call.
     private var response = MessagePackWriter()
 
@@ -117,11 +115,15 @@ public final class RPCServer {
             if let registeredTwice { return .failure(RPCArguments.registeredTwice(registeredTwice)) }
             return RPCArguments.prepare(method, params, known: Array(handlers.keys)) { handlers[$0] }
         }) {
-            // A cancel that arrived together with its request spares the work.
-            for case .cancel(let id) in batch { cancelled.insert(id) }
-            for case .request(let id, let call) in batch where cancelled.remove(id) == nil {
+            // A cancel that arrived together with its request spares the work (the request is still
+            // answered). One that comes later finds its request answered already: one call at a time.
+            let cancelled = Set(batch.compactMap { message -> UInt32? in
+                if case .cancel(let id) = message { id } else { nil }
+            })
+            for case .request(let id, let call) in batch {
                 // The function runs before the response is begun, so the events it emits go first.
                 let outcome: RPCArguments.Outcome = switch call {
+                case _ where cancelled.contains(id): .single(.failure(RPCArguments.cancelledBeforeStart))
                 case .failure(let error): .single(.failure(error))
                 case .success(.single(let run)): .single(Result { try run() })
                 case .success(.batch(let run)): .batch(run())

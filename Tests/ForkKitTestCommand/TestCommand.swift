@@ -40,13 +40,22 @@ struct Squares: ParsableCommand {
     }
 }
 
-/// `forgetful`: never calls bootstrap, and starts a pool. Its copy, started as the template, must
-/// refuse to start another; this process prints the error and how long it took to arrive.
+/// `forgetful`: never calls bootstrap, and starts a pool. The default template is refused before
+/// anything starts; with `--by-path` the template is this program named by its path, so a copy
+/// starts, and it must refuse to start another. Prints the error and how long it took to arrive.
 struct Forgetful: ParsableCommand {
+    @Flag(help: "Name this program's path, so that ForkKit cannot tell that the copy will not serve.") var byPath = false
+
     func run() throws {
         let started = ContinuousClock.now
+        let byPath = self.byPath
         do {
-            _ = try runBlocking { try await withWorkerPool(running: "math") { pool in try await pool.call(square, 2) } }
+            _ = try runBlocking {
+                let template = byPath
+                    ? try await ForkTemplate.spawn(executable: try ForkTemplate.executable(named: "forkkit-test-command"), arguments: ["forgetful", "--by-path"])
+                    : try await ForkTemplate.shared
+                return try await withWorkerPool(template: template, running: "math") { pool in try await pool.call(square, 2) }
+            }
             print("unexpected: the pool worked")
         } catch {
             let elapsed = ContinuousClock.now - started

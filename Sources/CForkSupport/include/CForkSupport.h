@@ -54,6 +54,9 @@ enum {
 /// dies, from before `main` until it is bootstrapped.
 int forkkit_started_as(void);
 
+/// Whether ForkTemplate.bootstrap has run in this process (its copies would serve).
+int forkkit_was_bootstrapped(void);
+
 /// Records that ForkTemplate.bootstrap has run, and lifts the parent-death signal set at start-up
 /// (it follows the owner's *thread*, so a long-lived template must not keep it; once serving, the
 /// template exits when its socket closes).
