@@ -67,25 +67,30 @@ public final class ForkTemplate: Sendable {
         refuseIfBootstrapWasForgotten(toStart: "a template")
         let path = try executable ?? ownExecutableAsTemplate()
         let (ours, theirs) = try socketPair()
-        var spawnedPid: pid_t = 0
         // This program's own arguments, so that a command-line parser that runs before bootstrap
         // (a ParsableCommand's run()) accepts them again.
         let ownArguments = executable == nil ? Array(CommandLine.arguments.dropFirst()) : []
         let argv = [path] + (arguments ?? ownArguments)
         let environment = templateEnvironment() + ["\(FORKKIT_TEMPLATE_VARIABLE)=\(getpid())"]
-        var result: Int32 = 0
-        for _ in 0..<50 {
-            result = withCStrings(argv) { argv in
-                withCStrings(environment) { envp in
-                    forkkit_spawn_template(path, argv, envp, theirs, &spawnedPid)
+        // Spawned from the I/O thread, which lives as long as this process: until bootstrap, the
+        // template's parent-death signal follows the thread that spawned it, and a thread of
+        // Swift's pool may retire while the template is still starting.
+        let (result, pid) = try await withTaskExecutorPreference(DescriptorMonitor.shared) {
+            var result: Int32 = 0
+            var spawnedPid: pid_t = 0
+            for _ in 0..<50 {
+                result = withCStrings(argv) { argv in
+                    withCStrings(environment) { envp in
+                        forkkit_spawn_template(path, argv, envp, theirs, &spawnedPid)
+                    }
                 }
+                // "Text file busy": a concurrent fork elsewhere in this process briefly holds the freshly
+                // written executable open for writing. It passes within milliseconds.
+                guard result == ETXTBSY else { break }
+                try await Task.sleep(for: .milliseconds(10))
             }
-            // "Text file busy": a concurrent fork elsewhere in this process briefly holds the freshly
-            // written executable open for writing. It passes within milliseconds.
-            guard result == ETXTBSY else { break }
-            try await Task.sleep(for: .milliseconds(10))
+            return (result, spawnedPid)
         }
-        let pid = spawnedPid
         close(theirs)
         guard result == 0 else {
             close(ours)
