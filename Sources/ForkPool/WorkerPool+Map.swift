@@ -236,6 +236,11 @@ extension WorkerPool {
             // item runs again on its own, so that only an item that is itself too slow fails.
             configuration.logger?.notice("running the \(chunk.count) items of a chunk again one by one: \(error)")
             return .overran(start: start, inputs: chunk)
+        } catch let error as RPCError where error.kind == .messageTooLarge && chunk.count > 1 {
+            // The chunk's request or response as a whole is over the size limit, though its items
+            // may each fit: they run one by one, and only an item too large by itself fails.
+            configuration.logger?.notice("running the \(chunk.count) items of a chunk again one by one: \(error)")
+            return .overran(start: start, inputs: chunk)
         } catch {
             return .failed(error)
         }

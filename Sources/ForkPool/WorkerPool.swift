@@ -320,6 +320,11 @@ public final class WorkerPool: Sendable {
         // waiting for a grace period it cannot use): refuse it, saying which setting to change.
         let announced = await client.announcedBackend(within: .seconds(10))
         let expected = configuration.backend == .synchronous ? "synchronous" : "asynchronous"
+        if announced == nil {
+            configuration.logger?.warning(
+                "worker \(client.pid.map(String.init) ?? "?") running '\(workerFunction)' did not say which backend it runs within 10 s "
+                    + "(ForkKit's rpcWorker and asyncRPCWorker do at once); it is used as configured, .\(expected)")
+        }
         if let announced, announced != expected {
             client.terminate()
             throw WorkerPoolError.backendMismatch(function: workerFunction, announced: announced, configured: expected)

@@ -165,6 +165,7 @@ ForkTemplate.bootstrap([
     .rpcWorker("pool-worker") { server in
         server.register(RPCFunction<Int, Int>("square")) { $0 * $0 }
         server.register(RPCFunction<Int, Int32>("pid")) { _ in getpid() }
+        server.register(RPCFunction<Int, [UInt8]>("make-bytes")) { [UInt8](repeating: 7, count: $0) }
         server.register(RPCFunction<Int, Int>("sleep-ms")) { milliseconds in
             usleep(UInt32(milliseconds) * 1000)
             return milliseconds

@@ -349,4 +349,16 @@ struct WorkerPoolTests {
         #expect(await eventually(within: 2) { pids.allSatisfy(isReaped) }, "still there: \(pids.filter { !isReaped($0) })")
         #expect(fields["leaked"] == "[]", "descriptors left open: \(fields["leaked"] ?? text)")
     }
+
+    @Test("a map whose chunks are over the size limit, though each item fits, runs their items one by one")
+    func chunkOverLimitRunsItemByItem() async throws {
+        let pool = try await makePool { $0.maximumMessageSize = 64 << 10 }
+        // 100 results of 4 KiB: any chunk of more than about 15 is over 64 KiB.
+        let results = try await pool.map(RPCFunction<Int, [UInt8]>("make-bytes"), Array(repeating: 4096, count: 100), chunkSize: 50)
+        #expect(results.count == 100 && results.allSatisfy { $0.count == 4096 })
+        // One item alone over the limit still fails, naming it.
+        let error = await #expect(throws: RPCError.self) { _ = try await pool.call(RPCFunction<Int, [UInt8]>("make-bytes"), 100_000) }
+        #expect(error?.kind == .messageTooLarge)
+        await pool.shutdown()
+    }
 }
