@@ -321,9 +321,9 @@ public final class WorkerPool: Sendable {
         let announced = await client.announcedBackend(within: .seconds(10))
         let expected = configuration.backend == .synchronous ? "synchronous" : "asynchronous"
         if announced == nil {
+            let pid = client.pid.map(String.init) ?? "?"
             configuration.logger?.warning(
-                "worker \(client.pid.map(String.init) ?? "?") running '\(workerFunction)' did not say which backend it runs within 10 s "
-                    + "(ForkKit's rpcWorker and asyncRPCWorker do at once); it is used as configured, .\(expected)")
+                "worker \(pid) running '\(workerFunction)' did not say which backend it runs within 10 s (ForkKit's rpcWorker and asyncRPCWorker do at once); it is used as configured, .\(expected)")
         }
         if let announced, announced != expected {
             client.terminate()
