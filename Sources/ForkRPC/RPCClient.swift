@@ -672,6 +672,14 @@ public final class RPCClient: Sendable {
             while try reader.nextObject({ message in try dispatch(message) }) != nil {}
         } catch let error as RPCError {
             end(error)
+        } catch MessagePackError.messageTooLarge(let size, let limit) {
+            // Well-formed, only too large: an event or log record (a worker checks its results, not
+            // those), or a peer that was never told the limit.
+            end(RPCError(
+                .protocolViolation,
+                "sent a message of at least \(size) bytes, over the maximumMessageSize of \(limit) bytes (an event or log record "
+                    + "that large, or a peer that was not told the limit); the connection was closed. Raise the limit, or send less at once",
+                pid: pid))
         } catch {
             end(RPCError(.protocolViolation, "sent bytes that are not MessagePack-RPC (\(error)); the connection was closed", pid: pid))
         }

@@ -339,7 +339,7 @@ struct RPCEdgeTests {
             _ = try await worker.call(RPCFunction<Int, [UInt8]>("make-bytes"), 5000)
         }
         #expect(error.kind == .protocolViolation)
-        #expect(error.message.contains("limit of 1000 bytes"))
+        #expect(error.message.contains("over the maximumMessageSize of 1000 bytes"))
         // SIGKILL: a child Foundation started from a concurrency thread may have SIGTERM blocked.
         kill(process.processIdentifier, SIGKILL)
         process.waitUntilExit()
