@@ -6,13 +6,16 @@ import ForkRPC
 import Foundation
 import Synchronization
 
-/// `forkkit-bench soak`: minutes of mixed calls on a pool that recycles its workers every 1,000
-/// calls while a worker is SIGKILLed every second. Every call must come back right (retries are
-/// on), and the owner must not grow: resident memory and open descriptors at the start and the end.
+/// `forkkit-bench soak`: minutes of mixed traffic through one pool that recycles its workers every
+/// 1,000 calls while a worker is SIGKILLed every second. Every call must come back right (retries
+/// are on), and the owner must not grow: resident memory and open descriptors are read throughout.
+///
+/// The mix is what a program sends a pool: small calls (x*x, primes), 256 KiB and 1 MiB echoes,
+/// events, maps of x*x and of 256 KiB echoes, and streaming maps (`results(of:)`) in both orders.
 struct SoakTest: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "soak",
-        abstract: "Mixed calls for minutes under recycling and a worker killed every second; calls lost, memory and descriptors."
+        abstract: "Mixed calls, maps and streams for minutes under recycling and a worker killed every second; calls lost, memory and descriptors."
     )
 
     @OptionGroup var options: BenchmarkOptions
@@ -22,6 +25,9 @@ struct SoakTest: AsyncParsableCommand {
 
     static let echo = RPCFunction<[UInt8], [UInt8]>("soak-echo")
     static let countDown = RPCFunction<Int, Int>("soak-count-down")
+
+    /// Concurrent callers; each goes round every kind of traffic in turn.
+    static let lanes = 8
 
     func run() async throws {
         var run = try BenchmarkRun("soak", options: options)
@@ -37,18 +43,32 @@ struct SoakTest: AsyncParsableCommand {
         let events = Task { var count = 0; for await _ in pool.events { count += 1 }; return count }
 
         let counts = Counts()
-        let payload = [UInt8](repeating: 0xa5, count: 1 << 20)
-        let deadline = ContinuousClock.now + duration
-        // The first reading is taken once the mix has run a while (a tenth of the run, at most
-        // 30 s): buffers for 1 MiB messages and the allocator's per-thread arenas have grown by then,
-        // and what is measured is growth after that.
-        let warmUp = min(duration / 10, .seconds(30))
-        let firstReading = Task {
-            try? await Task.sleep(for: warmUp)
-            return Self.reading()
-        }
-        run.log.say("soak: \(duration) of mixed calls, recycling every 1,000 calls, a worker killed every second")
+        let payloads = Payloads()
+        let started = ContinuousClock.now
+        let deadline = started + duration
+        let schedule = Schedule(duration: duration)
+        run.log.say("soak: \(duration) of mixed calls, maps and streams, recycling every 1,000 calls, a worker killed every second")
 
+        // Memory is read all along (every second in a long run), so that a reading is the median
+        // of a window rather than one instant: a few 1 MiB messages in flight move RSS by MBs.
+        let sampler = Task { [log = run.log] in
+            var samples: [(at: Duration, memory: OwnerMemory)] = []
+            var nextReport = schedule.reportInterval
+            while ContinuousClock.now < deadline {
+                try? await Task.sleep(for: schedule.sampleInterval)
+                let at = ContinuousClock.now - started
+                let memory = OwnerMemory.read()
+                samples.append((at, memory))
+                if at >= nextReport {
+                    nextReport += schedule.reportInterval
+                    log.say(String(
+                        format: "%5.0f s: RSS %.1f MB, heap in use %.1f MB, free in malloc %.1f MB (%d arenas), %d descriptors; %d calls served",
+                        at.seconds, memory.residentMegabytes, memory.heapInUseMegabytes ?? .nan, memory.heapFreeMegabytes ?? .nan,
+                        memory.arenas ?? 0, memory.descriptors, counts.served.load(ordering: .relaxed)))
+                }
+            }
+            return samples
+        }
         let killer = Task {
             var kills = 0
             while ContinuousClock.now < deadline {
@@ -61,30 +81,38 @@ struct SoakTest: AsyncParsableCommand {
             return kills
         }
         await withTaskGroup(of: Void.self) { group in
-            for lane in 0..<8 {
+            for lane in 0..<Self.lanes {
                 group.addTask {
+                    // A step of one more than the lanes: each lane goes round every kind in turn,
+                    // and at any moment the lanes are at different kinds.
                     var index = lane
                     while ContinuousClock.now < deadline {
                         do {
-                            let right = try await Self.mixedCall(pool, index, payload)
+                            let right = try await Self.mixedCall(pool, index, payloads)
                             if right { counts.served.add(1, ordering: .relaxed) } else { counts.wrong.add(1, ordering: .relaxed) }
                         } catch {
                             counts.lost.add(1, ordering: .relaxed)
                         }
-                        index += 8
+                        index += Self.lanes + 1
                     }
                 }
             }
         }
         let kills = await killer.value
-        let start = await firstReading.value
+        let samples = await sampler.value
         let statistics = pool.statistics
         await pool.shutdown()
         let eventCount = await events.value
         // Connections of the last workers killed close when their exit is known (up to a second).
         try await Task.sleep(for: .seconds(2))
-        let end = Self.reading()
+        let end = OwnerMemory.read()
+        // What malloc holds free and gives back: the part of RSS that is fragmentation, not use.
+        OwnerMemory.trim()
+        let trimmed = OwnerMemory.read()
 
+        let start = schedule.reading(of: samples, endingAt: schedule.warmUp)
+        let minuteTwo = schedule.reading(of: samples, endingAt: schedule.secondReading)
+        let endOfCalls = schedule.reading(of: samples, endingAt: duration)
         run.report.record("calls_served", Double(counts.served.load(ordering: .relaxed)))
         run.report.record("calls_wrong", Double(counts.wrong.load(ordering: .relaxed)))
         run.report.record("calls_lost", Double(counts.lost.load(ordering: .relaxed)))
@@ -93,15 +121,28 @@ struct SoakTest: AsyncParsableCommand {
         run.report.record("workers_lost", Double(statistics.counters.workersLost))
         run.report.record("workers_recycled", Double(statistics.counters.workersRecycled))
         run.report.record("retries", Double(statistics.counters.retries))
-        run.report.record("owner_rss_start_mb", start.residentMegabytes)
+        run.report.record("owner_rss_start_mb", start.resident)
+        run.report.record("owner_rss_minute_2_mb", minuteTwo.resident)
+        run.report.record("owner_rss_end_of_calls_mb", endOfCalls.resident)
         run.report.record("owner_rss_end_mb", end.residentMegabytes)
+        run.report.record("owner_rss_end_after_malloc_trim_mb", trimmed.residentMegabytes)
+        if let heap = minuteTwo.heapInUse { run.report.record("owner_heap_in_use_minute_2_mb", heap) }
+        if let heap = endOfCalls.heapInUse { run.report.record("owner_heap_in_use_end_of_calls_mb", heap) }
+        if let heap = end.heapInUseMegabytes { run.report.record("owner_heap_in_use_end_mb", heap) }
         run.report.record("owner_descriptors_start", Double(start.descriptors))
         run.report.record("owner_descriptors_end", Double(end.descriptors))
         run.report.target("calls_lost", "calls_lost", atMost: 0, "calls that failed although retries were on")
         run.report.target("calls_wrong", "calls_wrong", atMost: 0, "calls whose result was not the right one")
-        run.report.target("rss_growth", "owner_rss_end_mb", over: "owner_rss_start_mb", atMost: 1.1, "the owner's resident memory, end over start")
+        run.report.target("rss_growth", "owner_rss_end_mb", over: "owner_rss_start_mb", atMost: 1.1,
+                          "the owner's resident memory, after shutdown over after warm-up (\(schedule.warmUp))")
+        run.report.target("soak_rss_growth_after_minute_2", "owner_rss_end_of_calls_mb", over: "owner_rss_minute_2_mb", atMost: 1.1,
+                          "the owner's resident memory while the pool runs, at the end of the calls over at \(schedule.secondReading)"
+                            + " (medians of \(schedule.window) each)")
         run.report.target("descriptor_growth", "owner_descriptors_end", over: "owner_descriptors_start", atMost: 1.0,
                           "the owner's open descriptors, end over start")
+        if duration < .seconds(240) {
+            run.report.notes.append("a run shorter than 4 minutes takes its 'minute 2' reading half-way, at \(schedule.secondReading)")
+        }
         try run.finish(json: options.json)
     }
 
@@ -112,24 +153,65 @@ struct SoakTest: AsyncParsableCommand {
         let lost = Atomic<Int>(0)
     }
 
-    /// One call of the mix, chosen by `index`: tiny, CPU-bound, 1 MiB echoed, or events. True when
-    /// the result is right.
-    static func mixedCall(_ pool: WorkerPool, _ index: Int, _ payload: [UInt8]) async throws -> Bool {
-        switch index % 4 {
+    /// The echoed payloads, made once.
+    struct Payloads: Sendable {
+        let large = [UInt8](repeating: 0xa5, count: 1 << 20)
+        let medium = (0..<(256 << 10)).map { UInt8(truncatingIfNeeded: $0 &* 31) }
+    }
+
+    /// When memory is read, and which samples make each reading.
+    struct Schedule: Sendable {
+        let duration: Duration
+        /// Every second in a run of 100 s or more; a hundred samples in a shorter one.
+        var sampleInterval: Duration { min(.seconds(1), duration / 100) }
+        /// Ten samples.
+        var window: Duration { sampleInterval * 10 }
+        /// How often progress shows the memory: every 15 s, or twenty times in a short run.
+        var reportInterval: Duration { min(.seconds(15), duration / 20) }
+        /// The first reading, once the mix has run a while (a tenth of the run, at most 30 s): buffers
+        /// for 1 MiB messages and the allocator's per-thread arenas have grown by then.
+        var warmUp: Duration { min(duration / 10, .seconds(30)) }
+        /// Minute 2 (the reference point), or half-way through a run shorter than 4 minutes.
+        var secondReading: Duration { min(.seconds(120), duration / 2) }
+
+        /// The medians of the samples in the window that ends at `end` (the last sample, if none is).
+        func reading(of samples: [(at: Duration, memory: OwnerMemory)], endingAt end: Duration)
+            -> (resident: Double, heapInUse: Double?, descriptors: Int) {
+            var chosen = samples.filter { $0.at <= end && $0.at > end - window }.map(\.memory)
+            if chosen.isEmpty { chosen = samples.suffix(1).map(\.memory) }
+            if chosen.isEmpty { chosen = [OwnerMemory.read()] }
+            let heap = chosen.compactMap(\.heapInUseMegabytes)
+            return (median(chosen.map(\.residentMegabytes)), heap.isEmpty ? nil : median(heap),
+                    Int(median(chosen.map { Double($0.descriptors) })))
+        }
+    }
+
+    /// One item of the mix, chosen by `index`: tiny, CPU-bound, 1 MiB echoed, events, 256 KiB
+    /// echoed, a map of x*x, a streaming map of x*x (in input or completion order), a map of 256 KiB
+    /// echoes. True when every result is right.
+    static func mixedCall(_ pool: WorkerPool, _ index: Int, _ payloads: Payloads) async throws -> Bool {
+        switch index % 8 {
         case 0: return try await pool.call(PoolBenchmark.square, index) == index * index
         case 1:
             let range = PrimeRange(lower: 1_000_000 + index % 1000 * 1000, upper: 1_001_000 + index % 1000 * 1000)
             return try await pool.call(PrimeCounting.countPrimes, range) == PrimeCounting.count(in: range)
-        case 2: return try await pool.call(echo, payload) == payload
-        default: return try await pool.call(countDown, 20) == 20
+        case 2: return try await pool.call(echo, payloads.large) == payloads.large
+        case 3: return try await pool.call(countDown, 20) == 20
+        case 4: return try await pool.call(echo, payloads.medium) == payloads.medium
+        case 5:
+            let inputs = index..<(index + 1_000)
+            return try await pool.map(PoolBenchmark.square, inputs).elementsEqual(inputs.lazy.map { $0 * $0 })
+        case 6:
+            let inputs = index..<(index + 1_000)
+            var seen = Set<Int>()
+            for try await result in pool.results(of: PoolBenchmark.square, inputs, order: index % 16 < 8 ? .input : .completion) {
+                guard result.output == inputs[inputs.startIndex + result.index] * inputs[inputs.startIndex + result.index] else { return false }
+                seen.insert(result.index)
+            }
+            return seen.count == inputs.count
+        default:
+            let outputs = try await pool.map(echo, repeatElement(payloads.medium, count: 4))
+            return outputs.count == 4 && outputs.allSatisfy { $0 == payloads.medium }
         }
-    }
-
-    /// The owner's resident memory and open descriptors.
-    static func reading() -> (residentMegabytes: Double, descriptors: Int) {
-        let statm = (try? String(contentsOfFile: "/proc/self/statm", encoding: .utf8)) ?? ""
-        let pages = statm.split(separator: " ").dropFirst().first.flatMap { Double($0) } ?? 0
-        let descriptors = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd").count) ?? 0
-        return (pages * Double(sysconf(Int32(_SC_PAGESIZE))) / 1_048_576, descriptors)
     }
 }
