@@ -156,9 +156,11 @@ public final class RPCClient: Sendable {
         (events, eventSink) = AsyncStream.makeStream(of: RPCEvent.self)
         // Weak: a client dropped without close() must still close its end, so that the worker exits.
         DescriptorMonitor.shared.watch(self.input) { [weak self] in self?.readable() }
+        Self.alive.add(1, ordering: .relaxed)
     }
 
     deinit {
+        Self.alive.subtract(1, ordering: .relaxed)
         DescriptorMonitor.shared.unwatch(input)
         eventSink.finish()
         Glibc.close(input)
@@ -182,6 +184,13 @@ public final class RPCClient: Sendable {
         client.send(.limits(maximumMessageSize: maximumMessageSize))
         return client
     }
+
+    private static let alive = Atomic<Int>(0)
+
+    /// Clients that exist now in this process. A client holds its worker's call table, buffers and
+    /// process handle; tests and the soak benchmark check that the clients of workers that came and
+    /// went are gone.
+    package static var liveCount: Int { alive.load(ordering: .relaxed) }
 
     /// The backend the worker announced when it began to serve (`"synchronous"` or
     /// `"asynchronous"`; ForkKit's workers announce it), or nil until it has.
