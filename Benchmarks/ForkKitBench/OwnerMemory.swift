@@ -1,3 +1,5 @@
+import ForkKit
+import ForkRPC
 import Foundation
 
 #if canImport(Glibc)
@@ -7,7 +9,8 @@ import Glibc
 /// The owner's memory as the kernel and as glibc's allocator see it, so that growth can be told
 /// apart: a heap in use that grows is something kept (a leak, a table never pruned); resident memory
 /// that grows while the heap in use stays flat is the allocator keeping freed memory (fragmentation
-/// of its arenas), which `malloc_trim` gives back.
+/// of its arenas), which `malloc_trim` gives back. With it, what ForkKit holds per worker, which must
+/// not grow with the workers that came and went.
 struct OwnerMemory: Sendable {
     /// Resident set size (`/proc/self/statm`), in MB.
     var residentMegabytes: Double
@@ -20,6 +23,12 @@ struct OwnerMemory: Sendable {
     var arenas: Int?
     /// Open descriptors.
     var descriptors: Int
+    /// `RPCClient`s alive (each holds a worker's call table, buffers and process handle).
+    var rpcClients = RPCClient.liveCount
+    /// Children whose exit status is kept (ForkKit's book of children).
+    var childrenTracked = ForkTemplate.trackedChildCount
+    /// Descriptors the I/O thread watches (connections to templates and workers).
+    var descriptorsWatched = DescriptorMonitor.shared.watchedCount
 
     /// A reading now.
     static func read() -> OwnerMemory {

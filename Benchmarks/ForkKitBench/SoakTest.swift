@@ -23,6 +23,9 @@ struct SoakTest: AsyncParsableCommand {
     @Option(help: "How long to run, in minutes (the issue's soak is 10).")
     var minutes = 10.0
 
+    @Option(help: "A CSV file that receives every sample (seconds, RSS, heap in use and free in MB, arenas, descriptors, RPC clients, children tracked, descriptors watched).")
+    var memoryLog: String?
+
     static let echo = RPCFunction<[UInt8], [UInt8]>("soak-echo")
     static let countDown = RPCFunction<Int, Int>("soak-count-down")
 
@@ -62,9 +65,11 @@ struct SoakTest: AsyncParsableCommand {
                 if at >= nextReport {
                     nextReport += schedule.reportInterval
                     log.say(String(
-                        format: "%5.0f s: RSS %.1f MB, heap in use %.1f MB, free in malloc %.1f MB (%d arenas), %d descriptors; %d calls served",
+                        format: "%5.0f s: RSS %.1f MB, heap in use %.1f MB, free in malloc %.1f MB (%d arenas), %d descriptors, "
+                            + "%d RPC clients, %d children tracked, %d watched; %d calls served",
                         at.seconds, memory.residentMegabytes, memory.heapInUseMegabytes ?? .nan, memory.heapFreeMegabytes ?? .nan,
-                        memory.arenas ?? 0, memory.descriptors, counts.served.load(ordering: .relaxed)))
+                        memory.arenas ?? 0, memory.descriptors, memory.rpcClients, memory.childrenTracked, memory.descriptorsWatched,
+                        counts.served.load(ordering: .relaxed)))
                 }
             }
             return samples
@@ -110,6 +115,16 @@ struct SoakTest: AsyncParsableCommand {
         OwnerMemory.trim()
         let trimmed = OwnerMemory.read()
 
+        if let memoryLog {
+            let lines = samples.map { sample in
+                let memory = sample.memory
+                return String(format: "%.1f,%.2f,%.2f,%.2f,%d,%d,%d,%d,%d", sample.at.seconds, memory.residentMegabytes, memory.heapInUseMegabytes ?? .nan,
+                              memory.heapFreeMegabytes ?? .nan, memory.arenas ?? 0, memory.descriptors, memory.rpcClients,
+                              memory.childrenTracked, memory.descriptorsWatched)
+            }
+            try (["seconds,rss_mb,heap_in_use_mb,heap_free_mb,arenas,descriptors,rpc_clients,children_tracked,descriptors_watched"] + lines).joined(separator: "\n")
+                .appending("\n").write(toFile: memoryLog, atomically: true, encoding: .utf8)
+        }
         let start = schedule.reading(of: samples, endingAt: schedule.warmUp)
         let minuteTwo = schedule.reading(of: samples, endingAt: schedule.secondReading)
         let endOfCalls = schedule.reading(of: samples, endingAt: duration)
@@ -129,6 +144,11 @@ struct SoakTest: AsyncParsableCommand {
         if let heap = minuteTwo.heapInUse { run.report.record("owner_heap_in_use_minute_2_mb", heap) }
         if let heap = endOfCalls.heapInUse { run.report.record("owner_heap_in_use_end_of_calls_mb", heap) }
         if let heap = end.heapInUseMegabytes { run.report.record("owner_heap_in_use_end_mb", heap) }
+        // ForkKit's per-worker tables: after shutdown, nothing of the thousands of workers is left
+        // (the template's connection stays watched).
+        run.report.record("owner_rpc_clients_end", Double(end.rpcClients))
+        run.report.record("owner_children_tracked_end", Double(end.childrenTracked))
+        run.report.record("owner_descriptors_watched_end", Double(end.descriptorsWatched))
         run.report.record("owner_descriptors_start", Double(start.descriptors))
         run.report.record("owner_descriptors_end", Double(end.descriptors))
         run.report.target("calls_lost", "calls_lost", atMost: 0, "calls that failed although retries were on")
@@ -164,8 +184,10 @@ struct SoakTest: AsyncParsableCommand {
         let duration: Duration
         /// Every second in a run of 100 s or more; a hundred samples in a shorter one.
         var sampleInterval: Duration { min(.seconds(1), duration / 100) }
-        /// Ten samples.
-        var window: Duration { sampleInterval * 10 }
+        /// The samples one reading is the median of: the last 30 s (a twentieth of a short run).
+        /// RSS swings by 5 MB within seconds here (1 MiB messages in flight, freed memory malloc
+        /// keeps for a while); over 30 s the median is steady.
+        var window: Duration { min(.seconds(30), duration / 20) }
         /// How often progress shows the memory: every 15 s, or twenty times in a short run.
         var reportInterval: Duration { min(.seconds(15), duration / 20) }
         /// The first reading, once the mix has run a while (a tenth of the run, at most 30 s): buffers
