@@ -7,11 +7,12 @@ import Foundation
 import Synchronization
 
 /// `forkkit-bench soak`: minutes of mixed traffic through one pool that recycles its workers every
-/// 1,000 calls while a worker is SIGKILLed every second. Every call must come back right (retries
+/// 1,000 calls while a worker is SIGKILLed every second (`--kill-every`). Every call must come back right (retries
 /// are on), and the owner must not grow: resident memory and open descriptors are read throughout.
 ///
 /// The mix is what a program sends a pool: small calls (x*x, primes), 256 KiB and 1 MiB echoes,
-/// events, maps of x*x and of 256 KiB echoes, and streaming maps (`results(of:)`) in both orders.
+/// events, maps of x*x and of 256 KiB echoes, and streaming maps (`results(of:)`) in both orders;
+/// `--only` narrows it (issue 12's report: `--only square echo-256k map stream --kill-every 0`).
 struct SoakTest: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "soak",
@@ -22,6 +23,12 @@ struct SoakTest: AsyncParsableCommand {
 
     @Option(help: "How long to run, in minutes (the issue's soak is 10).")
     var minutes = 10.0
+
+    @Option(help: "Seconds between SIGKILLs of a random worker; 0: none.")
+    var killEvery = 1.0
+
+    @Option(parsing: .upToNextOption, help: "Only these kinds of traffic (default: all of them, in turn).")
+    var only: [Traffic] = []
 
     @Option(help: "A CSV file that receives every sample (seconds, RSS, heap in use and free in MB, arenas, descriptors, RPC clients, children tracked, descriptors watched).")
     var memoryLog: String?
@@ -50,7 +57,9 @@ struct SoakTest: AsyncParsableCommand {
         let started = ContinuousClock.now
         let deadline = started + duration
         let schedule = Schedule(duration: duration)
-        run.log.say("soak: \(duration) of mixed calls, maps and streams, recycling every 1,000 calls, a worker killed every second")
+        let kinds = only.isEmpty ? Traffic.allCases : only
+        run.log.say("soak: \(duration) of \(kinds.map(\.rawValue).joined(separator: ", ")), recycling every 1,000 calls, "
+                    + (killEvery > 0 ? "a worker killed every \(killEvery) s" : "no worker killed"))
 
         // Memory is read all along (every second in a long run), so that a reading is the median
         // of a window rather than one instant: a few 1 MiB messages in flight move RSS by MBs.
@@ -74,10 +83,10 @@ struct SoakTest: AsyncParsableCommand {
             }
             return samples
         }
-        let killer = Task {
+        let killer = Task { [killEvery] in
             var kills = 0
-            while ContinuousClock.now < deadline {
-                try? await Task.sleep(for: .seconds(1))
+            while killEvery > 0, ContinuousClock.now < deadline {
+                try? await Task.sleep(for: .seconds(killEvery))
                 if let victim = pool.statistics.workers.randomElement()?.pid {
                     kill(victim, SIGKILL)
                     kills += 1
@@ -88,17 +97,18 @@ struct SoakTest: AsyncParsableCommand {
         await withTaskGroup(of: Void.self) { group in
             for lane in 0..<Self.lanes {
                 group.addTask {
-                    // A step of one more than the lanes: each lane goes round every kind in turn,
-                    // and at any moment the lanes are at different kinds.
-                    var index = lane
+                    // Each lane goes round every kind in turn, and at any moment the lanes are at
+                    // different kinds.
+                    var round = 0
                     while ContinuousClock.now < deadline {
+                        let kind = kinds[(lane + round) % kinds.count]
                         do {
-                            let right = try await Self.mixedCall(pool, index, payloads)
+                            let right = try await Self.call(kind, pool, value: lane + round * Self.lanes, payloads)
                             if right { counts.served.add(1, ordering: .relaxed) } else { counts.wrong.add(1, ordering: .relaxed) }
                         } catch {
                             counts.lost.add(1, ordering: .relaxed)
                         }
-                        index += Self.lanes + 1
+                        round += 1
                     }
                 }
             }
@@ -208,30 +218,50 @@ struct SoakTest: AsyncParsableCommand {
         }
     }
 
-    /// One item of the mix, chosen by `index`: tiny, CPU-bound, 1 MiB echoed, events, 256 KiB
-    /// echoed, a map of x*x, a streaming map of x*x (in input or completion order), a map of 256 KiB
-    /// echoes. True when every result is right.
-    static func mixedCall(_ pool: WorkerPool, _ index: Int, _ payloads: Payloads) async throws -> Bool {
-        switch index % 8 {
-        case 0: return try await pool.call(PoolBenchmark.square, index) == index * index
-        case 1:
-            let range = PrimeRange(lower: 1_000_000 + index % 1000 * 1000, upper: 1_001_000 + index % 1000 * 1000)
+    /// The kinds of traffic in the mix.
+    enum Traffic: String, CaseIterable, ExpressibleByArgument, Sendable {
+        /// One call of x*x.
+        case square
+        /// One CPU-bound call: the primes in a range of 1,000 numbers.
+        case primes
+        /// One call that echoes 1 MiB.
+        case echo1MiB = "echo-1m"
+        /// One call that emits 20 events.
+        case events
+        /// One call that echoes 256 KiB.
+        case echo256KiB = "echo-256k"
+        /// A map of x*x over 1,000 numbers.
+        case map
+        /// A streaming map (`results(of:)`) of x*x over 1,000 numbers, in input or completion order.
+        case stream
+        /// A map of four 256 KiB echoes.
+        case mapOfEchoes = "map-echo-256k"
+    }
+
+    /// One item of the mix, of `kind`, with `value` as its input (or the first of its inputs).
+    /// True when every result is right.
+    static func call(_ kind: Traffic, _ pool: WorkerPool, value: Int, _ payloads: Payloads) async throws -> Bool {
+        switch kind {
+        case .square: return try await pool.call(PoolBenchmark.square, value) == value * value
+        case .primes:
+            let range = PrimeRange(lower: 1_000_000 + value % 1000 * 1000, upper: 1_001_000 + value % 1000 * 1000)
             return try await pool.call(PrimeCounting.countPrimes, range) == PrimeCounting.count(in: range)
-        case 2: return try await pool.call(echo, payloads.large) == payloads.large
-        case 3: return try await pool.call(countDown, 20) == 20
-        case 4: return try await pool.call(echo, payloads.medium) == payloads.medium
-        case 5:
-            let inputs = index..<(index + 1_000)
+        case .echo1MiB: return try await pool.call(echo, payloads.large) == payloads.large
+        case .events: return try await pool.call(countDown, 20) == 20
+        case .echo256KiB: return try await pool.call(echo, payloads.medium) == payloads.medium
+        case .map:
+            let inputs = value..<(value + 1_000)
             return try await pool.map(PoolBenchmark.square, inputs).elementsEqual(inputs.lazy.map { $0 * $0 })
-        case 6:
-            let inputs = index..<(index + 1_000)
+        case .stream:
+            let inputs = value..<(value + 1_000)
             var seen = Set<Int>()
-            for try await result in pool.results(of: PoolBenchmark.square, inputs, order: index % 16 < 8 ? .input : .completion) {
-                guard result.output == inputs[inputs.startIndex + result.index] * inputs[inputs.startIndex + result.index] else { return false }
+            for try await result in pool.results(of: PoolBenchmark.square, inputs, order: value % 16 < 8 ? .input : .completion) {
+                let input = inputs.lowerBound + result.index
+                guard result.output == input * input else { return false }
                 seen.insert(result.index)
             }
             return seen.count == inputs.count
-        default:
+        case .mapOfEchoes:
             let outputs = try await pool.map(echo, repeatElement(payloads.medium, count: 4))
             return outputs.count == 4 && outputs.allSatisfy { $0 == payloads.medium }
         }
