@@ -151,9 +151,14 @@ struct SoakTest: AsyncParsableCommand {
         run.report.record("owner_rss_end_of_calls_mb", endOfCalls.resident)
         run.report.record("owner_rss_end_mb", end.residentMegabytes)
         run.report.record("owner_rss_end_after_malloc_trim_mb", trimmed.residentMegabytes)
+        // What RSS is made of: the heap in use (a leak grows it) and what malloc keeps free in its
+        // arenas (fragmentation grows it); the rest (code, stacks) does not change.
         if let heap = minuteTwo.heapInUse { run.report.record("owner_heap_in_use_minute_2_mb", heap) }
         if let heap = endOfCalls.heapInUse { run.report.record("owner_heap_in_use_end_of_calls_mb", heap) }
         if let heap = end.heapInUseMegabytes { run.report.record("owner_heap_in_use_end_mb", heap) }
+        if let free = minuteTwo.heapFree { run.report.record("owner_malloc_free_minute_2_mb", free) }
+        if let free = endOfCalls.heapFree { run.report.record("owner_malloc_free_end_of_calls_mb", free) }
+        if let free = end.heapFreeMegabytes { run.report.record("owner_malloc_free_end_mb", free) }
         // ForkKit's per-worker tables: after shutdown, nothing of the thousands of workers is left
         // (the template's connection stays watched).
         run.report.record("owner_rpc_clients_end", Double(end.rpcClients))
@@ -170,6 +175,14 @@ struct SoakTest: AsyncParsableCommand {
                             + " (medians of \(schedule.window) each)")
         run.report.target("descriptor_growth", "owner_descriptors_end", over: "owner_descriptors_start", atMost: 1.0,
                           "the owner's open descriptors, end over start")
+        if let heapBefore = minuteTwo.heapInUse, let heapAfter = endOfCalls.heapInUse,
+           let freeBefore = minuteTwo.heapFree, let freeAfter = endOfCalls.heapFree {
+            run.report.notes.append(String(
+                format: "from %@ to the end of the calls RSS changed by %+.1f MB: the heap in use by %+.1f MB, what malloc keeps free by %+.1f MB; "
+                    + "after shutdown malloc_trim(0) gave back %.1f MB of RSS",
+                "\(schedule.secondReading)", endOfCalls.resident - minuteTwo.resident, heapAfter - heapBefore, freeAfter - freeBefore,
+                end.residentMegabytes - trimmed.residentMegabytes))
+        }
         if duration < .seconds(240) {
             run.report.notes.append("a run shorter than 4 minutes takes its 'minute 2' reading half-way, at \(schedule.secondReading)")
         }
@@ -208,12 +221,12 @@ struct SoakTest: AsyncParsableCommand {
 
         /// The medians of the samples in the window that ends at `end` (the last sample, if none is).
         func reading(of samples: [(at: Duration, memory: OwnerMemory)], endingAt end: Duration)
-            -> (resident: Double, heapInUse: Double?, descriptors: Int) {
+            -> (resident: Double, heapInUse: Double?, heapFree: Double?, descriptors: Int) {
             var chosen = samples.filter { $0.at <= end && $0.at > end - window }.map(\.memory)
             if chosen.isEmpty { chosen = samples.suffix(1).map(\.memory) }
             if chosen.isEmpty { chosen = [OwnerMemory.read()] }
-            let heap = chosen.compactMap(\.heapInUseMegabytes)
-            return (median(chosen.map(\.residentMegabytes)), heap.isEmpty ? nil : median(heap),
+            let heap = chosen.compactMap(\.heapInUseMegabytes), free = chosen.compactMap(\.heapFreeMegabytes)
+            return (median(chosen.map(\.residentMegabytes)), heap.isEmpty ? nil : median(heap), free.isEmpty ? nil : median(free),
                     Int(median(chosen.map { Double($0.descriptors) })))
         }
     }
