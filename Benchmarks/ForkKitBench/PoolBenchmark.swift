@@ -4,13 +4,15 @@ import ForkKit
 import ForkPool
 import ForkRPC
 import Foundation
+import Synchronization
 
 /// `forkkit-bench pool`: maps over a ForkPool against Python's `multiprocessing.Pool` and against
-/// threads, and what the pool's scheduler adds to one call.
+/// threads, a small map of slow items on a fresh default pool against one thread, and what the
+/// pool's scheduler adds to one call.
 struct PoolBenchmark: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "pool",
-        abstract: "Map throughput on a pool of 2 workers, processes against threads on CPU-bound work, pool overhead per call."
+        abstract: "Map throughput on a pool of 2 workers, processes against threads on CPU-bound work, a small map on a fresh default pool, pool overhead per call."
     )
 
     @OptionGroup var options: BenchmarkOptions
@@ -27,6 +29,9 @@ struct PoolBenchmark: AsyncParsableCommand {
 
         let pool = try await Self.pool(local: workers)
         let direct = try await RPCClient.start(try await ForkTemplate.shared, running: "pool-bench")
+        let smallMap = Self.smallMapItems()
+        log.say(String(format: "small map: %d items of %.1f ms each on one thread (ranges of %d numbers)",
+                       smallMap.count, 1000 * Self.oneThreadSeconds(smallMap.prefix(4)) / 4, smallMap[0].upper - smallMap[0].lower))
 
         var python: Peer?
         switch Peer.pythonPoolMap(in: scratch) {
@@ -36,7 +41,7 @@ struct PoolBenchmark: AsyncParsableCommand {
 
         var samples: [String: [Double]] = [:]
         for round in 1...rounds {
-            log.say("round \(round)/\(rounds): map of x*x, primes on processes / threads / one thread, call overhead, Python")
+            log.say("round \(round)/\(rounds): map of x*x, primes on processes / threads / one thread, small map on a fresh pool, call overhead, Python")
             samples["forkkit_pool_map_square_items_per_s", default: []].append(try await Self.mapRate(pool, items: items))
             samples["forkkit_pool_results_stream_square_items_per_s", default: []].append(try await Self.streamRate(pool, items: items))
             samples["forkkit_pool_primes_ms", default: []].append(try await 1000 * Self.time {
@@ -46,6 +51,11 @@ struct PoolBenchmark: AsyncParsableCommand {
             samples["one_thread_primes_ms", default: []].append(try await 1000 * Self.time {
                 _ = ranges.reduce(0) { $0 + PrimeCounting.count(in: $1) }
             })
+            // A fresh default pool each round: its start-up is part of what a user waits for.
+            samples["forkkit_default_pool_small_map_ms", default: []].append(try await 1000 * Self.time {
+                _ = try await Self.smallMapOnDefaultPool(smallMap)
+            })
+            samples["one_thread_small_map_ms", default: []].append(1000 * Self.oneThreadSeconds(smallMap))
             samples["forkkit_pool_call_rtt_us", default: []].append(try await Self.latency(calls: calls) { try await pool.call(Self.square, $0) })
             samples["forkkit_client_call_rtt_us", default: []].append(try await Self.latency(calls: calls) { try await direct.call(Self.square, $0) })
             if let python {
@@ -62,6 +72,9 @@ struct PoolBenchmark: AsyncParsableCommand {
                           "CPU-bound map (primes, 100 uneven ranges): time on 2 worker processes over time on 2 threads")
         run.report.target("processes_speedup", "one_thread_primes_ms", over: "forkkit_pool_primes_ms", atLeast: 1.7,
                           "the same map: one thread's time over 2 worker processes' time")
+        run.report.target("small_map_default_pool_vs_one_thread", "one_thread_small_map_ms", over: "forkkit_default_pool_small_map_ms", atLeast: 1.8,
+                          "\(smallMap.count) items of ~20 ms: one thread's time over a fresh default pool's (maximumWorkers 2, nothing else set), "
+                            + "its start and shutdown included")
         run.report.target("pool_call_vs_client_call", "forkkit_pool_call_rtt_us", over: "forkkit_client_call_rtt_us", atMost: 1.2,
                           "one call at a time through the pool's scheduler vs straight to one worker")
         try run.finish(json: options.json)
@@ -84,6 +97,49 @@ struct PoolBenchmark: AsyncParsableCommand {
         }
         guard received == items else { throw PeerFailure(description: "the stream gave \(received) of \(items) results") }
         return Double(items) / seconds
+    }
+
+    /// Items in the small map (issue 9): few, and slow enough that each is worth a process.
+    static let smallMapCount = 40
+    /// Seconds of CPU work each item of the small map aims at.
+    static let smallMapItemSeconds = 0.020
+
+    /// The small map's items: ranges of primes to count, sized here so that each takes about
+    /// ``smallMapItemSeconds`` on one thread of this machine (timed from a sample, median of three).
+    static func smallMapItems() -> [PrimeRange] {
+        let base = 10_000_000, sample = 20_000
+        let perNumber = median((0..<3).map { _ in oneThreadSeconds([PrimeRange(lower: base, upper: base + sample)]) }) / Double(sample)
+        let width = max(1, Int(smallMapItemSeconds / perNumber))
+        return (0..<smallMapCount).map { PrimeRange(lower: base + $0 * width, upper: base + ($0 + 1) * width) }
+    }
+
+    /// `value`, through a function the optimizer does not look into.
+    @inline(never) @_optimize(none)
+    static func opaque<Value>(_ value: Value) -> Value { value }
+
+    /// Every prime counted on this thread: the work's result, kept.
+    static let primesCounted = Atomic<Int>(0)
+
+    /// Seconds the items take one after another on this thread.
+    static func oneThreadSeconds(_ items: some Sequence<PrimeRange>) -> Double {
+        // The work is pure: the optimizer may compute it once outside the timed part (for the
+        // constant ranges of a calibration it did), or drop it. So the items pass through a function
+        // it cannot see into after the clock is read, and the count is stored before it is read again.
+        let start = ContinuousClock.now
+        var total = 0
+        for item in opaque(items) { total += PrimeCounting.count(in: item) }
+        primesCounted.add(total, ordering: .relaxed)
+        return (ContinuousClock.now - start).seconds
+    }
+
+    /// The small map as a user writes it: a fresh pool of the default configuration but for
+    /// `maximumWorkers` (2), made, used and shut down.
+    static func smallMapOnDefaultPool(_ items: [PrimeRange]) async throws -> [Int] {
+        var configuration = WorkerPool.Configuration()
+        configuration.maximumWorkers = 2
+        return try await withWorkerPool(running: "pool-bench", configuration: configuration) { pool in
+            try await pool.map(PrimeCounting.countPrimes, items)
+        }
     }
 
     /// A started and warmed-up pool of the bench's "pool-bench" worker: `local` forked workers, and

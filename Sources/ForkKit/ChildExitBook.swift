@@ -74,6 +74,9 @@ enum ChildExitBook {
         _ = entries.withLock { $0.removeValue(forKey: pid) }
     }
 
+    /// Children filed now: those whose handle still exists (or whose fork is being answered).
+    static var count: Int { entries.withLock { $0.count } }
+
     private static func settle(_ change: (inout [Int32: Entry]) -> [Int32]) {
         let resumptions = entries.withLock { entries in
             change(&entries).map { pid in

@@ -72,6 +72,10 @@ public final class DescriptorMonitor: TaskExecutor, Sendable {
         forkkit_epoll_remove(epoll, descriptor)
     }
 
+    /// Descriptors watched now (for tests and the soak benchmark, which check that connections
+    /// that ended are no longer watched).
+    package var watchedCount: Int { handlers.withLock { $0.count } }
+
     /// Runs `job` on the monitor thread (the `TaskExecutor` requirement).
     public func enqueue(_ job: consuming ExecutorJob) {
         let job = UnownedJob(job)

@@ -351,6 +351,11 @@ public final class ForkTemplate: Sendable {
     /// ```
     public static var ioExecutor: any TaskExecutor { DescriptorMonitor.shared }
 
+    /// Children whose exit status this process keeps track of now: one for each ``RunningChild``
+    /// and forked ``ForkTemplate`` handle that exists. For tests and the soak benchmark, which
+    /// check that the book does not grow with every child that came and went.
+    package static var trackedChildCount: Int { ChildExitBook.count }
+
     static func socketPair() throws(ForkError) -> (Int32, Int32) {
         var pair: [Int32] = [-1, -1]
         guard socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0, &pair) == 0 else {

@@ -160,9 +160,11 @@ public final class RPCClient: Sendable {
         (events, eventSink) = AsyncStream.makeStream(of: RPCEvent.self)
         // Weak: a client dropped without close() must still close its end, so that the worker exits.
         DescriptorMonitor.shared.watch(self.input) { [weak self] in self?.readable() }
+        Self.alive.add(1, ordering: .relaxed)
     }
 
     deinit {
+        Self.alive.subtract(1, ordering: .relaxed)
         DescriptorMonitor.shared.unwatch(input)
         eventSink.finish()
         Glibc.close(input)
@@ -192,6 +194,13 @@ public final class RPCClient: Sendable {
         client.send(.limits(maximumMessageSize: maximumMessageSize))
         return client
     }
+
+    private static let alive = Atomic<Int>(0)
+
+    /// Clients that exist now in this process. A client holds its worker's call table, buffers and
+    /// process handle; tests and the soak benchmark check that the clients of workers that came and
+    /// went are gone.
+    package static var liveCount: Int { alive.load(ordering: .relaxed) }
 
     /// The backend the worker announces when it begins to serve (`"synchronous"` or
     /// `"asynchronous"`; ForkKit's workers do, first thing), or nil when it has not within `timeout`

@@ -421,6 +421,35 @@ case "pool-scope":
         leaked = descriptors().subtracting(before)
     }
     print("pids=\(pids.map(String.init).joined(separator: ",")) leaked=\(leaked.sorted())")
+case "pool-tables":
+    // For the bookkeeping test, in a process of its own so that no other test's workers come and
+    // go meanwhile: a pool that recycles its workers every 5 calls, with calls, a map, a streaming
+    // map and a worker killed; prints how many workers it started and what ForkKit held (RPC
+    // clients, children tracked, descriptors watched) before the pool and after it.
+    let template = try await ForkTemplate.spawn()
+    var configuration = WorkerPool.Configuration()
+    configuration.maximumWorkers = 2
+    configuration.maximumCallsPerWorker = 5
+    configuration.retries = 5
+    configuration.metricsPrefix = nil
+    let square = RPCFunction<Int, Int>("square")
+    func held() -> String { "\(RPCClient.liveCount),\(ForkTemplate.trackedChildCount),\(DescriptorMonitor.shared.watchedCount)" }
+    let before = held()
+    let started = try await withWorkerPool(template: template, running: "pool-worker", configuration: configuration) { pool in
+        for value in 0..<100 { _ = try await pool.call(square, value) }
+        _ = try await pool.map(square, 0..<300)
+        for try await _ in pool.results(of: square, 0..<300, order: .completion) {}
+        if let victim = pool.statistics.workers.first?.pid { kill(victim, SIGKILL) }
+        for value in 0..<50 { _ = try await pool.call(square, value) }
+        return pool.statistics.counters.workersStarted
+    }
+    // A killed worker's client lets go once its exit status is known (within a second).
+    var after = held()
+    for _ in 0..<300 where after != before {
+        try await Task.sleep(for: .milliseconds(10))
+        after = held()
+    }
+    print("workers=\(started) before=\(before) after=\(after)")
 case "pool-exec":
     // For the close-on-exec test, in a process of its own so that no other test's descriptors come
     // and go meanwhile: starts a pool, then a program by posix_spawn without closing anything (only

@@ -331,6 +331,22 @@ struct WorkerPoolTests {
         await pool.shutdown()
     }
 
+    @Test("workers that came and went (recycled, killed) leave nothing in the owner's tables: RPC clients, children tracked, descriptors watched")
+    func tablesDoNotGrow() async throws {
+        // Run in a process of its own (Tests/ForkKitTestWorker, "pool-tables"): the counts are the
+        // whole process's, and other suites start workers meanwhile.
+        let (owner, output) = try startWorkerProgram(["pool-tables"])
+        let text = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        owner.waitUntilExit()
+        #expect(owner.terminationStatus == 0)
+        let fields = Dictionary(uniqueKeysWithValues: text.split(whereSeparator: \.isWhitespace).map { field -> (String, String) in
+            let parts = field.split(separator: "=", maxSplits: 1)
+            return (String(parts[0]), parts.count > 1 ? String(parts[1]) : "")
+        })
+        #expect(Int(fields["workers"] ?? "") ?? 0 >= 20, "the owner printed \(text.debugDescription)")
+        #expect(fields["before"] != nil && fields["after"] == fields["before"], "the owner printed \(text.debugDescription)")
+    }
+
     @Test("withWorkerPool leaves no worker, zombie or descriptor behind, whether the body returns or throws")
     func scopedLifetime() async throws {
         // Run in a process of its own (Tests/ForkKitTestWorker, "pool-scope"): other suites open
