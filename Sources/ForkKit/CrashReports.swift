@@ -42,12 +42,17 @@ package enum CrashReports {
         guard let tmp = opendir("/tmp") else { return }
         defer { closedir(tmp) }
         while let entry = readdir(tmp) {
-            let name = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+            let name = fileName(of: entry)
             let parts = name.split(separator: "-")
             guard name.hasPrefix("forkkit-crashes-"), parts.count == 4, let owner = Int32(parts[2]),
                 kill(owner, 0) != 0, errno == ESRCH else { continue }
             forkkit_remove_directory_now("/tmp/\(name)")
         }
+    }
+
+    /// The name in a directory entry that `readdir` returned.
+    private static func fileName(of entry: UnsafeMutablePointer<dirent>) -> String {
+        withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
     }
 
     /// The gist of the crash report that process `pid` left (what went wrong, and the first frame
@@ -57,7 +62,7 @@ package enum CrashReports {
         guard let path = directory.withLock({ $0 ?? nil }), let stream = opendir(path) else { return nil }
         var report: String?
         while let entry = readdir(stream) {
-            let name = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+            let name = fileName(of: entry)
             // The runtime names a report PROGRAM-PID-TIME.log.
             guard name.hasSuffix(".log"), name.contains("-\(pid)-") else { continue }
             report = "\(path)/\(name)"
