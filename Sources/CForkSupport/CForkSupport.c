@@ -22,7 +22,7 @@
 #define FORKKIT_MAX_DESCRIPTORS 253 /* SCM_MAX_FD on Linux */
 
 ssize_t forkkit_send_with_descriptors(int socket, const void *bytes, size_t length,
-                                      const int *descriptors, int count) {
+                                      const int *descriptors, int count, int flags) {
     struct iovec iov = { .iov_base = (void *)bytes, .iov_len = length };
     struct msghdr message = { .msg_iov = &iov, .msg_iovlen = 1 };
     if (count > FORKKIT_MAX_DESCRIPTORS) { errno = EINVAL; return -1; }
@@ -38,28 +38,12 @@ ssize_t forkkit_send_with_descriptors(int socket, const void *bytes, size_t leng
         memcpy(CMSG_DATA(header), descriptors, sizeof(int) * count);
     }
     ssize_t sent;
-    do { sent = sendmsg(socket, &message, MSG_NOSIGNAL); } while (sent < 0 && errno == EINTR);
+    do { sent = sendmsg(socket, &message, MSG_NOSIGNAL | flags); } while (sent < 0 && errno == EINTR);
     return sent;
 }
 
-int forkkit_send_all(int descriptor, const void *bytes, size_t length) {
-    const char *cursor = bytes;
-    int socket = 1;
-    while (length > 0) {
-        ssize_t sent = socket ? send(descriptor, cursor, length, MSG_NOSIGNAL) : write(descriptor, cursor, length);
-        if (sent < 0) {
-            if (errno == EINTR) continue;
-            if (errno == ENOTSOCK && socket) { socket = 0; continue; }
-            return errno;
-        }
-        cursor += sent;
-        length -= (size_t)sent;
-    }
-    return 0;
-}
-
 ssize_t forkkit_receive_with_descriptors(int socket, void *bytes, size_t length,
-                                         int *descriptors, int capacity, int *count, int *truncated) {
+                                         int *descriptors, int capacity, int *count, int *truncated, int flags) {
     struct iovec iov = { .iov_base = bytes, .iov_len = length };
     char control[CMSG_SPACE(sizeof(int) * FORKKIT_MAX_DESCRIPTORS)];
     struct msghdr message = { .msg_iov = &iov, .msg_iovlen = 1,
@@ -67,7 +51,7 @@ ssize_t forkkit_receive_with_descriptors(int socket, void *bytes, size_t length,
     *count = 0;
     *truncated = 0;
     ssize_t received;
-    do { received = recvmsg(socket, &message, MSG_CMSG_CLOEXEC); } while (received < 0 && errno == EINTR);
+    do { received = recvmsg(socket, &message, MSG_CMSG_CLOEXEC | flags); } while (received < 0 && errno == EINTR);
     // A pipe (a remote template's standard input) carries bytes only.
     if (received < 0 && errno == ENOTSOCK) {
         do { received = read(socket, bytes, length); } while (received < 0 && errno == EINTR);

@@ -1,6 +1,6 @@
-import CForkSupport
 import MessagePack
 import Synchronization
+import SystemPackage
 
 #if canImport(Glibc)
 import Glibc
@@ -10,27 +10,44 @@ import Glibc
 ///
 /// Requests are written by the calling task; every reply is read by the ``DescriptorMonitor`` thread
 /// and handed to the oldest waiting request (replies come in order). Notices of exited children go
-/// to ``ChildExitBook``. The reader never takes a byte beyond the message it parses, so that after the
-/// `running` reply the socket can be handed to the function's owner exactly at the message boundary.
+/// to ``ChildExitBook``. A child's connection is read ``ReadMode/exact``: the reader never takes a
+/// byte beyond the message it parses, so that after the `running` reply the socket can be handed to
+/// the function's owner exactly at the message boundary.
 final class ControlConnection: Sendable {
-    let socket: Int32
+    /// How the connection is read.
+    enum ReadMode {
+        /// A template's connection, never handed over: whatever arrived, split into messages.
+        case stream
+        /// A child's: one message's bytes at a time (peeked first), so that after `running` none of
+        /// the function's own traffic has been taken.
+        case exact
+    }
+
     /// The id of the template this process was forked from (or its own, for a template): a template's
     /// death settles the exit status of every child it forked.
     let rootID: ObjectIdentifier?
+    private let readMode: ReadMode
     private let pidToReap: Int32?
+    /// Nil once handed over (``takeSocket()``). Locked by writers and by the monitor thread's reads.
+    private let socket: Mutex<WireSocket?>
+    /// The descriptor, to watch and unwatch (valid while ``socket`` holds it).
+    private let descriptor: Int32
     private let sendOrder = Mutex<Void>(())
     /// A template's first message; not a reply to anything.
     private let helloReply = PendingReply()
-
-    // Touched only by the monitor thread, which alone reads the socket.
-    private nonisolated(unsafe) var scratch = [UInt8](repeating: 0, count: 16 * 1024)
-    private nonisolated(unsafe) var stream = MessagePackFrameReader(maximumMessageSize: TemplateServer.maximumMessageSize)
-    /// The start of an incomplete message, already taken from the socket (exact reads only).
-    private nonisolated(unsafe) var partial: [UInt8] = []
-    /// The first bytes the peer sent, kept until its `hello`: when they are not ForkKit's, the error
-    /// shows them (often text a login script printed, or another program's output).
-    private nonisolated(unsafe) var firstBytes: [UInt8]?
+    private let reading: MonitorBound<ReadState>
     private let state: Mutex<State>
+
+    /// What the monitor thread keeps between reads.
+    private struct ReadState: ~Copyable {
+        var scratch = [UInt8](repeating: 0, count: 16 * 1024)
+        var stream = MessagePackFrameReader(maximumMessageSize: TemplateServer.maximumMessageSize)
+        /// The start of an incomplete message, already taken from the socket (exact reads only).
+        var partial: [UInt8] = []
+        /// The first bytes the peer sent, kept until its `hello`: when they are not ForkKit's, the
+        /// error shows them (often text a login script printed, or another program's output).
+        var firstBytes: [UInt8]?
+    }
 
     private struct State {
         var name: String
@@ -42,18 +59,19 @@ final class ControlConnection: Sendable {
     }
 
     /// - Parameters:
+    ///   - socket: the owner's end, adopted.
     ///   - name: how errors name the peer, such as `template 1234`.
     ///   - pidToReap: the peer's pid when this process is its parent and must reap it.
-    ///   - rootID: see ``rootID``; `nil` makes this connection its own root.
-    init(socket: Int32, name: String, pidToReap: Int32?, rootID: ObjectIdentifier? = nil) {
-        self.socket = socket
+    ///   - rootID: see ``rootID``; `nil` makes this connection its own root (a template's).
+    ///   - readMode: ``ReadMode/exact`` for a child whose socket is handed over after `running`.
+    init(socket: Int32, name: String, pidToReap: Int32?, rootID: ObjectIdentifier? = nil, readMode: ReadMode = .stream) {
+        self.socket = Mutex(WireSocket(adopting: FileDescriptor(rawValue: socket), blocking: false))
+        self.descriptor = socket
         self.pidToReap = pidToReap
         self.state = Mutex(State(name: name))
         self.rootID = rootID
-    }
-
-    deinit {
-        if !state.withLock({ $0.handedOver }) { close(socket) }
+        self.readMode = readMode
+        self.reading = MonitorBound(ReadState())
     }
 
     /// The id that children of this connection are filed under in ``ChildExitBook``.
@@ -61,7 +79,7 @@ final class ControlConnection: Sendable {
 
     /// Starts reading replies.
     func start() {
-        DescriptorMonitor.shared.watch(socket) { [self] in readable() }
+        DescriptorMonitor.shared.watch(descriptor) { [self] in readable() }
     }
 
     func rename(_ name: String) {
@@ -100,17 +118,14 @@ final class ControlConnection: Sendable {
                 return nil
             }
             if let failure { return PendingReply(failure: failure) }
-            let sent = bytes.withUnsafeBytes { raw in
-                forkkit_send_with_descriptors(socket, raw.baseAddress, raw.count, descriptors, Int32(descriptors.count))
-            }
-            if sent < 0 {
-                // The reader then sees the end of the stream and fails every waiter, this one included.
-                let error = errno
-                noteBeforeFailure("sending '\(message.value.arrayValue?.first?.stringValue ?? "")' failed: \(String(cString: strerror(error)))")
-                shutdown(socket, Int32(SHUT_RDWR))
-            } else if sent < bytes.count {
-                let error = bytes.withUnsafeBytes { forkkit_send_all(socket, $0.baseAddress! + sent, $0.count - sent) }
-                if error != 0 { shutdown(socket, Int32(SHUT_RDWR)) }
+            socket.withLock { socket in
+                do throws(Errno) {
+                    try socket?.sendAll(bytes, descriptors: descriptors.map(FileDescriptor.init(rawValue:)))
+                } catch {
+                    // The reader then sees the end of the stream and fails every waiter, this one included.
+                    noteBeforeFailure("sending '\(message.value.arrayValue?.first?.stringValue ?? "")' failed: \(error)")
+                    socket?.breakConnection()
+                }
             }
             return reply
         }
@@ -118,96 +133,121 @@ final class ControlConnection: Sendable {
 
     /// Tells the peer that no more commands come: an idle template or child then exits.
     func hangUp() {
-        if !state.withLock({ $0.handedOver }) { shutdown(socket, Int32(SHUT_WR)) }
+        socket.withLock { socket in
+            if !state.withLock({ $0.handedOver }) { socket?.finishSending() }
+        }
     }
 
     /// Gives up the socket after the `running` reply; the caller owns it from now on.
-    func takeSocket() -> Int32 {
-        socket
+    func takeSocket() -> FileDescriptor {
+        socket.withLock { socket in
+            let taken = consume socket
+            socket = nil
+            return taken!.release()
+        }
     }
 
     // MARK: - Reading (on the monitor thread)
 
     private func readable() {
-        if rootID == nil { readStream() } else { readExactly() }
+        reading.withValue { reading in
+            switch readMode {
+            case .stream: readStream(&reading)
+            case .exact: readExactly(&reading)
+            }
+        }
+    }
+
+    /// Receives into the scratch buffer (nil once the socket was handed over).
+    private func receive(into reading: inout ReadState, peeking: Bool) -> Result<WireSocket.Received, Errno>? {
+        socket.withLock { socket in
+            reading.scratch.withUnsafeMutableBytes { buffer in
+                switch socket {
+                case .none: nil
+                case .some(let socket): Result { () throws(Errno) in try socket.receive(into: buffer, peeking: peeking) }
+                }
+            }
+        }
     }
 
     /// A template's connection is never handed over: read whatever is there and split it into messages.
-    private func readStream() {
+    private func readStream(_ reading: inout ReadState) {
         while true {
-            let count = scratch.withUnsafeMutableBytes { recv(socket, $0.baseAddress, $0.count, Int32(MSG_DONTWAIT)) }
-            if count < 0 {
-                if errno == EAGAIN || errno == EINTR { return }
-                return failOnReadError()
+            guard let outcome = receive(into: &reading, peeking: false) else { return }
+            let count: Int
+            switch outcome {
+            case .success(.wouldBlock): return
+            case .success(.endOfStream): return fail(.processGone, nil)
+            case .failure(let error): return failOnReadError(error)
+            case .success(.bytes(let received)): count = received
             }
-            if count == 0 { return fail(.processGone, nil) }
-            if firstBytes == nil { firstBytes = Array(scratch.prefix(min(count, 64))) }
-            scratch.withUnsafeBytes { stream.append(UnsafeRawBufferPointer(rebasing: $0.prefix(count))) }
+            if reading.firstBytes == nil { reading.firstBytes = Array(reading.scratch.prefix(min(count, 64))) }
+            reading.scratch.withUnsafeBytes { reading.stream.append(UnsafeRawBufferPointer(rebasing: $0.prefix(count))) }
             while true {
                 let value: MessagePackValue?
                 do {
-                    value = try stream.next()
+                    value = try reading.stream.next()
                 } catch {
-                    return fail(.protocolViolation, "it sent bytes that are not a control message\(beforeHello()) (\(error))")
+                    return fail(.protocolViolation, "it sent bytes that are not a control message\(beforeHello(reading.firstBytes)) (\(error))")
                 }
                 guard let value else { break }
-                guard deliver(value) else { return }
+                guard deliver(value, firstBytes: reading.firstBytes) else { return }
             }
-            if count < scratch.count { return }
+            if count < reading.scratch.count { return }
         }
     }
 
     /// A child's connection may be handed over after `running`: peek, and take exactly one message's
     /// bytes at a time, so that nothing of the function's own traffic is consumed.
-    private func readExactly() {
+    private func readExactly(_ reading: inout ReadState) {
         while true {
-            let count = scratch.withUnsafeMutableBytes { recv(socket, $0.baseAddress, $0.count, Int32(MSG_PEEK | MSG_DONTWAIT)) }
-            if count < 0 {
-                if errno == EAGAIN || errno == EINTR { return }
-                return failOnReadError()
+            guard let outcome = receive(into: &reading, peeking: true) else { return }
+            let count: Int
+            switch outcome {
+            case .success(.wouldBlock): return
+            case .success(.endOfStream): return fail(.processGone, nil)
+            case .failure(let error): return failOnReadError(error)
+            case .success(.bytes(let received)): count = received
             }
-            if count == 0 { return fail(.processGone, nil) }
-
-            let available = partial + scratch.prefix(count)
-            if firstBytes == nil { firstBytes = Array(available.prefix(64)) }
+            let available = reading.partial + reading.scratch.prefix(count)
+            if reading.firstBytes == nil { reading.firstBytes = Array(available.prefix(64)) }
             let decoded: (MessagePackValue, Int)?
             do {
                 decoded = try MessagePackValue.decodeFirst(of: available)
             } catch {
-                return fail(.protocolViolation, "it sent bytes that are not MessagePack\(beforeHello()) (\(error))")
+                return fail(.protocolViolation, "it sent bytes that are not MessagePack\(beforeHello(reading.firstBytes)) (\(error))")
             }
             guard let (value, length) = decoded else {
                 // Everything available belongs to one incomplete message: keep it and wait for the rest.
                 consume(count)
-                partial += scratch.prefix(count)
-                if partial.count > TemplateServer.maximumMessageSize {
+                reading.partial += reading.scratch.prefix(count)
+                if reading.partial.count > TemplateServer.maximumMessageSize {
                     return fail(.protocolViolation, "it sent a control message larger than \(TemplateServer.maximumMessageSize) bytes")
                 }
                 continue
             }
-            consume(length - partial.count)
-            partial = []
-            guard deliver(value) else { return }
+            consume(length - reading.partial.count)
+            reading.partial = []
+            guard deliver(value, firstBytes: reading.firstBytes) else { return }
         }
     }
 
-    private func failOnReadError() {
-        // A reset means the peer died with unread data; its exit status says more than errno.
-        fail(.processGone, errno == ECONNRESET ? nil : "broke the connection: \(String(cString: strerror(errno)))")
+    private func failOnReadError(_ error: Errno) {
+        fail(.processGone, "broke the connection: \(error)")
     }
 
     /// Parses and dispatches one message; returns `false` once the connection is no longer read.
-    private func deliver(_ value: MessagePackValue) -> Bool {
+    private func deliver(_ value: MessagePackValue, firstBytes: [UInt8]?) -> Bool {
         do {
             return dispatch(try ControlMessage(value))
         } catch {
-            fail(.protocolViolation, "it broke the control protocol\(beforeHello()): \(error)")
+            fail(.protocolViolation, "it broke the control protocol\(beforeHello(firstBytes)): \(error)")
             return false
         }
     }
 
     /// For a peer that has not said `hello`: what it wrote instead, as text where it is text.
-    private func beforeHello() -> String {
+    private func beforeHello(_ firstBytes: [UInt8]?) -> String {
         guard !hasSaidHello, let bytes = firstBytes else { return "" }
         let printable = bytes.allSatisfy { (0x20..<0x7f).contains($0) || $0 == 0x0a || $0 == 0x0d || $0 == 0x09 }
         let shown = printable ? String(decoding: bytes, as: UTF8.self).debugDescription : bytes.map { String($0, radix: 16) }.joined(separator: " ")
@@ -232,7 +272,7 @@ final class ControlConnection: Sendable {
         case .forked(let pid):
             ChildExitBook.expect(pid: pid, family: familyID)
         case .running:
-            DescriptorMonitor.shared.unwatch(socket)
+            DescriptorMonitor.shared.unwatch(descriptor)
             state.withLock { $0.handedOver = true }
         default:
             break
@@ -249,19 +289,13 @@ final class ControlConnection: Sendable {
     }
 
     private func consume(_ count: Int) {
-        var sink = [UInt8](repeating: 0, count: count)
-        var taken = 0
-        while taken < count {
-            let got = sink.withUnsafeMutableBytes { recv(socket, $0.baseAddress! + taken, count - taken, Int32(MSG_DONTWAIT)) }
-            if got <= 0 { return }
-            taken += got
-        }
+        socket.withLock { socket in _ = try? socket?.discard(count) }
     }
 
     /// Ends the connection: every waiting request fails with an error that says why.
     private func fail(_ kind: ForkError.Kind, _ reason: String?) {
-        DescriptorMonitor.shared.unwatch(socket)
-        if kind == .protocolViolation { shutdown(socket, Int32(SHUT_RDWR)) }
+        DescriptorMonitor.shared.unwatch(descriptor)
+        if kind == .protocolViolation { socket.withLock { $0?.breakConnection() } }
         let status = pidToReap.flatMap(Self.reap)
         let (waiters, error): ([PendingReply], ForkError) = state.withLock { state in
             var sentence = "\(state.name) "

@@ -41,6 +41,11 @@ public final class DescriptorMonitor: TaskExecutor, Sendable {
     }
 
     private let jobs = Mutex(Jobs())
+    /// The monitor thread's id, once it runs.
+    private let thread = Atomic<UInt>(0)
+
+    /// Whether the caller runs on the monitor thread (see ``MonitorBound``).
+    public var isCurrentThread: Bool { thread.load(ordering: .relaxed) == UInt(pthread_self()) }
 
     private init() {
         epoll = forkkit_epoll_create()
@@ -103,6 +108,7 @@ public final class DescriptorMonitor: TaskExecutor, Sendable {
     private let spinNanoseconds = Atomic<Int64>(0)
 
     private func run() -> Never {
+        thread.store(UInt(pthread_self()), ordering: .relaxed)
         var ready = [Int32](repeating: -1, count: 64)
         let clock = ContinuousClock()
         while true {

@@ -103,10 +103,10 @@ extension ForkTemplate {
     private static func abandonTemplateStart(startedAs: Int32, saying reason: String) -> Never {
         let program = (try? currentExecutable()) ?? CommandLine.arguments.first ?? "this program"
         let message = "\(program) (pid \(getpid())) was started as a ForkKit template, but it \(reason)"
-        let connection: Int32 = startedAs == Int32(FORKKIT_STARTED_AS_TEMPLATE) ? 3 : 1
+        let descriptor = FileDescriptor(rawValue: startedAs == Int32(FORKKIT_STARTED_AS_TEMPLATE) ? 3 : 1)
         let report = ControlMessage.error(code: ForkError.Kind.notATemplate.rawValue, message: message).encoded
         // Only the owner reports it (once): this process shares its standard error.
-        _ = forkkit_send_all(connection, report, report.count)
+        try? WireSocket(adopting: descriptor, blocking: true).sendAll(report)
         _exit(70)
     }
 }

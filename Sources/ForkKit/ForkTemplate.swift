@@ -304,7 +304,7 @@ public final class ForkTemplate: Sendable {
         guard case .running = reply else {
             throw ForkError(.protocolViolation, "process \(pid) answered 'run' with \(reply)")
         }
-        return RunningChild(pid: pid, socket: FileDescriptor(rawValue: connection.takeSocket()), keeping: self)
+        return RunningChild(pid: pid, socket: connection.takeSocket(), keeping: self)
     }
 
     /// Asks this process to fork, handing it the child's end of a new socket; returns the pending
@@ -314,7 +314,7 @@ public final class ForkTemplate: Sendable {
         let forked = connection.submit(.fork(parentDeathSignal: parentDeathSignal ?? 0), descriptors: [theirs])
         // The descriptor is in flight (or the request failed); either way this copy is done with.
         close(theirs)
-        let child = ControlConnection(socket: ours, name: "child of process \(pid)", pidToReap: nil, rootID: connection.familyID)
+        let child = ControlConnection(socket: ours, name: "child of process \(pid)", pidToReap: nil, rootID: connection.familyID, readMode: .exact)
         child.start()
         return (forked, child)
     }

@@ -133,7 +133,7 @@ public final class RemoteTemplate: ChildLauncher {
             _ = await endUnstarted(pid)
             throw ForkError(.protocolViolation, "\(placeName) answered 'run' with \(reply)")
         }
-        return RunningChild(pid: pid, socket: FileDescriptor(rawValue: connection.takeSocket()), keeping: self, remoteName: placeName)
+        return RunningChild(pid: pid, socket: connection.takeSocket(), keeping: self, remoteName: placeName)
     }
 
     /// Starts a child running `function` (``fork(running:arguments:)``).
@@ -159,7 +159,7 @@ public final class RemoteTemplate: ChildLauncher {
         ChildExitBook.expect(pid: pid, family: ObjectIdentifier(self))
         Self.reapWhenExited(pid)
         let connection = ControlConnection(
-            socket: ours, name: "\(placeName) (local pid \(pid))", pidToReap: nil, rootID: ObjectIdentifier(self))
+            socket: ours, name: "\(placeName) (local pid \(pid))", pidToReap: nil, rootID: ObjectIdentifier(self), readMode: .exact)
         connection.start()
         do {
             try await ForkTemplate.awaitHello(

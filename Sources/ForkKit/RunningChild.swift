@@ -64,6 +64,16 @@ public final class RunningChild: Sendable {
         kill(pid, signal)
     }
 
+    /// Takes the owner's end of the socket away from this handle (which then no longer closes it),
+    /// for a connection that owns it from now on; nil when it was already closed or taken.
+    package func takeSocket() -> FileDescriptor? {
+        let wasOpen = socketOpen.withLock { open in
+            defer { open = false }
+            return open
+        }
+        return wasOpen ? socket : nil
+    }
+
     /// Closes the owner's end of the socket.
     public func closeSocket() {
         let wasOpen = socketOpen.withLock { open in

@@ -13,17 +13,16 @@ import Glibc
 /// socket, reaps its children and reports their exit, and leaves when the owner goes away.
 struct TemplateServer: ~Copyable {
     /// Where commands arrive and replies go: one socket, or a remote template's stdin and stdout.
-    private var input: Int32
-    private var output: Int32
+    private var connection: WireSocket
     /// Started by a command (``RemoteTemplate``): it cannot fork (a child would have no connection of
     /// its own) and receives no descriptors.
     private let isRemote: Bool
     private var reader = MessagePackFrameReader(maximumMessageSize: TemplateServer.maximumMessageSize)
     /// Descriptors that arrived but no command has claimed yet.
-    private var unclaimedDescriptors: [Int32] = []
+    private var unclaimedDescriptors: [FileDescriptor] = []
     /// What a function will receive (inherited by children forked from here).
     private var arguments: [[UInt8]] = []
-    private var descriptors: [Int32] = []
+    private var descriptors: [FileDescriptor] = []
     /// Whether code other than this loop has run since the thread count was last seen to be 1.
     /// Only such code (the program before `bootstrap`, an initializer, a plugin) can start a thread:
     /// this loop never does, so the count is read only after it, not on every fork.
@@ -42,7 +41,9 @@ struct TemplateServer: ~Copyable {
 
     /// Serves on two descriptors (a remote template's copies of its stdin and stdout); never returns.
     static func serve(input: Int32, output: Int32, isRemote: Bool) -> Never {
-        let server = TemplateServer(input: input, output: output, isRemote: isRemote)
+        let connection = WireSocket(
+            adoptingInput: FileDescriptor(rawValue: input), output: FileDescriptor(rawValue: output), blocking: true)
+        let server = TemplateServer(connection: connection, isRemote: isRemote)
         warmUpChildPath()
         server.send(.hello(version: ControlMessage.version, pid: getpid()))
         server.loop()
@@ -67,9 +68,8 @@ struct TemplateServer: ~Copyable {
         SharedMemoryRegion.protectForChild()
     }
 
-    private init(input: Int32, output: Int32, isRemote: Bool) {
-        self.input = input
-        self.output = output
+    private init(connection: consuming WireSocket, isRemote: Bool) {
+        self.connection = connection
         self.isRemote = isRemote
         signal(SIGPIPE, SIG_IGN)
         forkkit_become_subreaper()
@@ -77,30 +77,26 @@ struct TemplateServer: ~Copyable {
     }
 
     private consuming func loop() -> Never {
-        var buffer = [UInt8](repeating: 0, count: 64 * 1024)
-        var incoming = [Int32](repeating: -1, count: 253)
         while true {
-            let ready = forkkit_wait_readable_or_child(input)
+            let ready = forkkit_wait_readable_or_child(connection.input.rawValue)
             if ready < 0 { leave(status: 70) }
             if ready & 2 != 0 { reapChildren() }
             guard ready & 1 != 0 else { continue }
 
-            var count: Int32 = 0, truncated: Int32 = 0
-            let received = buffer.withUnsafeMutableBytes { bytes in
-                forkkit_receive_with_descriptors(input, bytes.baseAddress, bytes.count, &incoming, 253, &count, &truncated)
-            }
-            if received < 0 && (errno == EAGAIN || errno == EINTR) { continue }
-            unclaimedDescriptors += incoming.prefix(Int(count))
-            if truncated != 0 {
-                refuse("descriptors were lost in transit (more than 253 in one message, or the receive limit was hit)")
-            }
-            // End of stream (or a reset): the owner has gone away, and so does this process.
-            guard received > 0 else { leave(status: 0) }
             if readerIsStale {
                 reader = MessagePackFrameReader(maximumMessageSize: Self.maximumMessageSize)
                 readerIsStale = false
             }
-            buffer.withUnsafeBytes { reader.append(UnsafeRawBufferPointer(rebasing: $0.prefix(received))) }
+            let received: WireSocket.Received
+            do {
+                received = try connection.receive(into: &reader, atMost: 64 << 10, collecting: &unclaimedDescriptors)
+            } catch .noBufferSpace {
+                refuse("descriptors were lost in transit (more than 253 in one message, or the receive limit was hit)")
+            } catch {
+                leave(status: 0)
+            }
+            // End of stream (or a reset): the owner has gone away, and so does this process.
+            guard case .bytes = received else { leave(status: 0) }
             // A child forked by one of these messages stops here: the rest were the template's.
             while !readerIsStale {
                 let value: MessagePackValue?
@@ -153,7 +149,7 @@ struct TemplateServer: ~Copyable {
             let claimed = claim(1 + count, for: "fork-run")
             let passed = Array(claimed.dropFirst())
             guard case .function(let body) = ForkRegistry.entry(named: name)?.body else {
-                claimed.forEach { close($0) }
+                claimed.forEach { try? $0.close() }
                 return send(unknownEntry(name, kind: "function"))
             }
             if fork(childSocket: claimed[0], parentDeathSignal: parentDeathSignal) {
@@ -162,7 +158,7 @@ struct TemplateServer: ~Copyable {
                 run(name: name, body, announce: false)
             }
             // The descriptors were for the child alone.
-            passed.forEach { close($0) }
+            passed.forEach { try? $0.close() }
         case .run(let name):
             guard case .function(let body) = ForkRegistry.entry(named: name)?.body else {
                 // A child that cannot run its function has nothing left to do.
@@ -183,7 +179,7 @@ struct TemplateServer: ~Copyable {
     }
 
     /// Takes `count` descriptors that arrived with the current message, or refuses the message.
-    private mutating func claim(_ count: Int, for command: String) -> [Int32] {
+    private mutating func claim(_ count: Int, for command: String) -> [FileDescriptor] {
         guard unclaimedDescriptors.count >= count else {
             refuse("'\(command)' announces \(count) descriptor(s) but \(unclaimedDescriptors.count) arrived with it; "
                    + "attach them as SCM_RIGHTS to the same message")
@@ -194,11 +190,11 @@ struct TemplateServer: ~Copyable {
     }
 
     /// Forks; returns `true` in the child, which from now on serves on `childSocket`.
-    private mutating func fork(childSocket: Int32, parentDeathSignal: Int32) -> Bool {
+    private mutating func fork(childSocket: FileDescriptor, parentDeathSignal: Int32) -> Bool {
         let threads = mayHaveThreads ? forkkit_thread_count() : 1
         mayHaveThreads = threads != 1
         guard threads == 1 else {
-            close(childSocket)
+            try? childSocket.close()
             send(.error(
                 code: ForkError.Kind.forkRefused.rawValue,
                 message: "process \(pid) has \(threads) threads, so fork() is unsafe and was refused; "
@@ -211,7 +207,7 @@ struct TemplateServer: ~Copyable {
         switch childPid {
         case -1:
             let error = errno
-            close(childSocket)
+            try? childSocket.close()
             send(.error(code: ForkError.Kind.forkRefused.rawValue, message: "fork() failed in process \(templatePid): \(String(cString: strerror(error)))"))
             return false
         case 0:
@@ -222,17 +218,16 @@ struct TemplateServer: ~Copyable {
                 if getppid() != templatePid { _exit(0) }
             }
             pid = getpid()
-            close(input)
-            unclaimedDescriptors.forEach { close($0) }
+            unclaimedDescriptors.forEach { try? $0.close() }
             unclaimedDescriptors = []
-            input = childSocket
-            output = childSocket
+            // The template's connection closes as it is replaced.
+            connection = WireSocket(adopting: childSocket, blocking: true)
             // Bytes the template had buffered are the template's; a fresh reader is made only if this
             // child goes on to read commands (a `fork-run` child never does).
             readerIsStale = true
             return true
         default:
-            close(childSocket)
+            try? childSocket.close()
             send(.forked(pid: childPid))
             return false
         }
@@ -244,10 +239,8 @@ struct TemplateServer: ~Copyable {
         if announce { send(.running(pid: pid)) }
         forkkit_reset_signals()
         SharedMemoryRegion.protectForChild()
-        unclaimedDescriptors.forEach { close($0) }
-        let context = ChildContext(
-            input: FileDescriptor(rawValue: input), output: FileDescriptor(rawValue: output), arguments: arguments,
-            descriptors: descriptors.map(FileDescriptor.init(rawValue:)))
+        unclaimedDescriptors.forEach { try? $0.close() }
+        let context = ChildContext(input: connection.input, output: connection.output, arguments: arguments, descriptors: descriptors)
         do {
             try body(context)
             fflush(nil)
@@ -272,7 +265,7 @@ struct TemplateServer: ~Copyable {
 
     private func send(_ message: ControlMessage) {
         // A failure means the owner is gone; the next read sees end of stream.
-        _ = message.encoded.withUnsafeBytes { forkkit_send_all(output, $0.baseAddress, $0.count) }
+        try? connection.sendAll(message.encoded)
     }
 
     private func unknownEntry(_ name: String, kind: String) -> ControlMessage {
@@ -290,7 +283,7 @@ struct TemplateServer: ~Copyable {
     }
 
     private func leave(status: Int32) -> Never {
-        unclaimedDescriptors.forEach { close($0) }
+        unclaimedDescriptors.forEach { try? $0.close() }
         fflush(nil)
         exit(status)
     }

@@ -36,15 +36,16 @@ public final class AsyncRPCServer: Sendable {
     private typealias Call = Result<RPCArguments.Prepared<Run, BatchRun>, any Error>
 
     private let maximumConcurrentCalls: Int
-    private let input: Int32
-    private let output: Int32
+    /// Read by the reading thread alone; written by any task, one whole message at a time
+    /// (under ``sendOrder``).
+    private let socket: WireSocket
     private let maximumMessageSize: Int
     /// The functions, and a name that the set-up registered twice (then every call fails, saying so).
     private let handlers = Mutex<(table: [String: Handler], registeredTwice: String?)>(([:], nil))
     /// The largest response sent: the owner's `$limits`, or `maximumMessageSize` until one arrives.
     private let responseLimit: Atomic<Int>
     /// Writes from concurrent calls go out one whole message at a time.
-    private let writer: Mutex<RPCStream>
+    private let sendOrder = Mutex<Void>(())
     private let state = Mutex(State())
 
     private struct State {
@@ -64,10 +65,8 @@ public final class AsyncRPCServer: Sendable {
     /// Serves on separate descriptors (a remote worker's standard input and output, or pipes).
     public init(input: FileDescriptor, output: FileDescriptor, maximumConcurrentCalls: Int = 16, maximumMessageSize: Int = 64 << 20) {
         self.maximumConcurrentCalls = max(1, maximumConcurrentCalls)
-        self.input = input.rawValue
-        self.output = output.rawValue
+        socket = WireSocket(adoptingInput: input, output: output, blocking: true)
         self.maximumMessageSize = maximumMessageSize
-        writer = Mutex(RPCStream(input: -1, output: output.rawValue, maximumMessageSize: maximumMessageSize))
         responseLimit = Atomic(maximumMessageSize)
     }
 
@@ -93,19 +92,19 @@ public final class AsyncRPCServer: Sendable {
     /// Sends an event to the owner, from any task.
     public func emit<Value: Encodable>(_ name: String, _ value: Value) throws {
         let message = RPCMessage.notification(method: name, params: [try MessagePackEncoder().encodeValue(value)])
-        try writer.withLock { try $0.write(message) }
+        try send(message)
     }
 
     /// Asks the owner to send no more calls and to close this worker once its calls are answered
     /// (see ``RPCServer/retire()``).
     public func retire() throws {
-        try writer.withLock { try $0.write(.retire) }
+        try send(.retire)
     }
 
     /// A logger whose records go to the owner's logger (see ``RPCLogHandler``); usable from any task.
     public func makeLogger(label: String) -> Logger {
         Logger(label: label) { [self] label in
-            RPCLogHandler(label: label) { message in try? self.writer.withLock { try $0.write(message) } }
+            RPCLogHandler(label: label) { message in try? self.send(message) }
         }
     }
 
@@ -117,11 +116,9 @@ public final class AsyncRPCServer: Sendable {
             // Blocking reads belong on a thread of their own, not on Swift's cooperative pool.
             Self.startThread { [self] in
                 do {
-                    var stream = RPCStream(input: input, output: -1, maximumMessageSize: maximumMessageSize)
-                    try writer.withLock {
-                        try $0.write(.worker(backend: "asynchronous", maximumConcurrentCalls: maximumConcurrentCalls))
-                    }
-                    while let batch = try stream.read(prepare: { method, params -> Call in
+                    var stream = RPCStream(maximumMessageSize: maximumMessageSize)
+                    try send(.worker(backend: "asynchronous", maximumConcurrentCalls: maximumConcurrentCalls))
+                    while let batch = try stream.read(from: socket, prepare: { method, params -> Call in
                         let (handlers, registeredTwice) = self.handlers.withLock { $0 }
                         if let registeredTwice { return .failure(RPCArguments.registeredTwice(registeredTwice)) }
                         return RPCArguments.prepare(method, params, known: Array(handlers.keys)) { name in
@@ -138,6 +135,11 @@ public final class AsyncRPCServer: Sendable {
             }
         }
         if let error = failure.withLock({ $0 }) { throw error }
+    }
+
+    /// Writes a message whole, after any other task's message.
+    private func send(_ message: RPCMessage) throws(Errno) {
+        try sendOrder.withLock { _ throws(Errno) in try socket.send(message) }
     }
 
     /// Runs `body` on a new detached thread.
@@ -200,8 +202,7 @@ public final class AsyncRPCServer: Sendable {
     private func answer(_ id: UInt32, _ outcome: RPCArguments.Outcome) {
         var response = MessagePackWriter()
         outcome.write(id: id, into: &response, maximumMessageSize: responseLimit.load(ordering: .relaxed))
-        let bytes = response.bytes
-        try? writer.withLock { try $0.send(bytes) }
+        try? sendOrder.withLock { _ throws(Errno) in try socket.send(response) }
     }
 
     private func start(_ id: UInt32, _ call: Call) {

@@ -1,4 +1,5 @@
 import MessagePack
+import SystemPackage
 
 /// A message as a worker reads it. A request's params are decoded while the message is read, in
 /// place (the unpacked view lasts only that long), into `Call`: what the server will run.
@@ -15,7 +16,7 @@ enum IncomingMessage<Call> {
     /// arrived with the message are put in place of its markers first (a rare path, through a
     /// value tree). Anything that is not MessagePack-RPC throws, as ``RPCMessage`` does.
     init(
-        _ message: MessagePackObject, received: inout [Int32],
+        _ message: MessagePackObject, received: inout [FileDescriptor],
         prepare: (_ method: String, _ params: MessagePackObject) -> Call
     ) throws {
         if received.isEmpty, message.count == 4, message[0].integerValue == 0,

@@ -42,9 +42,9 @@ public struct PassedDescriptor: Codable, Sendable, Hashable, MessagePackValueCon
     }
 
     /// The descriptors a message carries, in order.
-    static func descriptors(in value: MessagePackValue) -> [Int32] {
+    static func descriptors(in value: MessagePackValue) -> [FileDescriptor] {
         switch value {
-        case .extended(extensionType, _): return [(try? PassedDescriptor(messagePackValue: value))?.descriptor.rawValue].compactMap { $0 }
+        case .extended(extensionType, _): return [(try? PassedDescriptor(messagePackValue: value))?.descriptor].compactMap { $0 }
         case .array(let elements): return elements.flatMap(descriptors(in:))
         case .map(let pairs): return pairs.flatMap { descriptors(in: $0.key) + descriptors(in: $0.value) }
         default: return []
@@ -53,13 +53,13 @@ public struct PassedDescriptor: Codable, Sendable, Hashable, MessagePackValueCon
 
     /// Replaces each descriptor marker in `value`, in order, with the next received descriptor.
     /// Throws if fewer arrived than the message names.
-    static func substitute(_ value: MessagePackValue, from received: inout [Int32]) throws -> MessagePackValue {
+    static func substitute(_ value: MessagePackValue, from received: inout [FileDescriptor]) throws -> MessagePackValue {
         switch value {
         case .extended(extensionType, _):
             guard !received.isEmpty else {
                 throw RPCError(.protocolViolation, "a message names a passed descriptor, but none arrived with it (SCM_RIGHTS)")
             }
-            return PassedDescriptor(FileDescriptor(rawValue: received.removeFirst())).messagePackValue
+            return PassedDescriptor(received.removeFirst()).messagePackValue
         case .array(let elements):
             return .array(try elements.map { try substitute($0, from: &received) })
         case .map(let pairs):

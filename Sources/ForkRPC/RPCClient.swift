@@ -1,4 +1,3 @@
-import CForkSupport
 import ForkKit
 import Logging
 import MessagePack
@@ -11,8 +10,9 @@ import Glibc
 
 /// The owner side of MessagePack-RPC: calls a worker's functions, many at a time on one socket.
 ///
-/// Requests are written by the calling task; responses are read on ForkKit's monitor thread and
-/// matched to their calls by msgid. Events (notifications) from the worker arrive on ``events``.
+/// Requests are written by the calling task; responses are framed on ForkKit's monitor thread,
+/// matched to their calls by msgid and decoded by the calling task. Events (notifications) from
+/// the worker arrive on ``events``.
 ///
 /// ```swift
 /// let square = RPCFunction<Int, Int>("square")
@@ -29,84 +29,33 @@ public final class RPCClient: Sendable {
     /// Events the worker emits, in order. One consumer; events nobody reads are kept until read, so
     /// a worker that emits without end needs a reader.
     public let events: AsyncStream<RPCEvent>
-
-    private let input: Int32
-    private let output: Int32
-    /// Descriptors can only be passed over a socket; a pipe is written with SIGPIPE ignored.
-    private let outputIsSocket: Bool
-    /// Sockets are read with `recv(MSG_DONTWAIT)`; pipes are made non-blocking and read with `read`.
-    private let inputIsSocket: Bool
     /// The worker process, when the worker is a forked child.
     public let worker: RunningChild?
-    private let logger: Logger?
     /// The largest message sent or accepted; a ForkKit worker learns it at start (`$limits`).
-    public let maximumMessageSize: Int
-    private let state: Mutex<State>
-    /// Guards the writing side; closed once `open` is false (a pipe cannot be half-shut like a socket).
-    private let outgoing = Mutex(Outgoing())
+    public var maximumMessageSize: Int { connection.maximumMessageSize }
+
+    private let connection: RPCConnection
+    private let logger: Logger?
     private let eventSink: AsyncStream<RPCEvent>.Continuation
-    // Touched only on the monitor thread, which alone reads.
-    private nonisolated(unsafe) var reader: MessagePackFrameReader
-    private nonisolated(unsafe) var scratch = [UInt8](repeating: 0, count: 256 * 1024)
+    /// Message ids, without a lock: one atomic add per call.
+    private let nextID = Atomic<UInt32>(0)
+    private let state = Mutex(State())
 
-    private struct Call {
-        let function: String
-        /// Decodes the result (on the reading thread, while its bytes are at hand) and resumes the
-        /// caller with it, or resumes the caller with an error.
-        let complete: @Sendable (Completion) -> Void
-    }
-
-    private enum Completion {
-        case result(MessagePackObject)
-        case failure(any Error)
-    }
-
-    /// The writing side: whether it is still open, and the buffer each message is encoded into.
-    private struct Outgoing: ~Copyable {
-        var open = true
-        var writer = MessagePackWriter()
-    }
+    /// A caller waiting for its response, which it decodes itself (off the monitor thread).
+    private typealias Caller = UnsafeContinuation<MessagePackMessage, any Error>
+    /// Someone waiting for the call table to change (true: what they waited for happened).
+    private typealias Watcher = CheckedContinuation<Bool, Never>
 
     private struct State {
-        var nextID: UInt32 = 0
-        var calls: [UInt32: Call] = [:]
-        /// Calls given up on (timeout, cancellation) and not answered yet: their late responses are
-        /// expected and dropped.
-        var abandoned: Set<UInt32> = []
-        /// Callers waiting until the worker has answered the abandoned calls each one names.
-        var answerWaiters: [UInt64: (calls: Set<UInt32>, continuation: CheckedContinuation<Bool, Never>)] = [:]
-        var nextAnswerWaiter: UInt64 = 0
-        /// When the worker last answered a call: a worker that runs one call at a time starts the
-        /// next one then.
-        var lastAnswer: ContinuousClock.Instant?
-        var failure: RPCError?
-        /// The connection is over: nothing more is read. The calls held still end by their timeout or
-        /// cancellation while the worker's exit status is awaited.
-        var ended = false
-        var closing = false
+        var table = CallTable<Caller, Watcher>()
         /// The backend the worker announced (`$worker`), once it has.
         var announcedBackend: String?
         /// Callers of ``announcedBackend(within:)`` waiting for the announcement.
         var announcementWaiters: [UInt64: CheckedContinuation<String?, Never>] = [:]
-        var drained: [CheckedContinuation<Void, Never>] = []
+        var nextAnnouncementWaiter: UInt64 = 0
         var cancellationGracePeriod: Duration?
         /// Why this client killed its worker, for the errors of the calls it held.
         var killReason: String?
-
-        /// Notes that abandoned call `id` was answered; returns the waiters with nothing left to wait for.
-        mutating func abandonedCallAnswered(_ id: UInt32) -> [CheckedContinuation<Bool, Never>] {
-            guard !answerWaiters.isEmpty else { return [] }
-            var ready: [CheckedContinuation<Bool, Never>] = []
-            for (key, var waiter) in answerWaiters where waiter.calls.remove(id) != nil {
-                if waiter.calls.isEmpty {
-                    answerWaiters[key] = nil
-                    ready.append(waiter.continuation)
-                } else {
-                    answerWaiters[key] = waiter
-                }
-            }
-            return ready
-        }
     }
 
     /// How long the worker has to answer a call it was told to cancel (after a timeout or a
@@ -139,36 +88,18 @@ public final class RPCClient: Sendable {
         maximumMessageSize: Int = 64 << 20, logger: Logger? = nil
     ) {
         self.logger = logger
-        self.maximumMessageSize = maximumMessageSize
-        self.reader = MessagePackFrameReader(maximumMessageSize: maximumMessageSize)
-        self.input = input.rawValue
-        self.output = output.rawValue
-        outputIsSocket = Self.isSocket(output.rawValue)
-        inputIsSocket = Self.isSocket(input.rawValue)
-        if !inputIsSocket {
-            _ = fcntl(input.rawValue, F_SETFL, fcntl(input.rawValue, F_GETFL) | O_NONBLOCK)
-        }
-        if !outputIsSocket {
-            // A worker that dies makes the next write to its pipe raise SIGPIPE, which would kill
-            // this process; ignored, the write fails with EPIPE and the call with workerDied.
-            signal(SIGPIPE, SIG_IGN)
-            // Writes wait for room in slices (see `write(_:until:)`), never blocked in the kernel.
-            _ = fcntl(output.rawValue, F_SETFL, fcntl(output.rawValue, F_GETFL) | O_NONBLOCK)
-        }
         self.worker = worker
-        self.state = Mutex(State())
+        connection = RPCConnection(
+            socket: WireSocket(adoptingInput: input, output: output, blocking: false), pid: worker?.pid,
+            remoteName: worker?.remoteName, maximumMessageSize: maximumMessageSize)
         (events, eventSink) = AsyncStream.makeStream(of: RPCEvent.self)
-        // Weak: a client dropped without close() must still close its end, so that the worker exits.
-        DescriptorMonitor.shared.watch(self.input) { [weak self] in self?.readable() }
+        connection.startReading { [weak self] incoming in self?.received(incoming) }
         Self.alive.add(1, ordering: .relaxed)
     }
 
     deinit {
         Self.alive.subtract(1, ordering: .relaxed)
-        DescriptorMonitor.shared.unwatch(input)
         eventSink.finish()
-        Glibc.close(input)
-        if output != input, outgoing.withLock({ $0.open }) { Glibc.close(output) }
     }
 
     /// Starts a child from `template` (a local `ForkTemplate` or a `RemoteTemplate`) that runs
@@ -179,16 +110,10 @@ public final class RPCClient: Sendable {
         maximumMessageSize: Int = 64 << 20, logger: Logger? = nil
     ) async throws -> RPCClient {
         let child = try await template.launch(running: function, arguments: arguments)
-        // Close-on-exec like every descriptor ForkKit opens: a program this process execs later
-        // must not hold the worker's socket (the worker would then never see end of stream).
-        let copy = fcntl(child.socket.rawValue, F_DUPFD_CLOEXEC, 3)
-        guard copy >= 0 else {
-            let reason = Errno(rawValue: errno)
+        guard let socket = child.takeSocket() else {
             child.send(signal: SIGKILL)
-            throw RPCError(.workerDied, "cannot keep the worker's socket (\(reason)); the worker was killed", pid: child.pid)
+            throw RPCError(.workerDied, "the worker's socket was already closed by its RunningChild; the worker was killed", pid: child.pid)
         }
-        let socket = FileDescriptor(rawValue: copy)
-        child.closeSocket()
         let client = RPCClient(input: socket, output: socket, worker: child, maximumMessageSize: maximumMessageSize, logger: logger)
         // First thing: the worker then refuses what is larger both ways (ForkKit's workers do).
         client.send(.limits(maximumMessageSize: maximumMessageSize))
@@ -209,10 +134,10 @@ public final class RPCClient: Sendable {
         await withCheckedContinuation { (continuation: CheckedContinuation<String?, Never>) in
             let (ready, key): (String??, UInt64) = state.withLock { state in
                 if let backend = state.announcedBackend { return (.some(backend), 0) }
-                if state.ended { return (.some(nil), 0) }
-                defer { state.nextAnswerWaiter += 1 }
-                state.announcementWaiters[state.nextAnswerWaiter] = continuation
-                return (nil, state.nextAnswerWaiter)
+                if state.table.ended { return (.some(nil), 0) }
+                defer { state.nextAnnouncementWaiter += 1 }
+                state.announcementWaiters[state.nextAnnouncementWaiter] = continuation
+                return (nil, state.nextAnnouncementWaiter)
             }
             if let ready { return continuation.resume(returning: ready) }
             Task { [weak self] in
@@ -231,6 +156,8 @@ public final class RPCClient: Sendable {
         for waiter in waiters { waiter.resume(returning: backend) }
     }
 
+    // MARK: - Calls
+
     /// Calls `function` with `input` and waits for its result.
     ///
     /// - Parameters:
@@ -239,12 +166,11 @@ public final class RPCClient: Sendable {
     ///   - timeout: how long to wait before giving up with ``RPCError/Kind/timeout``; the
     ///     worker is then sent `$cancel`. Task cancellation does the same with `CancellationError`.
     public func call<Input, Output>(_ function: RPCFunction<Input, Output>, _ input: Input, timeout: Duration? = nil) async throws -> Output {
-        try await perform(method: function.name, naming: function.name, timeout: timeout) { writer, direct in
+        let response = try await exchange(method: function.name, naming: function.name, timeout: timeout) { writer, direct in
             writer.writeArrayHeader(count: 1)
             try self.encode(input, of: function.name, into: &writer, directValues: &direct)
-        } decode: { result in
-            try self.decode(Output.self, of: function.name, from: result)
         }
+        return try result(of: response, function: function.name) { try self.decode(Output.self, of: function.name, from: $0) }
     }
 
     /// Calls `function` once for each of `inputs` in one round trip (the `$batch` extension), and
@@ -293,12 +219,12 @@ public final class RPCClient: Sendable {
     }
 
     /// Sends `inputs` as one `$batch` request; `collect` reads the `count` `[error, result]` pairs.
-    private func batch<Input, Output, Collected: Sendable>(
+    private func batch<Input, Output, Collected>(
         _ function: RPCFunction<Input, Output>, _ inputs: [Input], timeout: Duration?, oneCallAtATime: Bool = false,
-        collect: @escaping @Sendable (MessagePackObject, Int) throws -> Collected
+        collect: (MessagePackObject, Int) throws -> Collected
     ) async throws -> Collected {
         let name = function.name
-        return try await perform(
+        let response = try await exchange(
             method: RPCArguments.batchMethod, naming: name, timeout: timeout, oneCallAtATime: oneCallAtATime
         ) { writer, direct in
             writer.writeArrayHeader(count: 2)
@@ -309,11 +235,12 @@ public final class RPCClient: Sendable {
                 writer.writeArrayHeader(count: 1)
                 try self.encode(inputs[index], of: name, into: &writer, directValues: &direct)
             }
-        } decode: { result in
-            guard let count = result.count, count == inputs.count else {
-                throw RPCError(.protocolViolation, "answered a batch of \(inputs.count) with \(result.typeName)", function: name, pid: self.pid)
+        }
+        return try result(of: response, function: name) { results in
+            guard let count = results.count, count == inputs.count else {
+                throw RPCError(.protocolViolation, "answered a batch of \(inputs.count) with \(results.typeName)", function: name, pid: self.pid)
             }
-            return try collect(result, count)
+            return try collect(results, count)
         }
     }
 
@@ -330,11 +257,12 @@ public final class RPCClient: Sendable {
 
     /// Calls `method` with untyped parameters (for peers outside ForkKit).
     public func call(method: String, params: [MessagePackValue], timeout: Duration? = nil) async throws -> MessagePackValue {
-        try await perform(method: method, naming: method, timeout: timeout) { writer, direct in
+        let response = try await exchange(method: method, naming: method, timeout: timeout) { writer, direct in
             let params = MessagePackValue.array(params)
             writer.write(params)
             direct.append(params)
-        } decode: { result in
+        }
+        return try result(of: response, function: method) { result in
             do {
                 return try result.value()
             } catch {
@@ -361,75 +289,86 @@ public final class RPCClient: Sendable {
         }
     }
 
-    /// Sends request `method`, whose params `writeParams` appends (noting the values written in
-    /// their own form, where descriptors may be), and waits for the result that `decode` reads.
-    /// Errors name the call `function` (a batch is named after the function it runs). With
-    /// `oneCallAtATime`, the timeout counts from the worker's last answer when that came after the send.
-    private func perform<Result: Sendable>(
-        method: String, naming function: String, timeout: Duration?, oneCallAtATime: Bool = false,
-        writeParams: (inout MessagePackWriter, inout [MessagePackValue]) throws -> Void,
-        decode: @escaping @Sendable (MessagePackObject) throws -> Result
-    ) async throws -> Result {
-        let id = state.withLock { state -> UInt32 in
-            defer { state.nextID &+= 1 }
-            return state.nextID
-        }
-        let timer = timeout.map { limit in
-            Task { [weak self] in
-                let sent = ContinuousClock.now
-                var deadline = sent + limit
-                while true {
-                    try await Task.sleep(until: deadline, clock: .continuous)
-                    // A worker that runs one call at a time starts this one once it has answered the
-                    // calls before it: the time it waited for them does not count.
-                    guard oneCallAtATime, let answer = self?.state.withLock({ $0.lastAnswer }), answer > sent,
-                          answer + limit > deadline else { break }
-                    deadline = answer + limit
+    /// Reads a response `[1, msgid, error, result]` (and releases it): `read` decodes the result,
+    /// or the error is thrown as an ``RPCError``.
+    private func result<Result>(
+        of response: MessagePackMessage, function: String, _ read: (MessagePackObject) throws -> Result
+    ) throws -> Result {
+        defer { response.release() }
+        return try response.withObject { message in
+            guard message[2].isNil else {
+                let error: MessagePackValue
+                do {
+                    error = try message[2].value()
+                } catch {
+                    throw RPCError(.protocolViolation, "sent an error that is not MessagePack (\(error))", function: function, pid: pid)
                 }
-                self?.abandon(id, with: RPCError(.timeout, "did not answer within \(limit); the worker was asked to cancel it", function: function, pid: self?.pid))
+                throw remoteError(error, function: function)
             }
+            return try read(message[3])
         }
+    }
+
+    /// Sends request `method`, whose params `writeParams` appends (noting the values written in
+    /// their own form, where descriptors may be), and waits for the response, which the caller
+    /// decodes (and releases). Errors name the call `function` (a batch is named after the function
+    /// it runs). With `oneCallAtATime`, the timeout counts from the worker's last answer when that
+    /// came after the send.
+    private func exchange(
+        method: String, naming function: String, timeout: Duration?, oneCallAtATime: Bool = false,
+        writeParams: (inout MessagePackWriter, inout [MessagePackValue]) throws -> Void
+    ) async throws -> MessagePackMessage {
+        let id = nextID.wrappingAdd(1, ordering: .relaxed).oldValue
+        let timer = timeout.map { limit in startTimer(for: id, function: function, limit: limit, oneCallAtATime: oneCallAtATime) }
         defer { timer?.cancel() }
         return try await withTaskCancellationHandler {
-            try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Result, any Error>) in
-                let call = Call(function: function) { completion in
-                    switch completion {
-                    case .result(let result):
-                        do {
-                            continuation.resume(returning: try decode(result))
-                        } catch {
-                            continuation.resume(throwing: error)
-                        }
-                    case .failure(let error):
-                        continuation.resume(throwing: error)
-                    }
+            try await withUnsafeThrowingContinuation { (caller: Caller) in
+                let refusal = state.withLock { $0.table.admit(id, function: function, caller: caller, cancelled: Task.isCancelled) }
+                if let refusal {
+                    return caller.resume(throwing: error(for: refusal, function: function))
                 }
-                let refused: (any Error)? = state.withLock { state in
-                    if state.closing { return RPCError(.closed, "the client was closed; it takes no new calls", function: function, pid: pid) }
-                    if let failure = state.failure { return failure }
-                    // Cancelled before the call was registered: the cancellation handler found nothing to cancel.
-                    if Task.isCancelled { return CancellationError() }
-                    state.calls[id] = call
-                    return nil
-                }
-                if let refused { return continuation.resume(throwing: refused) }
-                let failure = send(until: timeout.map { ContinuousClock.now + $0 }, ownRequest: true) { writer, direct in
+                let (failure, brokeConnection) = connection.send(until: timeout.map { ContinuousClock.now + $0 }, cancellable: true) { writer, direct in
                     writer.writeArrayHeader(count: 4)
                     writer.write(0)
                     writer.write(Int(id))
                     writer.write(.string(method))
                     try writeParams(&writer, &direct)
                 }
-                if var failure {
-                    if failure.function == nil { failure.function = function }
-                    let call = state.withLock { $0.calls.removeValue(forKey: id) }
-                    call?.complete(.failure(failure))
-                    // A close() waiting for the calls in flight may have been waiting for this one.
-                    settleIfDrained()
-                }
+                guard var failure else { return }
+                if brokeConnection { noteKillReason("this owner closed its connection because a message to it stalled half-way") }
+                if failure.function == nil { failure.function = function }
+                // A close() waiting for the calls in flight may have been waiting for this one.
+                guard let (call, drained) = state.withLock({ $0.table.withdraw(id) }) else { return }
+                call.caller.resume(throwing: failure)
+                for watcher in drained { watcher.resume(returning: true) }
             }
         } onCancel: {
             abandon(id, with: CancellationError())
+        }
+    }
+
+    private func error(for refusal: CallTable<Caller, Watcher>.Refusal, function: String) -> any Error {
+        switch refusal {
+        case .closing: RPCError(.closed, "the client was closed; it takes no new calls", function: function, pid: pid)
+        case .ended(let failure): failure
+        case .cancelled: CancellationError()
+        }
+    }
+
+    /// Gives up on call `id` once `limit` has passed.
+    private func startTimer(for id: UInt32, function: String, limit: Duration, oneCallAtATime: Bool) -> Task<Void, any Error> {
+        Task { [weak self] in
+            let sent = ContinuousClock.now
+            var deadline = sent + limit
+            while true {
+                try await Task.sleep(until: deadline, clock: .continuous)
+                // A worker that runs one call at a time starts this one once it has answered the
+                // calls before it: the time it waited for them does not count.
+                guard oneCallAtATime, let answer = self?.state.withLock({ $0.table.lastAnswer }), answer > sent,
+                      answer + limit > deadline else { break }
+                deadline = answer + limit
+            }
+            self?.abandon(id, with: RPCError(.timeout, "did not answer within \(limit); the worker was asked to cancel it", function: function, pid: self?.pid))
         }
     }
 
@@ -445,16 +384,10 @@ public final class RPCClient: Sendable {
     /// ended is killed. Cancelling the task stops the wait for the exit status.
     @discardableResult
     public func close() async throws -> ExitStatus? {
-        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
-            let done = state.withLock { state in
-                state.closing = true
-                if state.calls.isEmpty || state.failure != nil { return true }
-                state.drained.append(continuation)
-                return false
-            }
-            if done { continuation.resume() }
+        _ = await withCheckedContinuation { (watcher: Watcher) in
+            if state.withLock({ $0.table.beginClosing(watcher) }) { watcher.resume(returning: true) }
         }
-        finishOutput()
+        connection.finishSending()
         guard let worker else { return nil }
         // A worker that does not exit once its input has ended (stopped, deadlocked) is killed.
         let killer = cancellationGracePeriod.map { grace in
@@ -476,141 +409,34 @@ public final class RPCClient: Sendable {
 
     /// Writes a message whole; returns why it could not, or nil. A notification that finds no room
     /// within the cancellation grace period (1 s by default) is dropped; one that went out in part
-    /// closes the connection (see ``send(until:ownRequest:_:)``).
+    /// closes the connection (see ``RPCConnection/send(until:cancellable:_:)``).
     @discardableResult
     private func send(_ message: RPCMessage) -> RPCError? {
         let patience = state.withLock { $0.cancellationGracePeriod } ?? .seconds(1)
-        return send(until: ContinuousClock.now + patience, ownRequest: false) { writer, direct in
+        let (failure, brokeConnection) = connection.send(until: ContinuousClock.now + patience, cancellable: false) { writer, direct in
             let value = message.value
             writer.write(value)
             direct.append(value)
         }
+        if brokeConnection { noteKillReason("this owner closed its connection because a message to it stalled half-way") }
+        return failure
     }
 
-    /// Encodes a message with `write` into the connection's buffer and sends it whole, with the
-    /// descriptors found in the values `write` reports; returns why it could not, or nil. When the
-    /// worker does not take it all by `deadline` (or, for the caller's `ownRequest`, the calling
-    /// task is cancelled meanwhile), it gives up: without closing anything if no byte went out, and
-    /// otherwise by closing the connection (half a message cannot be taken back).
-    ///
-    /// The wait happens under the connection's write lock, in 20 ms slices: a send with no deadline
-    /// to a worker that never reads (stopped, and without a timeout) holds the senders behind it.
-    private func send(
-        until deadline: ContinuousClock.Instant?, ownRequest: Bool, _ write: (inout MessagePackWriter, inout [MessagePackValue]) throws -> Void
-    ) -> RPCError? {
-        outgoing.withLock { outgoing -> RPCError? in
-            guard outgoing.open else { return RPCError(.closed, "the client's output is closed", pid: pid) }
-            outgoing.writer.reset()
-            var direct: [MessagePackValue] = []
-            do {
-                try write(&outgoing.writer, &direct)
-            } catch {
-                return error as? RPCError ?? RPCError(.codingFailed, "cannot encode the message: \(error)", pid: pid)
-            }
-            guard outgoing.writer.count <= maximumMessageSize else {
-                return RPCError(
-                    .messageTooLarge,
-                    "the message is \(outgoing.writer.count) bytes, over the maximumMessageSize of \(maximumMessageSize) bytes "
-                        + "that both sides honour (RPCClient.start(maximumMessageSize:), WorkerPool.Configuration.maximumMessageSize); "
-                        + "it was not sent. Raise the limit, or send less per call", pid: pid)
-            }
-            let descriptors = direct.flatMap(PassedDescriptor.descriptors(in:))
-            let (failure, gaveUp) = outgoing.writer.withBytes { bytes -> (RPCError?, Bool) in
-                var offset = 0  // bytes already sent with the descriptors
-                if !descriptors.isEmpty {
-                    guard outputIsSocket else {
-                        return (RPCError(.codingFailed, "descriptors can only be passed over a Unix socket, not a pipe", pid: pid), false)
-                    }
-                    if let place = worker?.remoteName {
-                        return (RPCError(
-                            .codingFailed,
-                            "descriptors cannot be passed to a remote worker (\(place)): its connection is a byte stream "
-                                + "between machines; open the file or socket in the worker instead", pid: pid), false)
-                    }
-                    // The descriptors ride on the message's first bytes, so they arrive before it is complete.
-                    offset = forkkit_send_with_descriptors(output, bytes.baseAddress, bytes.count, descriptors, Int32(descriptors.count))
-                    if offset < 0 { return (sendFailure(errno), false) }
-                }
-                return self.write(
-                    UnsafeRawBufferPointer(rebasing: bytes[offset...]), until: deadline, cancellable: ownRequest, alreadySent: offset)
-            }
-            if gaveUp && !outputIsSocket {
-                // A pipe cannot be shut down like a socket: closing its write end is how it ends.
-                Glibc.close(output)
-                outgoing.open = false
-            }
-            return failure
-        }
-    }
-
-    /// Writes `bytes` whole without blocking in the kernel: while the worker's input is full it
-    /// waits for room in short slices, so that a stopped worker cannot hold the caller past its
-    /// deadline or (when `cancellable`) the task's cancellation. `alreadySent` bytes of the message
-    /// went out before these. Returns why it could not, and whether it gave up half-way (the
-    /// connection must then end).
-    private func write(
-        _ bytes: UnsafeRawBufferPointer, until deadline: ContinuousClock.Instant?, cancellable: Bool, alreadySent: Int
-    ) -> (RPCError?, gaveUp: Bool) {
-        var offset = 0
-        while offset < bytes.count {
-            let start = bytes.baseAddress! + offset, count = bytes.count - offset
-            let sent = outputIsSocket ? Glibc.send(output, start, count, Int32(MSG_NOSIGNAL | MSG_DONTWAIT)) : Glibc.write(output, start, count)
-            if sent >= 0 {
-                offset += sent
-                continue
-            }
-            guard errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR else { return (sendFailure(errno), false) }
-            let cancelled = cancellable && Task.isCancelled
-            if deadline.map({ ContinuousClock.now >= $0 }) == true || cancelled {
-                let kind: RPCError.Kind = cancelled ? .closed : .timeout
-                guard offset + alreadySent > 0 else {
-                    return (RPCError(kind, "the worker took none of the message in time (is it stopped, or not reading?); nothing was sent", pid: pid), false)
-                }
-                shutdown(output, Int32(SHUT_RDWR))
-                state.withLock { state in
-                    if state.killReason == nil { state.killReason = "this owner closed its connection because a message to it stalled half-way" }
-                }
-                return (RPCError(
-                    kind,
-                    "the worker took \(offset + alreadySent) of the message's \(bytes.count + alreadySent) bytes and no more in time (is "
-                        + "it stopped, or not reading?); the connection was closed, since half a message cannot be taken back", pid: pid), true)
-            }
-            var room = pollfd(fd: output, events: Int16(POLLOUT), revents: 0)
-            _ = poll(&room, 1, 20)
-        }
-        return (nil, false)
-    }
-
-    private func sendFailure(_ error: Int32) -> RPCError {
-        RPCError(.workerDied, "cannot send to the worker: \(String(cString: strerror(error)))", pid: pid)
-    }
-
-    /// Tells the worker no more requests come: end of stream on its input.
-    private func finishOutput() {
-        outgoing.withLock { outgoing in
-            guard outgoing.open else { return }
-            if shutdown(output, Int32(SHUT_WR)) != 0 && output != input {
-                // A pipe: closing the write end is how it ends.
-                Glibc.close(output)
-                outgoing.open = false
-            }
+    private func noteKillReason(_ reason: String) {
+        state.withLock { state in
+            if state.killReason == nil { state.killReason = reason }
         }
     }
 
     /// Gives up on call `id` (timeout or cancellation): it fails now, and the worker is told. With a
     /// ``cancellationGracePeriod``, a worker that does not answer it in time is killed.
     private func abandon(_ id: UInt32, with error: any Error) {
-        let (call, ended, grace): (Call?, Bool, Duration?) = state.withLock { state in
-            guard let call = state.calls.removeValue(forKey: id) else { return (nil, false, nil) }
-            // After the connection ended no answer can come, and the worker cannot be told.
-            guard !state.ended else { return (call, true, nil) }
-            state.abandoned.insert(id)
-            return (call, false, state.cancellationGracePeriod)
-        }
-        guard let call else { return }
-        call.complete(.failure(error))
-        if !ended { send(.cancel(id)) }
-        settleIfDrained()
+        let (abandonment, grace) = state.withLock { state in (state.table.abandon(id), state.cancellationGracePeriod) }
+        guard let abandonment else { return }
+        abandonment.call.caller.resume(throwing: error)
+        for watcher in abandonment.drained { watcher.resume(returning: true) }
+        guard abandonment.tellWorker else { return }
+        send(.cancel(id))
         if let grace {
             Task { [weak self] in
                 guard let self, await !self.abandonedCallsAnswered(within: grace) else { return }
@@ -624,22 +450,12 @@ public final class RPCClient: Sendable {
     /// when `limit` passed first: the worker is not answering (stopped, deadlocked, or in a
     /// function that ignores cancellation).
     package func abandonedCallsAnswered(within limit: Duration) async -> Bool {
-        let id = state.withLock { state -> UInt64 in
-            defer { state.nextAnswerWaiter &+= 1 }
-            return state.nextAnswerWaiter
-        }
-        return await withCheckedContinuation { continuation in
-            let answered = state.withLock { state -> Bool in
-                if state.ended || state.abandoned.isEmpty { return true }
-                state.answerWaiters[id] = (state.abandoned, continuation)
-                return false
-            }
-            if answered { return continuation.resume(returning: true) }
+        await withCheckedContinuation { (watcher: Watcher) in
+            guard let key = state.withLock({ $0.table.watchAbandonedCalls(watcher) }) else { return watcher.resume(returning: true) }
             // The caller holds this client while it waits, so the timer finds it.
             Task { [weak self] in
                 try? await Task.sleep(for: limit)
-                let waiter = self?.state.withLock { $0.answerWaiters.removeValue(forKey: id) }
-                waiter?.continuation.resume(returning: false)
+                self?.state.withLock { $0.table.stopWatching(key) }?.resume(returning: false)
             }
         }
     }
@@ -649,7 +465,7 @@ public final class RPCClient: Sendable {
     private func stopUnresponsiveWorker(because reason: String) {
         let alreadyEnded = state.withLock { state -> Bool in
             if state.killReason == nil { state.killReason = reason }
-            return state.ended && worker == nil
+            return state.table.ended && worker == nil
         }
         if alreadyEnded { return }
         logger?.warning("killing worker \(pid.map(String.init) ?? "(no process)"): \(reason)")
@@ -657,66 +473,49 @@ public final class RPCClient: Sendable {
             worker.send(signal: SIGKILL)
         } else {
             end(RPCError(.workerDied, "stopped responding: \(reason); the connection was closed", pid: pid))
-            finishOutput()
+            connection.finishSending()
         }
     }
 
-    private static func isSocket(_ descriptor: Int32) -> Bool {
-        var kind: Int32 = 0
-        var length = socklen_t(MemoryLayout<Int32>.size)
-        return getsockopt(descriptor, SOL_SOCKET, SO_TYPE, &kind, &length) == 0
-    }
+    // MARK: - Reading (on the monitor thread)
 
-    private func readable() {
-        let count = scratch.withUnsafeMutableBytes { buffer in
-            inputIsSocket ? recv(input, buffer.baseAddress, buffer.count, Int32(MSG_DONTWAIT)) : read(input, buffer.baseAddress, buffer.count)
-        }
-        if count < 0 {
-            if errno == EAGAIN || errno == EINTR { return }
-            return end(nil)
-        }
-        if count == 0 { return end(nil) }
-        scratch.withUnsafeBytes { reader.append(UnsafeRawBufferPointer(rebasing: $0.prefix(count))) }
-        do {
-            while try reader.nextObject({ message in try dispatch(message) }) != nil {}
-        } catch let error as RPCError {
-            end(error)
-        } catch MessagePackError.messageTooLarge(let size, let limit) {
-            // Well-formed, only too large: an event or log record (a worker checks its results, not
-            // those), or a peer that was never told the limit.
-            end(RPCError(
-                .protocolViolation,
-                "sent a message of at least \(size) bytes, over the maximumMessageSize of \(limit) bytes (an event or log record "
-                    + "that large, or a peer that was not told the limit); the connection was closed. Raise the limit, or send less at once",
-                pid: pid))
-        } catch {
-            end(RPCError(.protocolViolation, "sent bytes that are not MessagePack-RPC (\(error)); the connection was closed", pid: pid))
+    private func received(_ incoming: RPCConnection.Incoming) {
+        switch incoming {
+        case .ended(let violation):
+            end(violation.map { RPCError(.protocolViolation, $0, pid: pid) })
+        case .message(let message):
+            do {
+                try dispatch(message)
+            } catch let error as RPCError {
+                end(error)
+            } catch {
+                end(RPCError(.protocolViolation, "sent bytes that are not MessagePack-RPC (\(error)); the connection was closed", pid: pid))
+            }
         }
     }
 
-    /// Handles one message from the worker. A response is matched to its call and decoded in
-    /// place; anything else is read into a value first.
-    private func dispatch(_ message: MessagePackObject) throws {
-        guard message.count == 4, message[0].integerValue == 1, let id = message[1].integerValue.flatMap(UInt32.init(exactly:)) else {
-            return try dispatch(try RPCMessage(try message.value()))
+    /// Handles one message from the worker. A response goes, undecoded, to its caller; anything
+    /// else is read into a value first.
+    private func dispatch(_ message: MessagePackMessage) throws {
+        let responseID = message.withObject { message -> UInt32? in
+            guard message.count == 4, message[0].integerValue == 1 else { return nil }
+            return message[1].integerValue.flatMap(UInt32.init(exactly:))
         }
-        let (call, expected, answered) = state.withLock { state -> (Call?, Bool, [CheckedContinuation<Bool, Never>]) in
-            state.lastAnswer = .now
-            if let call = state.calls.removeValue(forKey: id) { return (call, false, []) }
-            guard state.abandoned.remove(id) != nil else { return (nil, false, []) }
-            return (nil, true, state.abandonedCallAnswered(id))
+        guard let id = responseID else {
+            defer { message.release() }
+            return try dispatch(try RPCMessage(try message.withObject { try $0.value() }))
         }
-        guard let call else {
-            for waiter in answered { waiter.resume(returning: true) }
-            if expected { return }
+        switch state.withLock({ $0.table.responseArrived(id, at: .now) }) {
+        case .deliver(let call, let drained):
+            call.caller.resume(returning: message)
+            for watcher in drained { watcher.resume(returning: true) }
+        case .late(let answered):
+            message.release()
+            for watcher in answered { watcher.resume(returning: true) }
+        case .unexpected:
+            message.release()
             throw RPCError(.protocolViolation, "answered msgid \(id), which no call is waiting for; the connection was closed", pid: pid)
         }
-        if message[2].isNil {
-            call.complete(.result(message[3]))
-        } else {
-            call.complete(.failure(remoteError(try message[2].value(), function: call.function)))
-        }
-        settleIfDrained()
     }
 
     private func dispatch(_ message: RPCMessage) throws {
@@ -753,22 +552,11 @@ public final class RPCClient: Sendable {
     private func end(_ error: RPCError?) {
         let pid = self.pid
         // New calls fail at once from here on. Nothing more will answer an abandoned call.
-        let waiters = state.withLock { state -> [CheckedContinuation<Bool, Never>]? in
-            guard !state.ended else { return nil }
-            state.ended = true
-            if state.failure == nil {
-                state.failure = error ?? RPCError(.workerDied, "the worker has gone", pid: pid)
-            }
-            state.abandoned = []
-            defer { state.answerWaiters = [:] }
-            return state.answerWaiters.values.map(\.continuation)
-        }
-        guard let waiters else { return }
-        DescriptorMonitor.shared.unwatch(input)
-        if error != nil { shutdown(input, Int32(SHUT_RDWR)) }
+        guard let watchers = state.withLock({ $0.table.end(error ?? RPCError(.workerDied, "the worker has gone", pid: pid)) }) else { return }
+        connection.stopReading(breaking: error != nil)
         eventSink.finish()
         settleAnnouncement()
-        for waiter in waiters { waiter.resume(returning: true) }
+        for watcher in watchers { watcher.resume(returning: true) }
         // A broken protocol says what happened: the calls held fail now, whatever the worker does next.
         if let error { return failHeldCalls(with: error) }
         let worker = self.worker
@@ -794,33 +582,15 @@ public final class RPCClient: Sendable {
             if let place = worker?.remoteName {
                 sentence += "; it ran remotely (\(place)), so the connection may have been lost: pid \(pid.map(String.init) ?? "?") is the local command's"
             }
-            let failure = RPCError(.workerDied, sentence, pid: pid, exitStatus: status)
-            self.state.withLock { $0.failure = failure }
-            self.failHeldCalls(with: failure)
+            self.failHeldCalls(with: RPCError(.workerDied, sentence, pid: pid, exitStatus: status))
         }
     }
 
     /// Fails every call still held with `failure`, named after each call's function.
     private func failHeldCalls(with failure: RPCError) {
-        let calls = state.withLock { state in
-            defer { state.calls = [:] }
-            return state.calls
-        }
-        for (_, call) in calls {
-            var named = failure
-            named.function = call.function
-            call.complete(.failure(named))
-        }
-        settleIfDrained()
-    }
-
-    private func settleIfDrained() {
-        let waiters = state.withLock { state -> [CheckedContinuation<Void, Never>] in
-            guard state.calls.isEmpty else { return [] }
-            defer { state.drained = [] }
-            return state.drained
-        }
-        for waiter in waiters { waiter.resume() }
+        let (calls, drained) = state.withLock { $0.table.failHeldCalls(with: failure) }
+        for (caller, error) in calls { caller.resume(throwing: error) }
+        for watcher in drained { watcher.resume(returning: true) }
     }
 }
 

@@ -27,6 +27,7 @@ public final class RPCServer {
     private typealias Handler = RPCArguments.Handler<() throws -> RPCArguments.ResultEncoder, () -> RPCArguments.BatchEncoder>
     private typealias Call = Result<RPCArguments.Prepared<() throws -> RPCArguments.ResultEncoder, () -> RPCArguments.BatchEncoder>, any Error>
 
+    private let socket: WireSocket
     private var stream: RPCStream
     private var handlers: [String: Handler] = [:]
     /// A name that the set-up registered twice: then every call fails, saying so.
@@ -39,13 +40,14 @@ public final class RPCServer {
         self.init(input: socket, output: socket, maximumMessageSize: maximumMessageSize, spinBeforeBlocking: spinBeforeBlocking)
     }
 
-    /// Serves on separate input and output descriptors (a pipe pair, or standard input and output).
+    /// Serves on separate input and output descriptors (a pipe pair, or standard input and output),
+    /// which the server owns from now on (it closes them when it goes away).
     /// A message from the owner larger than `maximumMessageSize` ends `serve()` with an error.
     /// `spinBeforeBlocking` is the opt-in low-latency mode: each read polls that long before it
     /// sleeps (a busy core while idle, for replies without wake-ups).
     public init(input: FileDescriptor, output: FileDescriptor, maximumMessageSize: Int = 64 << 20, spinBeforeBlocking: Duration = .zero) {
-        stream = RPCStream(
-            input: input.rawValue, output: output.rawValue, maximumMessageSize: maximumMessageSize, spin: spinBeforeBlocking)
+        socket = WireSocket(adoptingInput: input, output: output, blocking: true)
+        stream = RPCStream(maximumMessageSize: maximumMessageSize, spin: spinBeforeBlocking)
     }
 
     /// Serves `function` with `body`.
@@ -83,21 +85,21 @@ public final class RPCServer {
     /// Sends an event to the owner: a notification `[2, name, [value]]`. Sent at once (there is no
     /// buffer to flush).
     public func emit<Value: Encodable>(_ name: String, _ value: Value) throws {
-        try stream.write(.notification(method: name, params: [MessagePackEncoder().encodeValue(value)]))
+        try socket.send(.notification(method: name, params: [MessagePackEncoder().encodeValue(value)]))
     }
 
     /// Asks the owner to send no more calls to this worker and to close it once the calls it sent
     /// are answered (AnyEvent::Fork::Pool's `retire`): a pool then starts a fresh worker in its
     /// place. Useful for a worker that knows it has grown too large.
     public func retire() throws {
-        try stream.write(.retire)
+        try socket.send(.retire)
     }
 
     /// A logger whose records go to the owner's logger (see ``RPCLogHandler``).
     public func makeLogger(label: String) -> Logger {
         let sender = UncheckedSender(server: self)
         return Logger(label: label) { label in
-            RPCLogHandler(label: label) { message in try? sender.server.stream.write(message) }
+            RPCLogHandler(label: label) { message in try? sender.server.socket.send(message) }
         }
     }
 
@@ -110,8 +112,8 @@ public final class RPCServer {
     /// Answers requests until the owner closes its end. Throws (and the worker should exit) when the
     /// owner sends something that is not MessagePack-RPC: the stream can no longer be trusted.
     public func serve() throws {
-        try stream.write(.worker(backend: "synchronous", maximumConcurrentCalls: 1))
-        while let batch = try stream.read(prepare: { method, params -> Call in
+        try socket.send(.worker(backend: "synchronous", maximumConcurrentCalls: 1))
+        while let batch = try stream.read(from: socket, prepare: { method, params -> Call in
             if let registeredTwice { return .failure(RPCArguments.registeredTwice(registeredTwice)) }
             return RPCArguments.prepare(method, params, known: Array(handlers.keys)) { handlers[$0] }
         }) {
@@ -129,7 +131,7 @@ public final class RPCServer {
                 case .success(.batch(let run)): .batch(run())
                 }
                 outcome.write(id: id, into: &response, maximumMessageSize: stream.maximumMessageSize)
-                try stream.send(response)
+                try socket.send(response)
             }
         }
     }

@@ -66,10 +66,42 @@ public struct MessagePackFrameReader: ~Copyable {
         }
     }
 
+    /// Bytes received and not yet taken out as messages: the start of an incomplete message.
+    public var bufferedByteCount: Int { Int(unpacker.pointee.used) - Int(unpacker.pointee.off) + Int(unpacker.pointee.parsed) }
+
+    /// Lets `read` write at most `limit` bytes straight into the reader's buffer (a socket's
+    /// receive, without a copy in between); `read` returns how many it wrote.
+    public mutating func fill<Failure: Error>(
+        atMost limit: Int, from read: (UnsafeMutableRawBufferPointer) throws(Failure) -> Int
+    ) throws(Failure) {
+        guard failure == nil, limit > 0 else { return }
+        guard msgpack_unpacker_reserve_buffer(unpacker, limit) else {
+            failure = .malformed("out of memory while buffering \(limit) bytes")
+            return
+        }
+        let room = UnsafeMutableRawBufferPointer(start: msgpack_unpacker_buffer(unpacker), count: limit)
+        let count = try read(room)
+        msgpack_unpacker_buffer_consumed(unpacker, count)
+    }
+
     /// Calls `body` with a view of the next complete message, read in place (see
     /// ``MessagePackObject``), or returns `nil` when more bytes are needed. An error `body` throws
     /// comes out as it is, and the reader can go on.
     public mutating func nextObject<Result>(_ body: (_ message: MessagePackObject) throws -> Result) throws -> Result? {
+        guard try advance() else { return nil }
+        return try withUnsafePointer(to: unpacked.pointee.data) { try body(MessagePackObject($0)) }
+    }
+
+    /// Takes the next complete message out of the reader, with the memory it lives in, or returns
+    /// `nil` when more bytes are needed: it can be kept, and read on another thread, until
+    /// ``MessagePackMessage/release()``.
+    package mutating func nextMessage() throws(MessagePackError) -> MessagePackMessage? {
+        guard try advance() else { return nil }
+        return MessagePackMessage(zone: msgpack_unpacked_release_zone(unpacked), root: unpacked.pointee.data)
+    }
+
+    /// Parses up to the end of the next message; true when one is complete (in `unpacked`).
+    private mutating func advance() throws(MessagePackError) -> Bool {
         if let failure { throw failure }
         // A message whose header already declares more than the limit is refused before its body
         // is waited for (or buffered).
@@ -86,14 +118,14 @@ public struct MessagePackFrameReader: ~Copyable {
                 failure = .messageTooLarge(size: size, limit: maximumMessageSize)
                 throw failure!
             }
-            return try withUnsafePointer(to: unpacked.pointee.data) { try body(MessagePackObject($0)) }
+            return true
         case MSGPACK_UNPACK_CONTINUE:
             let pending = Int(msgpack_unpacker_message_size(unpacker))
             if pending > maximumMessageSize {
                 failure = .messageTooLarge(size: pending, limit: maximumMessageSize)
                 throw failure!
             }
-            return nil
+            return false
         case MSGPACK_UNPACK_NOMEM_ERROR:
             failure = .malformed("nesting too deep or out of memory")
             throw failure!

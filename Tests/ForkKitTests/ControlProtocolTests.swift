@@ -33,7 +33,7 @@ private struct RawTemplate {
     }
 
     func send(_ bytes: [UInt8], descriptors: [Int32] = []) {
-        _ = forkkit_send_with_descriptors(socket, bytes, bytes.count, descriptors, Int32(descriptors.count))
+        _ = forkkit_send_with_descriptors(socket, bytes, bytes.count, descriptors, Int32(descriptors.count), 0)
     }
 
     func send(_ value: MessagePackValue, descriptors: [Int32] = []) {

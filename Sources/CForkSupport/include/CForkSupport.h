@@ -9,20 +9,18 @@
 #include <stdint.h>
 #include <sys/types.h>
 
-/// sendmsg() of `length` bytes with `count` descriptors attached as SCM_RIGHTS; never raises SIGPIPE.
-/// Returns the bytes sent or -1 with errno set.
+/// sendmsg() of `length` bytes with `count` descriptors attached as SCM_RIGHTS, with `flags` (such
+/// as MSG_DONTWAIT) added to MSG_NOSIGNAL: never raises SIGPIPE. Returns the bytes sent or -1 with
+/// errno set.
 ssize_t forkkit_send_with_descriptors(int socket, const void *bytes, size_t length,
-                                      const int *descriptors, int count);
+                                      const int *descriptors, int count, int flags);
 
-/// Writes all of `bytes`, retrying after interruptions and short writes; sockets are written with
-/// MSG_NOSIGNAL (a vanished peer is an EPIPE error, not a SIGPIPE), other descriptors with write().
-/// Returns 0, or the errno that stopped it.
-int forkkit_send_all(int descriptor, const void *bytes, size_t length);
 
-/// recvmsg() into `bytes`; descriptors that arrive are stored (close-on-exec) in `descriptors`, up to
-/// `capacity`, their number in `*count`. Descriptors beyond capacity are closed and `*truncated` set.
+/// recvmsg() into `bytes` with `flags` (such as MSG_DONTWAIT); descriptors that arrive are stored
+/// (close-on-exec) in `descriptors`, up to `capacity`, their number in `*count`. Descriptors beyond
+/// capacity are closed and `*truncated` set.
 ssize_t forkkit_receive_with_descriptors(int socket, void *bytes, size_t length,
-                                         int *descriptors, int capacity, int *count, int *truncated);
+                                         int *descriptors, int capacity, int *count, int *truncated, int flags);
 
 /// posix_spawn() of `path` with `control` as descriptor 3 and every descriptor above 3 closed,
 /// signal mask and dispositions reset. Returns 0 or an errno value.

@@ -1,0 +1,30 @@
+/// A value that only the ``DescriptorMonitor`` thread may touch, checked on every access (in the
+/// spirit of SwiftNIO's `NIOLoopBound`): the state a connection's reader keeps between the
+/// readable events of its descriptor, which the monitor thread alone delivers.
+///
+/// It may be made on any thread, before the monitor starts reading with it; every later access
+/// from another thread stops the program with a message instead of racing.
+///
+/// ```swift
+/// let reader = MonitorBound(MessagePackFrameReader())
+/// DescriptorMonitor.shared.watch(socket) {
+///     reader.withValue { reader in reader.append(...) }
+/// }
+/// ```
+public final class MonitorBound<Value: ~Copyable>: @unchecked Sendable {
+    // Safe to share: every read and write goes through `withValue`, which checks the thread.
+    private var value: Value
+
+    /// Wraps `value` for the monitor thread.
+    public init(_ value: consuming Value) {
+        self.value = value
+    }
+
+    /// Calls `body` with the value; must be called on the monitor thread.
+    public func withValue<Result: ~Copyable, Failure: Error>(_ body: (inout Value) throws(Failure) -> Result) throws(Failure) -> Result {
+        precondition(
+            DescriptorMonitor.shared.isCurrentThread,
+            "a MonitorBound value was touched off ForkKit's monitor thread; only that thread's handlers and jobs may use it")
+        return try body(&value)
+    }
+}

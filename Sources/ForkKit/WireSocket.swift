@@ -1,0 +1,258 @@
+import CForkSupport
+import MessagePack
+import SystemPackage
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The one connection type of ForkKit's wire: a Unix socket (or, to a remote peer, a pair of
+/// pipes) that it owns, carrying bytes with descriptors attached.
+///
+/// Every protocol speaks through it: the control protocol (the owner's connections to templates
+/// and children, the template's server) and MessagePack-RPC on both sides. It closes what it owns when it goes away, never
+/// raises SIGPIPE (a vanished peer is `EPIPE`), and reports failures as swift-system's `Errno`.
+///
+/// A *non-blocking* socket never waits in the kernel: ``receive(into:atMost:descriptors:)`` and
+/// ``sendSome(_:descriptors:)`` return at once with what could be done, and the owner waits for
+/// readiness itself (the ``DescriptorMonitor`` for reading). A *blocking* one (a template, a
+/// worker) waits in every call.
+///
+/// ```swift
+/// let socket = WireSocket(adopting: descriptor, blocking: false)
+/// try socket.sendAll(bytes.withUnsafeBytes { $0 })
+/// var reader = MessagePackFrameReader()
+/// if case .bytes = try socket.receive(into: &reader, atMost: 64 << 10) { ... }
+/// ```
+public struct WireSocket: ~Copyable, Sendable {
+    /// What a receive found.
+    public enum Received: Equatable, Sendable {
+        /// This many bytes arrived.
+        case bytes(Int)
+        /// The peer closed its end (or reset the connection): nothing more will arrive.
+        case endOfStream
+        /// Nothing is there now (non-blocking sockets only).
+        case wouldBlock
+    }
+
+    /// Where reading happens. The same as ``output`` for a socket.
+    public let input: FileDescriptor
+    /// Where writing happens.
+    public let output: FileDescriptor
+    /// Whether descriptors can travel: the output is a Unix socket, not a pipe.
+    public let canPassDescriptors: Bool
+    private let inputIsSocket: Bool
+    private let blocking: Bool
+
+    /// The most descriptors one message can carry (the kernel's SCM_RIGHTS limit is 253).
+    public static let maximumDescriptorsPerMessage = 253
+
+    /// Takes ownership of `descriptor`, a socket read and written alike.
+    public init(adopting descriptor: FileDescriptor, blocking: Bool) {
+        self.init(adoptingInput: descriptor, output: descriptor, blocking: blocking)
+    }
+
+    /// Takes ownership of `input` and `output` (two pipes to a remote peer, or one socket twice).
+    public init(adoptingInput input: FileDescriptor, output: FileDescriptor, blocking: Bool) {
+        self.input = input
+        self.output = output
+        self.blocking = blocking
+        inputIsSocket = Self.isSocket(input)
+        canPassDescriptors = Self.isSocket(output)
+        if !canPassDescriptors {
+            // A pipe whose reader died raises SIGPIPE on write, which would kill this process.
+            signal(SIGPIPE, SIG_IGN)
+        }
+        if !blocking {
+            // Sockets are asked not to wait call by call (MSG_DONTWAIT); a pipe only has the flag.
+            for pipe in [inputIsSocket ? nil : input, canPassDescriptors ? nil : output].compactMap({ $0 }) {
+                _ = fcntl(pipe.rawValue, F_SETFL, fcntl(pipe.rawValue, F_GETFL) | O_NONBLOCK)
+            }
+        }
+    }
+
+    deinit {
+        try? input.close()
+        if output != input { try? output.close() }
+    }
+
+    /// Gives up ownership: returns the descriptor (a socket's; for two pipes, the input) without
+    /// closing it.
+    public consuming func release() -> FileDescriptor {
+        let descriptor = input
+        discard self
+        return descriptor
+    }
+
+    private static func isSocket(_ descriptor: FileDescriptor) -> Bool {
+        var kind: Int32 = 0
+        var length = socklen_t(MemoryLayout<Int32>.size)
+        return getsockopt(descriptor.rawValue, SOL_SOCKET, SO_TYPE, &kind, &length) == 0
+    }
+
+    private var waitFlag: Int32 { blocking ? 0 : Int32(MSG_DONTWAIT) }
+
+    // MARK: - Sending
+
+    /// Sends as much of `bytes` as the peer takes now, with `descriptors` riding on the first byte
+    /// (so they arrive before the message is complete); returns how many bytes went (0 when a
+    /// non-blocking socket is full). A blocking socket sends at least one byte.
+    public func sendSome(_ bytes: UnsafeRawBufferPointer, descriptors: [FileDescriptor] = []) throws(Errno) -> Int {
+        guard !bytes.isEmpty else { return 0 }
+        while true {
+            let sent: Int
+            if !descriptors.isEmpty {
+                guard canPassDescriptors else { throw Errno.notSocket }
+                guard descriptors.count <= Self.maximumDescriptorsPerMessage else { throw Errno.invalidArgument }
+                sent = descriptors.map(\.rawValue).withUnsafeBufferPointer { raw in
+                    forkkit_send_with_descriptors(output.rawValue, bytes.baseAddress, bytes.count, raw.baseAddress, Int32(raw.count), waitFlag)
+                }
+            } else if canPassDescriptors {
+                sent = Glibc.send(output.rawValue, bytes.baseAddress, bytes.count, Int32(MSG_NOSIGNAL) | waitFlag)
+            } else {
+                sent = Glibc.write(output.rawValue, bytes.baseAddress, bytes.count)
+            }
+            if sent >= 0 { return sent }
+            switch errno {
+            case EINTR: continue
+            case EAGAIN: return 0  // only non-blocking sockets get it
+            case let error: throw Errno(rawValue: error)
+            }
+        }
+    }
+
+    /// Sends all of `bytes` (descriptors on the first byte), waiting for room as long as it takes.
+    public func sendAll(_ bytes: UnsafeRawBufferPointer, descriptors: [FileDescriptor] = []) throws(Errno) {
+        var offset = try sendSome(bytes, descriptors: descriptors)
+        while offset < bytes.count {
+            if offset > 0 || blocking {
+                let sent = try sendSome(UnsafeRawBufferPointer(rebasing: bytes[offset...]))
+                offset += sent
+                if sent > 0 { continue }
+            } else {
+                offset = try sendSome(bytes, descriptors: descriptors)
+                if offset > 0 { continue }
+            }
+            waitForRoom(upTo: .seconds(1))
+        }
+    }
+
+    /// Sends all of `bytes`; see ``sendAll(_:descriptors:)-(UnsafeRawBufferPointer,_)``.
+    public func sendAll(_ bytes: [UInt8], descriptors: [FileDescriptor] = []) throws(Errno) {
+        try bytes.withUnsafeBytes { raw in Result { () throws(Errno) in try sendAll(raw, descriptors: descriptors) } }.get()
+    }
+
+    /// Waits until the output has room, or `timeout` has passed.
+    public func waitForRoom(upTo timeout: Duration) {
+        var room = pollfd(fd: output.rawValue, events: Int16(POLLOUT), revents: 0)
+        _ = poll(&room, 1, Int32(clamping: timeout.components.seconds * 1000 + timeout.components.attoseconds / 1_000_000_000_000_000))
+    }
+
+    /// Waits until the input is readable (or hung up), or `timeout` has passed; true when readable.
+    public func waitUntilReadable(upTo timeout: Duration) -> Bool {
+        var readable = pollfd(fd: input.rawValue, events: Int16(POLLIN), revents: 0)
+        return poll(&readable, 1, Int32(clamping: timeout.components.seconds * 1000 + timeout.components.attoseconds / 1_000_000_000_000_000)) > 0
+    }
+
+    /// Ends this side's writing: the peer reads end of stream. A pipe cannot be half-shut like a
+    /// socket: its write end is replaced by /dev/null instead (the descriptor stays this socket's
+    /// to close, and nothing more reaches the peer).
+    public func finishSending() {
+        if Glibc.shutdown(output.rawValue, Int32(SHUT_WR)) == 0 || output == input { return }
+        let null = open("/dev/null", O_WRONLY | O_CLOEXEC)
+        guard null >= 0 else { return }
+        if dup2(null, output.rawValue) >= 0 { _ = fcntl(output.rawValue, F_SETFD, FD_CLOEXEC) }
+        Glibc.close(null)
+    }
+
+    /// Ends the connection both ways (after bad input, or half a message that cannot be taken
+    /// back): this side's reads and writes end, and the peer reads end of stream.
+    public func breakConnection() {
+        _ = Glibc.shutdown(input.rawValue, Int32(SHUT_RDWR))
+        if output != input { finishSending() }
+    }
+
+    // MARK: - Receiving
+
+    /// Receives at most `limit` bytes straight into `reader`'s buffer. Descriptors that arrive
+    /// with them are closed: use ``receive(into:atMost:collecting:)`` where they are expected.
+    /// A reset connection reads as end of stream.
+    public func receive(into reader: inout MessagePackFrameReader, atMost limit: Int) throws(Errno) -> Received {
+        try receive(into: &reader, atMost: limit, descriptors: nil)
+    }
+
+    /// Receives at most `limit` bytes into `reader`, appending the descriptors that came with them
+    /// (close-on-exec) to `descriptors`. Throws `Errno.noBufferSpace` when descriptors were lost
+    /// on the way (more than 253 with one message, or this process's limit reached): the peer
+    /// then cannot be served as it asked.
+    public func receive(
+        into reader: inout MessagePackFrameReader, atMost limit: Int, collecting descriptors: inout [FileDescriptor]
+    ) throws(Errno) -> Received {
+        try withUnsafeMutablePointer(to: &descriptors) { (sink) throws(Errno) in try receive(into: &reader, atMost: limit, descriptors: sink) }
+    }
+
+    private func receive(
+        into reader: inout MessagePackFrameReader, atMost limit: Int, descriptors: UnsafeMutablePointer<[FileDescriptor]>?
+    ) throws(Errno) -> Received {
+        var outcome = Received.wouldBlock
+        try reader.fill(atMost: limit) { (buffer) throws(Errno) -> Int in
+            outcome = try receive(into: buffer, peeking: false, descriptors: descriptors)
+            if case .bytes(let count) = outcome { return count }
+            return 0
+        }
+        return outcome
+    }
+
+    /// Receives into `buffer` (bytes only). With `peeking`, the bytes stay queued for the next
+    /// receive (sockets only: how a reader takes exactly one message's bytes and no more).
+    public func receive(into buffer: UnsafeMutableRawBufferPointer, peeking: Bool = false) throws(Errno) -> Received {
+        try receive(into: buffer, peeking: peeking, descriptors: nil)
+    }
+
+    private func receive(
+        into buffer: UnsafeMutableRawBufferPointer, peeking: Bool, descriptors: UnsafeMutablePointer<[FileDescriptor]>?
+    ) throws(Errno) -> Received {
+        guard !buffer.isEmpty else { return .bytes(0) }
+        var flags = waitFlag
+        if peeking { flags |= Int32(MSG_PEEK) }
+        while true {
+            let count: Int
+            var lost = false
+            if !inputIsSocket {
+                count = Glibc.read(input.rawValue, buffer.baseAddress, buffer.count)
+            } else {
+                var incoming = [Int32](repeating: -1, count: descriptors == nil ? 0 : Self.maximumDescriptorsPerMessage)
+                var arrived: Int32 = 0, truncated: Int32 = 0
+                count = forkkit_receive_with_descriptors(
+                    input.rawValue, buffer.baseAddress, buffer.count, &incoming, Int32(incoming.count), &arrived, &truncated, flags)
+                descriptors?.pointee += incoming.prefix(Int(arrived)).map(FileDescriptor.init(rawValue:))
+                lost = truncated != 0 && descriptors != nil
+            }
+            if lost { throw Errno.noBufferSpace }
+            if count > 0 { return .bytes(count) }
+            if count == 0 { return .endOfStream }
+            switch errno {
+            case EINTR: continue
+            case EAGAIN: return .wouldBlock  // only non-blocking sockets get it
+            case ECONNRESET: return .endOfStream
+            case let error: throw Errno(rawValue: error)
+            }
+        }
+    }
+
+    /// Drops the next `count` bytes of input (after a peek that found a whole message in them).
+    public func discard(_ count: Int) throws(Errno) {
+        var left = count
+        var sink = [UInt8](repeating: 0, count: min(count, 64 << 10))
+        while left > 0 {
+            let outcome = try sink.withUnsafeMutableBytes { buffer in
+                Result { () throws(Errno) in try receive(into: UnsafeMutableRawBufferPointer(rebasing: buffer.prefix(left))) }
+            }.get()
+            switch outcome {
+            case .bytes(let taken): left -= taken
+            case .endOfStream: return
+            case .wouldBlock: _ = waitUntilReadable(upTo: .seconds(1))
+            }
+        }
+    }
+}

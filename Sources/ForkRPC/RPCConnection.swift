@@ -1,0 +1,192 @@
+import ForkKit
+import MessagePack
+import Synchronization
+import SystemPackage
+
+/// The I/O of one MessagePack-RPC connection on the owner's side, and nothing else: whole messages
+/// out (encoded by the sending task into the connection's buffer, sent without ever blocking in the
+/// kernel), whole messages in (framed on the ``DescriptorMonitor`` thread and handed over undecoded:
+/// each is decoded by the task that waits for it).
+///
+/// The monitor thread reads each connection in bounded slices, so that one large message cannot hold
+/// up the others: a 64 MiB result is read a slice at a time between everyone else's replies.
+final class RPCConnection: Sendable {
+    /// What the reading side reports.
+    enum Incoming {
+        /// One whole message; its receiver releases it.
+        case message(MessagePackMessage)
+        /// The connection is over. `violation`: how the peer broke the protocol (nil when it just went away).
+        case ended(violation: String?)
+    }
+
+    /// The worker's pid, for errors.
+    let pid: Int32?
+    /// Where the worker runs when it is remote (ssh), for errors; descriptors cannot go there.
+    let remoteName: String?
+    /// The largest message sent or accepted.
+    let maximumMessageSize: Int
+    private let socket: WireSocket
+    private let reading: MonitorBound<MessagePackFrameReader>
+    /// Set once the connection has ended: nothing more is read or delivered.
+    private let readingStopped = Atomic<Bool>(false)
+    /// Guards the writing side: whether it is still open, and the buffer each message is encoded into.
+    private let outgoing = Mutex(Outgoing())
+
+    private struct Outgoing: ~Copyable {
+        var open = true
+        var writer = MessagePackWriter()
+    }
+
+    /// A message arriving in pieces is read this much at a time; between messages, less (most
+    /// replies are small, and a buffer still referenced by a message handed over is replaced, not reused).
+    private static let largeSlice = 256 << 10
+    private static let smallSlice = 16 << 10
+
+    init(socket: consuming WireSocket, pid: Int32?, remoteName: String?, maximumMessageSize: Int) {
+        self.socket = socket
+        self.pid = pid
+        self.remoteName = remoteName
+        self.maximumMessageSize = maximumMessageSize
+        reading = MonitorBound(MessagePackFrameReader(maximumMessageSize: maximumMessageSize))
+    }
+
+    deinit {
+        DescriptorMonitor.shared.unwatch(socket.input.rawValue)
+    }
+
+    /// Starts reading: `deliver` is called on the monitor thread with every message, and once with
+    /// the end. It holds its receiver weakly (a client dropped without `close()` must still go).
+    func startReading(_ deliver: @escaping @Sendable (Incoming) -> Void) {
+        DescriptorMonitor.shared.watch(socket.input.rawValue) { [weak self] in self?.readable(deliver) }
+    }
+
+    /// Stops reading (the connection is over); `breaking` also shuts it, so the peer sees the end.
+    func stopReading(breaking: Bool) {
+        guard !readingStopped.exchange(true, ordering: .acquiringAndReleasing) else { return }
+        DescriptorMonitor.shared.unwatch(socket.input.rawValue)
+        if breaking { socket.breakConnection() }
+    }
+
+    private func readable(_ deliver: (Incoming) -> Void) {
+        guard !readingStopped.load(ordering: .acquiring) else { return }
+        let ending: String?? = reading.withValue { reader in
+            let slice = reader.bufferedByteCount > 0 ? Self.largeSlice : Self.smallSlice
+            do {
+                switch try socket.receive(into: &reader, atMost: slice) {
+                case .wouldBlock: return nil
+                case .endOfStream: return .some(nil)
+                case .bytes: break
+                }
+            } catch {
+                return .some(nil)  // a broken connection ends like a closed one; the exit status says why
+            }
+            do {
+                while !readingStopped.load(ordering: .relaxed), let message = try reader.nextMessage() {
+                    deliver(.message(message))
+                }
+            } catch MessagePackError.messageTooLarge(let size, let limit) {
+                // Well-formed, only too large: an event or log record (a worker checks its results, not
+                // those), or a peer that was never told the limit.
+                return "sent a message of at least \(size) bytes, over the maximumMessageSize of \(limit) bytes (an event or log "
+                    + "record that large, or a peer that was not told the limit); the connection was closed. Raise the limit, or send less at once"
+            } catch {
+                return "sent bytes that are not MessagePack-RPC (\(error)); the connection was closed"
+            }
+            return nil
+        }
+        guard let ending else { return }
+        deliver(.ended(violation: ending))
+    }
+
+    // MARK: - Writing
+
+    /// Encodes a message with `write` into the connection's buffer and sends it whole, with the
+    /// descriptors found in the values `write` reports. When the worker does not take it all by
+    /// `deadline` (or, when `cancellable`, the calling task is cancelled meanwhile), it gives up:
+    /// without closing anything if no byte went out, and otherwise by breaking the connection
+    /// (half a message cannot be taken back; `brokeConnection` says so).
+    ///
+    /// The wait happens under the connection's write lock, in 20 ms slices: a send with no deadline
+    /// to a worker that never reads (stopped, and without a timeout) holds the senders behind it.
+    func send(
+        until deadline: ContinuousClock.Instant?, cancellable: Bool,
+        _ write: (inout MessagePackWriter, inout [MessagePackValue]) throws -> Void
+    ) -> (failure: RPCError?, brokeConnection: Bool) {
+        outgoing.withLock { outgoing in
+            guard outgoing.open else { return (RPCError(.closed, "the client's output is closed", pid: pid), false) }
+            outgoing.writer.reset()
+            var direct: [MessagePackValue] = []
+            do {
+                try write(&outgoing.writer, &direct)
+            } catch {
+                return (error as? RPCError ?? RPCError(.codingFailed, "cannot encode the message: \(error)", pid: pid), false)
+            }
+            guard outgoing.writer.count <= maximumMessageSize else {
+                return (RPCError(
+                    .messageTooLarge,
+                    "the message is \(outgoing.writer.count) bytes, over the maximumMessageSize of \(maximumMessageSize) bytes "
+                        + "that both sides honour (RPCClient.start(maximumMessageSize:), WorkerPool.Configuration.maximumMessageSize); "
+                        + "it was not sent. Raise the limit, or send less per call", pid: pid), false)
+            }
+            let descriptors = direct.flatMap(PassedDescriptor.descriptors(in:))
+            if !descriptors.isEmpty {
+                guard socket.canPassDescriptors else {
+                    return (RPCError(.codingFailed, "descriptors can only be passed over a Unix socket, not a pipe", pid: pid), false)
+                }
+                if let remoteName {
+                    return (RPCError(
+                        .codingFailed,
+                        "descriptors cannot be passed to a remote worker (\(remoteName)): its connection is a byte stream "
+                            + "between machines; open the file or socket in the worker instead", pid: pid), false)
+                }
+            }
+            let outcome = outgoing.writer.withBytes { bytes in
+                sendWhole(bytes, descriptors: descriptors, until: deadline, cancellable: cancellable)
+            }
+            if outcome.brokeConnection { outgoing.open = false }
+            return outcome
+        }
+    }
+
+    /// Writes `bytes` whole without blocking in the kernel: while the worker's input is full it
+    /// waits for room in short slices, so that a stopped worker cannot hold the caller past its
+    /// deadline or (when `cancellable`) the task's cancellation.
+    private func sendWhole(
+        _ bytes: UnsafeRawBufferPointer, descriptors: [FileDescriptor], until deadline: ContinuousClock.Instant?, cancellable: Bool
+    ) -> (failure: RPCError?, brokeConnection: Bool) {
+        var offset = 0
+        while offset < bytes.count {
+            do {
+                // The descriptors ride on the message's first bytes, so they arrive before it is complete.
+                let sent = try socket.sendSome(UnsafeRawBufferPointer(rebasing: bytes[offset...]), descriptors: offset == 0 ? descriptors : [])
+                offset += sent
+                if sent > 0 { continue }
+            } catch {
+                return (RPCError(.workerDied, "cannot send to the worker: \(error)", pid: pid), false)
+            }
+            let cancelled = cancellable && Task.isCancelled
+            if deadline.map({ ContinuousClock.now >= $0 }) == true || cancelled {
+                let kind: RPCError.Kind = cancelled ? .closed : .timeout
+                guard offset > 0 else {
+                    return (RPCError(kind, "the worker took none of the message in time (is it stopped, or not reading?); nothing was sent", pid: pid), false)
+                }
+                socket.breakConnection()
+                return (RPCError(
+                    kind,
+                    "the worker took \(offset) of the message's \(bytes.count) bytes and no more in time (is "
+                        + "it stopped, or not reading?); the connection was closed, since half a message cannot be taken back", pid: pid), true)
+            }
+            socket.waitForRoom(upTo: .milliseconds(20))
+        }
+        return (nil, false)
+    }
+
+    /// Tells the worker no more requests come: end of stream on its input.
+    func finishSending() {
+        outgoing.withLock { outgoing in
+            guard outgoing.open else { return }
+            outgoing.open = false
+            socket.finishSending()
+        }
+    }
+}
