@@ -30,12 +30,15 @@ struct Scheduler {
     private(set) var lastEffects: [PoolEffect<TestPool>] = []
     private var waiterIDs: [Int: UInt64] = [:]
 
-    init(_ adjust: (inout WorkerPool.Configuration) -> Void = { _ in }) {
+    /// A scheduler for a pool of at most two workers (without metrics) adjusted by `adjust`, with
+    /// `workers` started as `WorkerPool.init` starts its first ones.
+    init(workers: Int32..., adjust: (inout WorkerPool.Configuration) -> Void = { _ in }) {
         var configuration = WorkerPool.Configuration()
         configuration.maximumWorkers = 2
         configuration.metricsPrefix = nil
         adjust(&configuration)
         state = PoolState(configuration: configuration, now: { [clock] in clock.now })
+        for pid in workers { startWorker(pid) }
     }
 
     private mutating func record(_ effects: [PoolEffect<TestPool>]) -> [String] {
@@ -43,12 +46,13 @@ struct Scheduler {
         return describe(effects)
     }
 
-    /// Starts workers as `WorkerPool.init` does (a start reserved, then its worker started).
-    mutating func startWorkers(_ pids: Int32...) {
-        for pid in pids {
-            guard let place = state.reserveStart() else { Issue.record("no room for worker \(pid)"); return }
-            lastEffects = state.workerStarted("w\(pid)", pid: pid, place: place)
+    /// Starts a worker as `WorkerPool.init` does (a start reserved, then its worker started).
+    private mutating func startWorker(_ pid: Int32) {
+        guard let place = state.reserveStart() else {
+            Issue.record("no room for worker \(pid)")
+            return
         }
+        lastEffects = state.workerStarted("w\(pid)", pid: pid, place: place)
     }
 
     /// Caller `caller` asks for a worker, as `WorkerPool.acquire` does: leased at once, refused, or
@@ -64,6 +68,11 @@ struct Scheduler {
             waiterIDs[caller] = id
             return record(state.enqueue(PoolState.Waiter(id: id, caller: caller), isRetry: isRetry))
         }
+    }
+
+    /// Callers ask for workers, whatever happens to them (the test looks at the state afterwards).
+    mutating func calls(_ callers: Int...) {
+        for caller in callers { _ = call(caller) }
     }
 
     mutating func cancel(_ caller: Int) -> [String] { record(state.cancelWaiter(waiterIDs[caller] ?? .max)) }
@@ -125,8 +134,7 @@ func describe(_ effects: [PoolEffect<TestPool>]) -> [String] {
 struct PoolStateTests {
     @Test("a call goes to the worker with the fewest calls in flight; on a tie, the first started")
     func leastLoaded() {
-        var pool = Scheduler { $0.load = 3 }
-        pool.startWorkers(101, 102)
+        var pool = Scheduler(workers: 101, 102) { $0.load = 3 }
         #expect(pool.call(1) == ["resume 1 on 101"])  // tie 0/0: the first
         #expect(pool.call(2) == ["resume 2 on 102"])  // 1/0
         #expect(pool.call(3) == ["resume 3 on 101"])  // tie 1/1
@@ -140,8 +148,7 @@ struct PoolStateTests {
 
     @Test("busy time is read from the injected clock")
     func busyTime() {
-        var pool = Scheduler()
-        pool.startWorkers(101)
+        var pool = Scheduler(workers: 101)
         _ = pool.call(1)
         pool.clock.advance(by: .seconds(2))
         _ = pool.call(2)
@@ -155,8 +162,7 @@ struct PoolStateTests {
 
     @Test("a worker takes at most `load` calls; then callers queue (a bounded queue overflows) and move up as calls finish")
     func loadLimitAndQueue() {
-        var pool = Scheduler { $0.maximumWorkers = 1; $0.load = 1; $0.queueLimit = 1 }
-        pool.startWorkers(101)
+        var pool = Scheduler(workers: 101) { $0.maximumWorkers = 1; $0.load = 1; $0.queueLimit = 1 }
         #expect(pool.call(1) == ["resume 1 on 101"])
         #expect(pool.call(2) == [])  // no worker has room, and no room for another worker
         #expect(pool.call(3) == [])
@@ -184,8 +190,7 @@ struct PoolStateTests {
         // Demand that went away before the delay passed starts nothing.
         #expect(pool.call(4) == [])  // both at maximum: no room for a third
         #expect(pool.finished(101) == ["resume 4 on 101"])
-        var quiet = Scheduler { $0.load = 1 }
-        quiet.startWorkers(101)
+        var quiet = Scheduler(workers: 101) { $0.load = 1 }
         _ = quiet.call(1)
         #expect(quiet.call(2) == ["start after 0.1 seconds"])
         #expect(quiet.finished(101) == ["resume 2 on 101"])
@@ -195,11 +200,9 @@ struct PoolStateTests {
 
     @Test("a worker beyond `idleWorkers` is stopped after the stop delay, unless it worked meanwhile")
     func stopDelay() throws {
-        var pool = Scheduler { $0.idleWorkers = 1; $0.load = 1; $0.stopDelay = .seconds(10) }
-        pool.startWorkers(101)
+        var pool = Scheduler(workers: 101) { $0.idleWorkers = 1; $0.load = 1; $0.stopDelay = .seconds(10) }
         #expect(pool.lastEffects.isEmpty)
-        _ = pool.call(1)
-        _ = pool.call(2)
+        pool.calls(1, 2)
         _ = pool.startTimerFired()
         #expect(pool.started(102) == ["resume 2 on 102"])
         #expect(pool.finished(102) == ["stop 102 after 10.0 seconds"])
@@ -224,10 +227,8 @@ struct PoolStateTests {
 
     @Test("a call whose worker died runs again only when allowed; counters and replacements follow")
     func retriesAfterDeath() {
-        var pool = Scheduler()
-        pool.startWorkers(101, 102)
-        _ = pool.call(1)
-        _ = pool.call(2)
+        var pool = Scheduler(workers: 101, 102)
+        pool.calls(1, 2)
         #expect(pool.inFlight == [101: 1, 102: 1])
         #expect(pool.workerDiedUnderCall(101, retryAllowed: true) == .retry)
         #expect(describe(pool.lastEffects) == ["start at 0"])  // its replacement
@@ -242,8 +243,7 @@ struct PoolStateTests {
         #expect(pool.state.statistics.workersStarting == 2)
         // A call on a worker the pool killed for another call's sake runs again, not as a retry.
         _ = pool.started(103)
-        _ = pool.call(3)
-        _ = pool.call(4)
+        pool.calls(3, 4)
         #expect(describe(pool.state.kill(pid: 103) ?? []) == ["kill w103", "start at 0"])
         #expect(pool.state.kill(pid: 103) == nil)
         #expect(pool.workerDiedUnderCall(103, retryAllowed: false) == .runAgain)
@@ -255,10 +255,8 @@ struct PoolStateTests {
 
     @Test("a worker that has been given `maximumCallsPerWorker` calls retires, is replaced, and closed once idle")
     func recycling() {
-        var pool = Scheduler { $0.maximumWorkers = 1; $0.maximumCallsPerWorker = 2 }
-        pool.startWorkers(101)
-        _ = pool.call(1)
-        _ = pool.call(2)
+        var pool = Scheduler(workers: 101) { $0.maximumWorkers = 1; $0.maximumCallsPerWorker = 2 }
+        pool.calls(1, 2)
         #expect(pool.state.statistics.workers.map(\.isRetiring) == [true])
         #expect(pool.counters.workersRecycled == 1 && pool.state.owedReplacements == 1)
         #expect(pool.call(3) == ["start at 0"])  // the replacement, while the old one finishes
@@ -271,8 +269,7 @@ struct PoolStateTests {
 
     @Test("a worker that asks to retire takes no new call and is replaced")
     func retire() {
-        var pool = Scheduler { $0.maximumWorkers = 1 }
-        pool.startWorkers(101)
+        var pool = Scheduler(workers: 101) { $0.maximumWorkers = 1 }
         _ = pool.call(1)
         #expect(describe(pool.state.retire(pid: 101)) == ["start at 0"])
         #expect(describe(pool.state.retire(pid: 101)) == [])
@@ -325,10 +322,8 @@ struct PoolStateTests {
 
     @Test("graceful shutdown serves the calls made before it, refuses new ones, then closes every worker")
     func gracefulShutdown() {
-        var pool = Scheduler { $0.maximumWorkers = 1; $0.load = 1 }
-        pool.startWorkers(101)
-        _ = pool.call(1)
-        _ = pool.call(2)
+        var pool = Scheduler(workers: 101) { $0.maximumWorkers = 1; $0.load = 1 }
+        pool.calls(1, 2)
         #expect(describe(pool.state.beginShutdown(.graceful, waiter: "owner")) == [])
         #expect(pool.call(3) == ["fail 3: shutDown"])
         #expect(pool.call(4, isRetry: true) == [])  // a retry of a call made before: let in, queued
@@ -340,10 +335,8 @@ struct PoolStateTests {
 
     @Test("immediate shutdown fails the waiting callers, kills every worker, and the calls running learn it")
     func immediateShutdown() {
-        var pool = Scheduler { $0.maximumWorkers = 1; $0.load = 1 }
-        pool.startWorkers(101)
-        _ = pool.call(1)
-        _ = pool.call(2)
+        var pool = Scheduler(workers: 101) { $0.maximumWorkers = 1; $0.load = 1 }
+        pool.calls(1, 2)
         #expect(describe(pool.state.beginShutdown(.immediate, waiter: "owner")) == ["fail 2: shutDown", "kill w101", "shutdown done owner"])
         #expect(pool.call(3, isRetry: true) == ["fail 3: shutDown"])
         #expect(pool.workerDiedUnderCall(101, retryAllowed: true) == .terminated)
@@ -357,11 +350,8 @@ struct PoolStateTests {
 
     @Test("a cancelled caller leaves the queue or the overflow; nothing else changes")
     func cancelWaiter() {
-        var pool = Scheduler { $0.maximumWorkers = 1; $0.load = 1; $0.queueLimit = 1 }
-        pool.startWorkers(101)
-        _ = pool.call(1)
-        _ = pool.call(2)
-        _ = pool.call(3)
+        var pool = Scheduler(workers: 101) { $0.maximumWorkers = 1; $0.load = 1; $0.queueLimit = 1 }
+        pool.calls(1, 2, 3)
         #expect(pool.cancel(3) == ["fail 3: cancelled"])
         #expect(pool.state.statistics.callersWaitingForQueueRoom == 0)
         #expect(pool.cancel(2) == ["fail 2: cancelled"])
@@ -378,16 +368,13 @@ struct PoolStateTests {
         }
         _ = pool.state.reserveStart()
         #expect(updates(pool.state.workerStarted("w101", pid: 101, place: 0)) == [PoolMetrics.Update(workersStarted: 1, workers: 1)])
-        _ = pool.call(1)
-        _ = pool.call(2)
+        pool.calls(1, 2)
         _ = pool.finished(101)
         #expect(updates(pool.lastEffects) == [])  // a call still in flight: not yet
         _ = pool.finished(101, succeeded: false)
         #expect(updates(pool.lastEffects) == [PoolMetrics.Update(calls: 1, failures: 1, workers: 1)])  // idle
         // Under load: the queue and the calls are published once the interval has passed.
-        _ = pool.call(3)
-        _ = pool.call(4)
-        _ = pool.call(5)
+        pool.calls(3, 4, 5)
         #expect(updates(pool.lastEffects) == [])
         #expect(pool.finished(101) == ["resume 5 on 101"])
         pool.clock.advance(by: .seconds(1))
