@@ -8,6 +8,13 @@ import Synchronization
 import Glibc
 #endif
 
+/// The scheduler's types in a pool: workers are RPC clients, callers wait on continuations.
+enum LivePool: PoolStateTypes {
+    typealias Handle = RPCClient
+    typealias Caller = CheckedContinuation<Lease<RPCClient>, any Error>
+    typealias ShutdownWaiter = CheckedContinuation<Void, Never>
+}
+
 /// A load-balanced pool of forked RPC workers that share what was loaded into their template
 /// (AnyEvent::Fork::Pool, and Python's `multiprocessing.Pool` without its hangs).
 ///
@@ -64,7 +71,7 @@ public final class WorkerPool: Sendable {
     public let events: AsyncStream<Event>
 
     private let eventSink: AsyncStream<Event>.Continuation
-    private let state: Mutex<PoolState>
+    private let state: Mutex<PoolState<LivePool>>
     /// The current templates, and the restart under way when the template died.
     private let templateState: Mutex<(templates: Templates, restart: Task<Templates, any Error>?)>
     private let metrics: PoolMetrics?
@@ -93,7 +100,7 @@ public final class WorkerPool: Sendable {
                 group.addTask { [self] in
                     do {
                         let client = try await startClient(place: place)
-                        carryOut(state.withLock { $0.workerStarted(client: client, pid: client.pid ?? 0, place: place) })
+                        carryOut(state.withLock { $0.workerStarted(client, pid: client.pid ?? 0, place: place) })
                         return nil
                     } catch {
                         carryOut(state.withLock { $0.workerFailedToStart(error, place: place) })
@@ -170,29 +177,24 @@ public final class WorkerPool: Sendable {
             let lease = try await acquire(isRetry: attempt > 0)
             attempt += 1
             do {
-                let result = try await body(lease.client, timeout)
+                let result = try await body(lease.handle, timeout)
                 giveBack(lease, succeeded: true)
                 return result
             } catch let error as RPCError where error.kind == .workerDied || error.kind == .protocolViolation {
-                giveBack(lease, succeeded: false)
-                // The worker is gone: no other call may be given to it while its end is noticed.
-                carryOut(state.withLock { $0.workerEnded(pid: lease.pid) })
-                let (shutdown, killedByPool) = state.withLock { ($0.shutdown, $0.killedByPool.contains(lease.pid)) }
-                if shutdown == .immediate { throw WorkerPoolError.terminatedWhileRunning(pid: lease.pid) }
-                // The pool killed this worker for another call's sake: this call was not at fault.
-                if killedByPool { continue }
-                failures += 1
-                guard failures <= allowed else { throw error }
-                state.withLock { $0.counters.retries += 1 }
-                metrics?.retries.increment()
+                let loss = state.withLock { $0.workerDiedUnderCall(pid: lease.pid, retryAllowed: failures < allowed) }
+                carryOut(loss.effects)
+                switch loss.next {
+                case .terminated: throw WorkerPoolError.terminatedWhileRunning(pid: lease.pid)
+                case .fail: throw error
+                case .runAgain: continue  // the pool killed this worker for another call's sake
+                case .retry: failures += 1
+                }
                 configuration.logger?.notice("retrying a call: \(error)")
             } catch let error as RPCError where error.kind == .timeout {
                 abandon(lease)
-                guard retryingTimeouts, !Task.isCancelled else { throw error }
+                guard retryingTimeouts, !Task.isCancelled, failures < allowed else { throw error }
                 failures += 1
-                guard failures <= allowed else { throw error }
-                state.withLock { $0.counters.retries += 1 }
-                metrics?.retries.increment()
+                state.withLock { $0.retryCounted() }
                 configuration.logger?.notice("retrying a call: \(error)")
             } catch is CancellationError {
                 abandon(lease)
@@ -204,11 +206,15 @@ public final class WorkerPool: Sendable {
         }
     }
 
-    /// Waits for a worker with room for one more call.
-    private func acquire(isRetry: Bool) async throws -> Lease {
-        let id = state.withLock { state in
-            defer { state.nextWaiterID &+= 1 }
-            return state.nextWaiterID
+    /// Waits for a worker with room for one more call. One acquisition of the lock when a worker
+    /// has room; a caller that must wait takes it again to join the queue.
+    private func acquire(isRetry: Bool) async throws -> Lease<RPCClient> {
+        if Task.isCancelled { throw CancellationError() }
+        let id: UInt64
+        switch state.withLock({ $0.admit(isRetry: isRetry) }) {
+        case .leased(let lease): return lease
+        case .refused(let error): throw error
+        case .mustWait(let waiterID): id = waiterID
         }
         return try await withTaskCancellationHandler {
             try await withCheckedThrowingContinuation { continuation in
@@ -216,7 +222,7 @@ public final class WorkerPool: Sendable {
                     // Checked under the lock the cancellation handler takes: cancelled before this,
                     // the handler found no waiter to remove.
                     if Task.isCancelled { return [.fail(continuation, CancellationError())] }
-                    return state.enqueue(PoolState.Waiter(id: id, continuation: continuation), isRetry: isRetry)
+                    return state.enqueue(PoolState.Waiter(id: id, caller: continuation), isRetry: isRetry)
                 })
             }
         } onCancel: {
@@ -224,21 +230,18 @@ public final class WorkerPool: Sendable {
         }
     }
 
-    private func giveBack(_ lease: Lease, succeeded: Bool) {
-        if succeeded { metrics?.calls.increment() } else { metrics?.failures.increment() }
+    private func giveBack(_ lease: Lease<RPCClient>, succeeded: Bool) {
         carryOut(state.withLock { $0.finished(pid: lease.pid, succeeded: succeeded) })
     }
 
-    private func kill(_ lease: Lease, because reason: String) {
-        let effects = state.withLock { $0.kill(pid: lease.pid) }
-        guard !effects.isEmpty else {
+    private func kill(_ lease: Lease<RPCClient>, because reason: String) {
+        guard let effects = state.withLock({ $0.kill(pid: lease.pid) }) else {
             // Already out of the pool (its connection ended, and it was counted as lost then), but
             // perhaps still running: a worker that closed its socket may hang.
-            lease.client.terminate()
+            lease.handle.terminate()
             return
         }
         configuration.logger?.notice("killing worker \(lease.pid): \(reason); a new one replaces it")
-        metrics?.workersLost.increment()
         carryOut(effects)
     }
 
@@ -246,17 +249,16 @@ public final class WorkerPool: Sendable {
     /// stop a running call: it is killed and replaced. An asynchronous one was sent `$cancel`: the
     /// call keeps its place there until the worker answers it; a worker that has not within the
     /// grace period is stuck (stopped, deadlocked), and is killed and replaced.
-    private func abandon(_ lease: Lease) {
+    private func abandon(_ lease: Lease<RPCClient>) {
         guard configuration.backend == .asynchronous else {
             giveBack(lease, succeeded: false)
             kill(lease, because: "its call timed out or was cancelled, and a synchronous worker cannot stop a running call")
             return
         }
-        metrics?.failures.increment()
         carryOut(state.withLock { $0.abandoned(pid: lease.pid) })
         let grace = configuration.cancellationGracePeriod
         Task { [weak self] in
-            let answered = await lease.client.abandonedCallsAnswered(within: grace)
+            let answered = await lease.handle.abandonedCallsAnswered(within: grace)
             guard let self else { return }
             if !answered {
                 kill(lease, because: "it did not answer a call it was told to cancel within \(grace) (stopped, deadlocked, or a function that ignores cancellation)")
@@ -307,7 +309,6 @@ public final class WorkerPool: Sendable {
                 client = try await fork(from: try await replace(templates.template, makeTemplate).source)
             }
         }
-        metrics?.workersStarted.increment()
         watchEvents(of: client)
         return client
     }
@@ -351,7 +352,7 @@ public final class WorkerPool: Sendable {
                 current = (fresh, nil)
                 return true
             }
-            if replaced { state.withLock { $0.counters.templatesRestarted += 1 } }
+            if replaced { state.withLock { $0.templateRestarted() } }
             return templateState.withLock { $0.templates }
         } catch {
             templateState.withLock { current in if current.templates.template === dead { current.restart = nil } }
@@ -362,7 +363,7 @@ public final class WorkerPool: Sendable {
     private func startWorker(place: Int) async {
         do {
             let client = try await startClient(place: place)
-            carryOut(state.withLock { $0.workerStarted(client: client, pid: client.pid ?? 0, place: place) })
+            carryOut(state.withLock { $0.workerStarted(client, pid: client.pid ?? 0, place: place) })
         } catch {
             configuration.logger?.error("cannot start a worker running '\(workerFunction)': \(error)")
             carryOut(state.withLock { $0.workerFailedToStart(error, place: place) })
@@ -385,10 +386,8 @@ public final class WorkerPool: Sendable {
                 }
             }
             guard let self else { return }
-            let (wasInService, effects) = state.withLock { state in
-                (state.workers.contains { $0.pid == pid && !$0.draining }, state.workerEnded(pid: pid))
-            }
-            if wasInService {
+            let ended = state.withLock { $0.workerEnded(pid: pid) }
+            if ended.wasInService {
                 // A worker that closed its socket may still be running: it must not outlive its
                 // place. It is given the time its client waits for an exit status, so that its
                 // callers learn what it did rather than that it was killed.
@@ -398,15 +397,14 @@ public final class WorkerPool: Sendable {
                         process.send(signal: SIGKILL)
                     }
                 }
-                metrics?.workersLost.increment()
                 configuration.logger?.warning("worker \(pid) is gone; a new one replaces it")
             }
-            carryOut(effects)
+            carryOut(ended.effects)
         }
     }
 
     /// Does what the scheduler decided, outside its lock.
-    private func carryOut(_ effects: [PoolEffect]) {
+    private func carryOut(_ effects: [PoolEffect<LivePool>]) {
         for effect in effects {
             switch effect {
             case .resume(let continuation, let lease):
@@ -421,14 +419,14 @@ public final class WorkerPool: Sendable {
                     guard let self else { return }
                     carryOut(state.withLock { $0.pump() })
                 }
-            case .startWorkerAfterDelay:
-                Task { [weak self, delay = configuration.startDelay] in
+            case .startWorkerAfterDelay(let delay):
+                Task { [weak self] in
                     try? await Task.sleep(for: delay)
                     guard let self else { return }
                     carryOut(state.withLock { $0.startTimerFired() })
                 }
-            case .stopWorkerWhenIdle(let pid, let idleSince):
-                Task { [weak self, delay = configuration.stopDelay] in
+            case .stopWorkerWhenIdle(let pid, let idleSince, let delay):
+                Task { [weak self] in
                     try? await Task.sleep(for: delay)
                     guard let self else { return }
                     carryOut(state.withLock { $0.stopTimerFired(pid: pid, idleSince: idleSince) })
@@ -440,12 +438,9 @@ public final class WorkerPool: Sendable {
                 depart(client)
             case .finishedShutdown(let waiters):
                 for waiter in waiters { waiter.resume() }
+            case .publishMetrics(let update):
+                metrics?.publish(update)
             }
-        }
-        if let metrics, !effects.isEmpty {
-            let (workers, queued) = state.withLock { ($0.workers.count, $0.queue.count) }
-            metrics.workers.record(workers)
-            metrics.queueLength.record(queued)
         }
     }
 

@@ -93,6 +93,8 @@ extension WorkerPool {
         /// workers that died or were replaced.
         public var logger: Logger?
         /// The prefix of the pool's swift-metrics names (`<prefix>_calls_total`, ...), `nil` for none.
+        /// The figures are handed over when the workers change, when the pool falls idle, and while
+        /// it is busy at most once a second, not on every call.
         public var metricsPrefix: String? = "forkkit_pool"
         /// Where the metrics go; `nil`: the backend bootstrapped with `MetricsSystem.bootstrap`.
         public var metricsFactory: (any MetricsFactory)?
