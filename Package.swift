@@ -125,12 +125,14 @@ let package = Package(
         .executableTarget(
             name: "forkkit-bench",
             dependencies: [
-                "ForkKit", "ForkRPC", "ForkPool", "MessagePack", "CMsgPack", "DemoWorkloads", "LoopbackSSH",
+                "ForkKit", "ForkRPC", "ForkPool", "MessagePack", "CMsgPack", "DemoWorkloads", "LoopbackSSH", "AllocationCounter",
                 .product(name: "SystemPackage", package: "swift-system"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             path: "Benchmarks/ForkKitBench"
         ),
+        // Counts the benchmark process's heap allocations (malloc defined in front of glibc's).
+        .target(name: "AllocationCounter", path: "Benchmarks/AllocationCounter"),
         // The small template the benchmarks fork from: no Foundation, Swift runtime linked in.
         .executableTarget(
             name: "forkkit-bench-template",

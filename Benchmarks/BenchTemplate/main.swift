@@ -15,6 +15,7 @@ ForkTemplate.bootstrap([
     .rpcWorker("rpc-bench") { server in
         server.register(RPCFunction<Int, Int>("square")) { $0 * $0 }
         server.register(RPCFunction<[UInt8], [UInt8]>("echo-bytes")) { $0 }
+        server.register(RPCFunction<Int, [UInt8]>("bytes")) { [UInt8](repeating: 0x5a, count: $0) }
     },
     .rpcWorker("rpc-bench-spin", spinBeforeBlocking: .microseconds(100)) { server in
         server.register(RPCFunction<Int, Int>("square")) { $0 * $0 }

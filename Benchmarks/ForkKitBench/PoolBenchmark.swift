@@ -62,6 +62,10 @@ struct PoolBenchmark: AsyncParsableCommand {
                 for (name, value) in try python.measure(arguments: ["\(items)"]) { samples[name, default: []].append(value) }
             }
         }
+        log.say("allocations in this process per call and per map item")
+        samples["owner_allocations_per_pool_call"] = [try await Allocations.per(calls) { _ = try await pool.call(Self.square, $0) }]
+        samples["owner_allocations_per_client_call"] = [try await Allocations.per(calls) { _ = try await direct.call(Self.square, $0) }]
+        samples["owner_allocations_per_map_item"] = [try await Allocations.during { _ = try await pool.map(Self.square, 0..<items) } / Double(items)]
         await pool.shutdown()
         _ = try await direct.close()
         for (name, values) in samples.sorted(by: { $0.key < $1.key }) { run.report.record(name, median(values)) }

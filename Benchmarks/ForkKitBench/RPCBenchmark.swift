@@ -17,6 +17,7 @@ struct RPCBenchmark: AsyncParsableCommand {
 
     static let square = RPCFunction<Int, Int>("square")
     static let echo = RPCFunction<[UInt8], [UInt8]>("echo-bytes")
+    static let bytes = RPCFunction<Int, [UInt8]>("bytes")
 
     func run() async throws {
         let calls = options.quick ? 300 : 3000
@@ -56,6 +57,25 @@ struct RPCBenchmark: AsyncParsableCommand {
                 for (name, value) in try python.measure(arguments: ["\(calls / 3)"]) { samples[name, default: []].append(value) }
             }
         }
+        log.say("tail latency, alone and while another worker streams 64 MiB results")
+        let streamer = try await RPCClient.start(template, running: "rpc-bench", maximumMessageSize: 128 << 20)
+        for _ in 1...rounds {
+            samples["forkkit_64mib_results_per_s", default: []].append(try await 10 / PoolBenchmark.time {
+                for _ in 0..<10 { _ = try await streamer.call(Self.bytes, 64 << 20) }
+            })
+            let tailCalls = options.quick ? 3000 : 20000
+            let alone = try await PoolBenchmark.roundTrips(calls: tailCalls) { try await first.call(Self.square, $0) }.sorted()
+            let (loaded, streamed) = try await Self.underStreamingLoad(streamer) {
+                try await PoolBenchmark.roundTrips(calls: tailCalls) { try await first.call(Self.square, $0) }.sorted()
+            }
+            for (name, times) in [("alone", alone), ("under_64mib_stream", loaded)] {
+                samples["forkkit_call_p99_\(name)_us", default: []].append(percentile(times, 0.99))
+                samples["forkkit_call_p999_\(name)_us", default: []].append(percentile(times, 0.999))
+                samples["forkkit_call_max_\(name)_us", default: []].append(times.last ?? 0)
+            }
+            samples["forkkit_streamed_64mib_results", default: []].append(Double(streamed))
+        }
+        _ = try await streamer.close()
         log.say("coding cost")
         let iterations = options.quick ? 20_000 : 200_000
         samples["codable_request_encode_decode_ns"] = (1...rounds).map { _ in Self.codableCost(iterations: iterations) }
@@ -79,6 +99,10 @@ struct RPCBenchmark: AsyncParsableCommand {
                       "1 MiB bin argument echoed back, GB of argument per second")
         run.report.target("codable_vs_msgpack_c", "codable_request_encode_decode_ns", over: "msgpack_c_request_pack_unpack_ns", atMost: 2,
                       "[0, 1, \"square\", [12345]] through the Codable layer vs raw msgpack-c")
+        run.report.target("p99_under_stream_vs_alone", "forkkit_call_p99_under_64mib_stream_us", over: "forkkit_call_p99_alone_us", atMost: 2,
+                          "one call at a time to worker A while worker B streams 64 MiB results, p99 vs A alone")
+        run.report.target("p999_under_stream_us", "forkkit_call_p999_under_64mib_stream_us", atMost: 1000,
+                          "the same, p99.9 in microseconds")
         run.report.target("spin_rtt_vs_c_spin_pingpong", "forkkit_call_rtt_spin_us", over: "c_pingpong_spin_rtt_us", atMost: 2,
                           "low-latency mode (worker and monitor spin 100 us, caller on ioExecutor) vs a spinning C ping-pong")
         run.report.target("python_apply_vs_spin_rtt", "python_pool_apply_rtt_us", over: "forkkit_call_rtt_spin_us", atLeast: 30,
@@ -96,6 +120,26 @@ struct RPCBenchmark: AsyncParsableCommand {
         DescriptorMonitor.shared.spinBeforeSleeping = .microseconds(100)
         defer { DescriptorMonitor.shared.spinBeforeSleeping = .zero }
         return try await withTaskExecutorPreference(ForkTemplate.ioExecutor) { try await latency(client, calls: calls) }
+    }
+
+    /// Runs `body` while `streamer` is asked for 64 MiB results one after another; returns what
+    /// `body` returned and how many results were streamed meanwhile.
+    static func underStreamingLoad<Result: Sendable>(
+        _ streamer: RPCClient, size: Int = 64 << 20, _ body: () async throws -> Result
+    ) async throws -> (Result, Int) {
+        let load = Task {
+            var streamed = 0
+            while !Task.isCancelled {
+                guard (try? await streamer.call(bytes, size))?.count == size else { break }
+                streamed += 1
+            }
+            return streamed
+        }
+        // The load is under way before the first measured call.
+        try await Task.sleep(for: .milliseconds(50))
+        let result = try await body()
+        load.cancel()
+        return (result, await load.value)
     }
 
     /// Calls per second with many calls in flight, spread over the workers.

@@ -42,6 +42,10 @@ ssize_t forkkit_send_with_descriptors(int socket, const void *bytes, size_t leng
     return sent;
 }
 
+void forkkit_name_thread(const char *name) {
+    prctl(PR_SET_NAME, name, 0, 0, 0);
+}
+
 ssize_t forkkit_receive_with_descriptors(int socket, void *bytes, size_t length,
                                          int *descriptors, int capacity, int *count, int *truncated, int flags) {
     struct iovec iov = { .iov_base = bytes, .iov_len = length };

@@ -109,6 +109,8 @@ public final class DescriptorMonitor: TaskExecutor, Sendable {
 
     private func run() -> Never {
         thread.store(UInt(pthread_self()), ordering: .relaxed)
+        // Named, so that top, perf and a debugger show which thread reads the workers' replies.
+        forkkit_name_thread("forkkit-monitor")
         var ready = [Int32](repeating: -1, count: 64)
         let clock = ContinuousClock()
         while true {

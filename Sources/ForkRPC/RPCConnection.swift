@@ -37,9 +37,13 @@ final class RPCConnection: Sendable {
         var writer = MessagePackWriter()
     }
 
-    /// A message arriving in pieces is read this much at a time; between messages, less (most
-    /// replies are small, and a buffer still referenced by a message handed over is replaced, not reused).
-    private static let largeSlice = 256 << 10
+    /// A message arriving in pieces is read this much at a time, so that the other connections'
+    /// replies wait at most one slice: measured with a worker streaming 64 MiB results, 64 KiB
+    /// slices gave the other worker's calls a p99 of 1.4x their unloaded p99 and the stream 8.3
+    /// results/s, against 4.6x and 6.0/s with 256 KiB (copying into fresh pages costs more per byte
+    /// than the extra reads). Between messages, less: most replies are small, and a buffer still
+    /// referenced by a message handed over is replaced, not reused.
+    private static let largeSlice = 64 << 10
     private static let smallSlice = 16 << 10
 
     init(socket: consuming WireSocket, pid: Int32?, remoteName: String?, maximumMessageSize: Int) {

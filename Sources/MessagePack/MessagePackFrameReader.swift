@@ -103,12 +103,9 @@ public struct MessagePackFrameReader: ~Copyable {
     /// Parses up to the end of the next message; true when one is complete (in `unpacked`).
     private mutating func advance() throws(MessagePackError) -> Bool {
         if let failure { throw failure }
-        // A message whose header already declares more than the limit is refused before its body
+        // A message whose headers already declare more than the limit is refused before its body
         // is waited for (or buffered).
-        if unpacker.pointee.parsed == 0, let declared = declaredSizeOfNextMessage(), declared > maximumMessageSize {
-            failure = .messageTooLarge(size: declared, limit: maximumMessageSize)
-            throw failure!
-        }
+        if unpacker.pointee.parsed == 0 { try prepareForNextMessage() }
         let start = Int(unpacker.pointee.off) - Int(unpacker.pointee.parsed)
         switch msgpack_unpacker_next(unpacker, unpacked) {
         case MSGPACK_UNPACK_SUCCESS:
@@ -137,29 +134,68 @@ public struct MessagePackFrameReader: ~Copyable {
 }
 
 extension MessagePackFrameReader {
-    /// The least size the next message's header announces (header plus declared body), if the
-    /// header has arrived and announces a size.
-    private func declaredSizeOfNextMessage() -> Int? {
+    /// Checks the next message's headers, before its body is there: one that announces more than
+    /// the limit is refused now, and room for what it announces is made at once, so that a large
+    /// message is received into one buffer instead of one that is copied each time it doubles
+    /// (a 64 MiB message would otherwise be copied about 64 MiB over, in pieces of up to 32 MiB, on
+    /// the thread that reads every connection).
+    private mutating func prepareForNextMessage() throws(MessagePackError) {
         let used = Int(unpacker.pointee.used), offset = Int(unpacker.pointee.off)
-        guard let base = unpacker.pointee.buffer, used > offset else { return nil }
-        let bytes = UnsafeRawBufferPointer(start: base + offset, count: used - offset)
-        func length(_ width: Int) -> Int? {
-            guard bytes.count > width else { return nil }
-            return (1...width).reduce(0) { $0 << 8 | Int(bytes[$1]) }
+        guard let base = unpacker.pointee.buffer, used > offset else { return }
+        let buffered = used - offset
+        let least = Self.leastSize(ofMessageAt: UnsafeRawBufferPointer(start: base + offset, count: buffered))
+        if least > maximumMessageSize {
+            failure = .messageTooLarge(size: least, limit: maximumMessageSize)
+            throw failure!
         }
-        switch bytes[0] {
-        case 0xc4, 0xd9: return length(1).map { 2 + $0 }            // bin 8, str 8
-        case 0xc5, 0xda: return length(2).map { 3 + $0 }            // bin 16, str 16
-        case 0xc6, 0xdb: return length(4).map { 5 + $0 }            // bin 32, str 32
-        case 0xc7: return length(1).map { 3 + $0 }                  // ext 8
-        case 0xc8: return length(2).map { 4 + $0 }                  // ext 16
-        case 0xc9: return length(4).map { 6 + $0 }                  // ext 32
-        case 0xdc: return length(2).map { 3 + $0 }                  // array 16: at least a byte each
-        case 0xdd: return length(4).map { 5 + $0 }                  // array 32
-        case 0xde: return length(2).map { 3 + 2 * $0 }              // map 16: at least two bytes a pair
-        case 0xdf: return length(4).map { 5 + 2 * $0 }              // map 32
-        default: return nil
+        if least > buffered, least - buffered > Int(msgpack_unpacker_buffer_capacity(unpacker)) {
+            _ = msgpack_unpacker_reserve_buffer(unpacker, least - buffered)
         }
+    }
+
+    /// The least size of the message that starts `bytes`, as far as its headers there tell: every
+    /// value whose header is not there yet counts as one byte. Looks at the first `limit` values
+    /// only (the envelope of an RPC message and its first large part), so it costs little.
+    static func leastSize(ofMessageAt bytes: UnsafeRawBufferPointer, examining limit: Int = 64) -> Int {
+        var offset = 0
+        var pending = 1  // values still to come
+        for _ in 0..<limit where pending > 0 && offset < bytes.count {
+            let type = bytes[offset]
+            func length(_ width: Int) -> Int? {
+                guard offset + width < bytes.count else { return nil }
+                return (1...width).reduce(0) { $0 << 8 | Int(bytes[offset + $1]) }
+            }
+            // Header size, body size, values inside; nil when the header is not all there.
+            let shape: (header: Int, body: Int, children: Int)?
+            switch type {
+            case 0x00...0x7f, 0xc0...0xc3, 0xe0...0xff: shape = (1, 0, 0)
+            case 0x80...0x8f: shape = (1, 0, 2 * Int(type & 0x0f))
+            case 0x90...0x9f: shape = (1, 0, Int(type & 0x0f))
+            case 0xa0...0xbf: shape = (1, Int(type & 0x1f), 0)
+            case 0xc4, 0xd9: shape = length(1).map { (2, $0, 0) }       // bin 8, str 8
+            case 0xc5, 0xda: shape = length(2).map { (3, $0, 0) }       // bin 16, str 16
+            case 0xc6, 0xdb: shape = length(4).map { (5, $0, 0) }       // bin 32, str 32
+            case 0xc7: shape = length(1).map { (3, $0, 0) }             // ext 8 (length, type)
+            case 0xc8: shape = length(2).map { (4, $0, 0) }             // ext 16
+            case 0xc9: shape = length(4).map { (6, $0, 0) }             // ext 32
+            case 0xca: shape = (5, 0, 0)                                // float 32
+            case 0xcb: shape = (9, 0, 0)                                // float 64
+            case 0xcc, 0xd0: shape = (2, 0, 0)
+            case 0xcd, 0xd1: shape = (3, 0, 0)
+            case 0xce, 0xd2: shape = (5, 0, 0)
+            case 0xcf, 0xd3: shape = (9, 0, 0)
+            case 0xd4...0xd8: shape = (2, 1 << Int(type - 0xd4), 0)     // fixext 1, 2, 4, 8, 16
+            case 0xdc: shape = length(2).map { (3, 0, $0) }             // array 16
+            case 0xdd: shape = length(4).map { (5, 0, $0) }             // array 32
+            case 0xde: shape = length(2).map { (3, 0, 2 * $0) }         // map 16
+            case 0xdf: shape = length(4).map { (5, 0, 2 * $0) }         // map 32
+            default: shape = (1, 0, 0)
+            }
+            guard let shape else { break }
+            pending += shape.children - 1
+            offset += shape.header + shape.body
+        }
+        return offset + pending
     }
 }
 

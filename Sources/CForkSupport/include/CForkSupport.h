@@ -22,6 +22,9 @@ ssize_t forkkit_send_with_descriptors(int socket, const void *bytes, size_t leng
 ssize_t forkkit_receive_with_descriptors(int socket, void *bytes, size_t length,
                                          int *descriptors, int capacity, int *count, int *truncated, int flags);
 
+/// Names the calling thread (prctl PR_SET_NAME; at most 15 bytes are kept), as top and perf show it.
+void forkkit_name_thread(const char *name);
+
 /// posix_spawn() of `path` with `control` as descriptor 3 and every descriptor above 3 closed,
 /// signal mask and dispositions reset. Returns 0 or an errno value.
 int forkkit_spawn_template(const char *path, char *const argv[], char *const envp[],
