@@ -1,4 +1,4 @@
-import MessagePack
+@testable import MessagePack
 import Testing
 
 @Suite("MessagePack frame reader")
@@ -36,6 +36,42 @@ struct FrameReaderTests {
         }
         #expect(size >= 2000 && limit == 1000)
         #expect(error.description.contains("maximumMessageSize"))
+    }
+
+    @Test("a large part inside an RPC response is refused by its header, before its body has arrived")
+    func tooLargeInside() throws {
+        var reader = MessagePackFrameReader(maximumMessageSize: 1000)
+        let response: MessagePackValue = [1, 7, .nil, .binary([UInt8](repeating: 7, count: 5000))]
+        reader.append(Array(response.encoded().prefix(16)))
+        let error = try #require(throws: MessagePackError.self) { _ = try reader.next() }
+        guard case .messageTooLarge(let size, 1000) = error else {
+            Issue.record("expected messageTooLarge, got \(error)")
+            return
+        }
+        #expect(size >= 5000, "the header announces 5000 bytes of body; the error says \(size)")
+    }
+
+    @Test("the least size of a message, from its headers alone", arguments: [
+        // Whole messages: their exact size.
+        MessagePackValue.array([0, 1, "square", [12345]]),
+        .map([MessagePackPair("k", .float64(2.5)), MessagePackPair(.int(-3), .binary([1, 2]))]),
+        .timestamp(seconds: 1, nanoseconds: 2),
+    ])
+    func leastSizeOfWholeMessages(message: MessagePackValue) {
+        let bytes = message.encoded()
+        #expect(bytes.withUnsafeBytes { MessagePackFrameReader.leastSize(ofMessageAt: $0) } == bytes.count)
+    }
+
+    @Test("the least size of a message whose large body has not arrived: what its headers announce")
+    func leastSizeOfPartialMessages() {
+        let response = MessagePackValue.array([1, 7, .nil, .binary([UInt8](repeating: 7, count: 100_000))]).encoded()
+        let head = Array(response.prefix(12))
+        #expect(head.withUnsafeBytes { MessagePackFrameReader.leastSize(ofMessageAt: $0) } == response.count)
+        // An array of many small values: one byte each for those not seen yet.
+        let numbers = MessagePackValue.array((0..<1000).map { .int($0) }).encoded()
+        let least = Array(numbers.prefix(3)).withUnsafeBytes { MessagePackFrameReader.leastSize(ofMessageAt: $0) }
+        #expect(least == 3 + 1000)
+        #expect(least <= numbers.count)
     }
 
     @Test("garbage is refused, and the reader stays failed")
