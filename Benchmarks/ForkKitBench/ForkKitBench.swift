@@ -21,6 +21,7 @@ struct ForkKitBench: AsyncParsableCommand {
             .function("exit-now") { _ in },
             .rpcWorker("pool-bench") { server in
                 server.register(PoolBenchmark.square) { $0 * $0 }
+                server.register(PoolBenchmark.scale, PoolBenchmark.Reading.scaled)
                 server.register(PrimeCounting.countPrimes, PrimeCounting.count(in:))
                 server.register(SoakTest.echo) { $0 }
                 server.register(SoakTest.countDown) { count in

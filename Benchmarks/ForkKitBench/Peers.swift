@@ -158,11 +158,21 @@ struct Peer {
 
     private static let poolMapScript = """
         import multiprocessing, signal, sys, time
+        from dataclasses import dataclass
 
         signal.pthread_sigmask(signal.SIG_SETMASK, [])  # see pool.py: inherited blocked signals
 
         def square(x):
             return x * x
+
+        @dataclass
+        class Reading:
+            id: int
+            value: float
+            label: str
+
+        def scale(reading):
+            return Reading(reading.id, reading.value * 2, reading.label)
 
         if __name__ == "__main__":
             n = int(sys.argv[1]) if len(sys.argv) > 1 else 100000
@@ -172,8 +182,15 @@ struct Peer {
                 start = time.perf_counter()
                 results = pool.map(square, xs)
                 elapsed = time.perf_counter() - start
-            assert results[-1] == (n - 1) * (n - 1)
-            print("python_pool_map_items_per_s %.1f" % (n / elapsed))
+                assert results[-1] == (n - 1) * (n - 1)
+                print("python_pool_map_items_per_s %.1f" % (n / elapsed))
+                readings = [Reading(i, i * 0.5, "sensor%02d" % (i % 100)) for i in range(n)]
+                pool.map(scale, readings[:1000])
+                start = time.perf_counter()
+                scaled = pool.map(scale, readings)
+                elapsed = time.perf_counter() - start
+                assert scaled[-1].value == (n - 1) * 1.0
+                print("python_pool_map_dataclass_items_per_s %.1f" % (n / elapsed))
         """
 
     /// Perl's `AnyEvent::Fork->new->run("CORE::exit")`, waiting for each child's socket to close

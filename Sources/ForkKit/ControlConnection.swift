@@ -65,7 +65,7 @@ final class ControlConnection: Sendable {
     ///   - rootID: see ``rootID``; `nil` makes this connection its own root (a template's).
     ///   - readMode: ``ReadMode/exact`` for a child whose socket is handed over after `running`.
     init(socket: Int32, name: String, pidToReap: Int32?, rootID: ObjectIdentifier? = nil, readMode: ReadMode = .stream) {
-        self.socket = Mutex(WireSocket(adopting: FileDescriptor(rawValue: socket), blocking: false))
+        self.socket = Mutex(WireSocket(adoptingSocket: FileDescriptor(rawValue: socket), blocking: false))
         self.descriptor = socket
         self.pidToReap = pidToReap
         self.state = Mutex(State(name: name))

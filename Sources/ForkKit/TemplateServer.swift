@@ -221,7 +221,7 @@ struct TemplateServer: ~Copyable {
             unclaimedDescriptors.forEach { try? $0.close() }
             unclaimedDescriptors = []
             // The template's connection closes as it is replaced.
-            connection = WireSocket(adopting: childSocket, blocking: true)
+            connection = WireSocket(adoptingSocket: childSocket, blocking: true)
             // Bytes the template had buffered are the template's; a fresh reader is made only if this
             // child goes on to read commands (a `fork-run` child never does).
             readerIsStale = true

@@ -47,18 +47,31 @@ public struct WireSocket: ~Copyable, Sendable {
     /// The most descriptors one message can carry (the kernel's SCM_RIGHTS limit is 253).
     public static let maximumDescriptorsPerMessage = 253
 
-    /// Takes ownership of `descriptor`, a socket read and written alike.
+    /// Takes ownership of `descriptor`, read and written alike (a socket, or one end of a pipe).
     public init(adopting descriptor: FileDescriptor, blocking: Bool) {
-        self.init(adoptingInput: descriptor, output: descriptor, blocking: blocking)
+        self.init(input: descriptor, output: descriptor, inputIsSocket: Self.isSocket(descriptor), outputIsSocket: nil, blocking: blocking)
+    }
+
+    /// Takes ownership of `descriptor`, known to be a Unix socket (one ForkKit made): nothing is
+    /// asked of the kernel, which matters on the path of every fork.
+    package init(adoptingSocket descriptor: FileDescriptor, blocking: Bool) {
+        self.init(input: descriptor, output: descriptor, inputIsSocket: true, outputIsSocket: true, blocking: blocking)
     }
 
     /// Takes ownership of `input` and `output` (two pipes to a remote peer, or one socket twice).
     public init(adoptingInput input: FileDescriptor, output: FileDescriptor, blocking: Bool) {
+        let inputIsSocket = Self.isSocket(input)
+        self.init(
+            input: input, output: output, inputIsSocket: inputIsSocket,
+            outputIsSocket: output == input ? inputIsSocket : Self.isSocket(output), blocking: blocking)
+    }
+
+    private init(input: FileDescriptor, output: FileDescriptor, inputIsSocket: Bool, outputIsSocket: Bool?, blocking: Bool) {
         self.input = input
         self.output = output
         self.blocking = blocking
-        inputIsSocket = Self.isSocket(input)
-        canPassDescriptors = Self.isSocket(output)
+        self.inputIsSocket = inputIsSocket
+        canPassDescriptors = outputIsSocket ?? inputIsSocket
         if !canPassDescriptors {
             // A pipe whose reader died raises SIGPIPE on write, which would kill this process.
             signal(SIGPIPE, SIG_IGN)

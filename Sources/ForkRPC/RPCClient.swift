@@ -83,15 +83,19 @@ public final class RPCClient: Sendable {
     /// ``RPCError/Kind/messageTooLarge``); one from the worker closes the connection.
     /// Log records the worker sends (``RPCLogHandler``) go to `logger`; without one they arrive on
     /// ``events`` as `$log` events.
-    public init(
+    public convenience init(
         input: FileDescriptor, output: FileDescriptor, worker: RunningChild? = nil,
         maximumMessageSize: Int = 64 << 20, logger: Logger? = nil
     ) {
+        self.init(
+            socket: WireSocket(adoptingInput: input, output: output, blocking: false), worker: worker,
+            maximumMessageSize: maximumMessageSize, logger: logger)
+    }
+
+    private init(socket: consuming WireSocket, worker: RunningChild?, maximumMessageSize: Int, logger: Logger?) {
         self.logger = logger
         self.worker = worker
-        connection = RPCConnection(
-            socket: WireSocket(adoptingInput: input, output: output, blocking: false), pid: worker?.pid,
-            remoteName: worker?.remoteName, maximumMessageSize: maximumMessageSize)
+        connection = RPCConnection(socket: socket, pid: worker?.pid, remoteName: worker?.remoteName, maximumMessageSize: maximumMessageSize)
         (events, eventSink) = AsyncStream.makeStream(of: RPCEvent.self)
         connection.startReading { [weak self] incoming in self?.received(incoming) }
         Self.alive.add(1, ordering: .relaxed)
@@ -114,7 +118,9 @@ public final class RPCClient: Sendable {
             child.send(signal: SIGKILL)
             throw RPCError(.workerDied, "the worker's socket was already closed by its RunningChild; the worker was killed", pid: child.pid)
         }
-        let client = RPCClient(input: socket, output: socket, worker: child, maximumMessageSize: maximumMessageSize, logger: logger)
+        // ForkKit made it: a Unix socket (to a remote worker too: one end of the command's socketpair).
+        let client = RPCClient(
+            socket: WireSocket(adoptingSocket: socket, blocking: false), worker: child, maximumMessageSize: maximumMessageSize, logger: logger)
         // First thing: the worker then refuses what is larger both ways (ForkKit's workers do).
         client.send(.limits(maximumMessageSize: maximumMessageSize))
         return client

@@ -78,17 +78,36 @@ public struct MessagePackEncoder: Sendable {
 enum SpecialCoding: Sendable {
     case plain, value, binary, custom
 
-    private static let known = Mutex<[ObjectIdentifier: SpecialCoding]>([:])
+    /// The types seen so far, read without a lock: every value of a struct type looks itself up
+    /// here, from every thread that codes at once (with a lock, two threads coding took turns in
+    /// the kernel). Each new type publishes a new table; the old ones are kept, never freed, so a
+    /// reader can never hold a freed one (there are as many as types coded: a few dozen).
+    private static let published = Atomic<UInt>(0)  // the current table's address
+    private static let writers = Mutex<Void>(())
+
+    private final class Table: Sendable {
+        let kinds: [ObjectIdentifier: SpecialCoding]
+        init(_ kinds: [ObjectIdentifier: SpecialCoding]) { self.kinds = kinds }
+    }
+
+    private static var table: Table? {
+        UnsafeRawPointer(bitPattern: published.load(ordering: .acquiring)).map { Unmanaged<Table>.fromOpaque($0).takeUnretainedValue() }
+    }
 
     static func of(_ type: Any.Type) -> SpecialCoding {
         let key = ObjectIdentifier(type)
-        if let cached = known.withLock({ $0[key] }) { return cached }
+        if let cached = table?.kinds[key] { return cached }
         let kind: SpecialCoding =
             type == MessagePackValue.self ? .value
             : type is MessagePackBinaryConvertible.Type ? .binary
             : type is MessagePackValueConvertible.Type ? .custom
             : .plain
-        known.withLock { $0[key] = kind }
+        writers.withLock { _ in
+            var kinds = table?.kinds ?? [:]
+            guard kinds[key] == nil else { return }
+            kinds[key] = kind
+            published.store(UInt(bitPattern: Unmanaged.passRetained(Table(kinds)).toOpaque()), ordering: .releasing)
+        }
         return kind
     }
 }
