@@ -100,12 +100,12 @@ final class ControlConnection: Sendable {
 
     /// Sends a command (with `descriptors` attached) and returns its reply; an `error` reply is thrown.
     @discardableResult
-    func request(_ message: ControlMessage, descriptors: [Int32] = []) async throws -> ControlMessage {
+    func request(_ message: ControlMessage, descriptors: [FileDescriptor] = []) async throws -> ControlMessage {
         try await submit(message, descriptors: descriptors).value()
     }
 
     /// Sends a command (with `descriptors` attached) without waiting for its reply.
-    func submit(_ message: ControlMessage, descriptors: [Int32] = []) -> PendingReply {
+    func submit(_ message: ControlMessage, descriptors: [FileDescriptor] = []) -> PendingReply {
         let bytes = message.encoded
         return sendOrder.withLock { _ in
             let reply = PendingReply()
@@ -120,7 +120,7 @@ final class ControlConnection: Sendable {
             if let failure { return PendingReply(failure: failure) }
             socket.withLock { socket in
                 do throws(Errno) {
-                    try socket?.sendAll(bytes, descriptors: descriptors.map(FileDescriptor.init(rawValue:)))
+                    try socket?.sendAll(bytes, descriptors: descriptors)
                 } catch {
                     // The reader then sees the end of the stream and fails every waiter, this one included.
                     noteBeforeFailure("sending '\(message.value.arrayValue?.first?.stringValue ?? "")' failed: \(error)")

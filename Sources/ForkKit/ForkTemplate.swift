@@ -283,7 +283,7 @@ public final class ForkTemplate: Sendable {
             let message = ControlMessage.forkRun(
                 parentDeathSignal: parentDeathSignal ?? 0, function: function, arguments: arguments,
                 descriptorCount: descriptors.count)
-            let forked = connection.submit(message, descriptors: [theirs] + descriptors.map(\.rawValue))
+            let forked = connection.submit(message, descriptors: [FileDescriptor(rawValue: theirs)] + descriptors)
             close(theirs)
             reply = try await forked.value()
         } catch {
@@ -311,7 +311,7 @@ public final class ForkTemplate: Sendable {
     /// `forked` reply and the connection to the child-to-be, which is read from now on.
     private func submitFork(parentDeathSignal: Int32?) throws -> (PendingReply, ControlConnection) {
         let (ours, theirs) = try Self.socketPair()
-        let forked = connection.submit(.fork(parentDeathSignal: parentDeathSignal ?? 0), descriptors: [theirs])
+        let forked = connection.submit(.fork(parentDeathSignal: parentDeathSignal ?? 0), descriptors: [FileDescriptor(rawValue: theirs)])
         // The descriptor is in flight (or the request failed); either way this copy is done with.
         close(theirs)
         let child = ControlConnection(socket: ours, name: "child of process \(pid)", pidToReap: nil, rootID: connection.familyID, readMode: .exact)
@@ -330,8 +330,9 @@ public final class ForkTemplate: Sendable {
 
     /// Queues `descriptors` in messages of at most 253 (the kernel's limit for one message).
     private static func submit(descriptors: [FileDescriptor], on connection: ControlConnection) -> [PendingReply] {
-        stride(from: 0, to: descriptors.count, by: 253).map { start in
-            let part = descriptors[start..<min(start + 253, descriptors.count)].map(\.rawValue)
+        let limit = WireSocket.maximumDescriptorsPerMessage
+        return stride(from: 0, to: descriptors.count, by: limit).map { start in
+            let part = Array(descriptors[start..<min(start + limit, descriptors.count)])
             return connection.submit(.descriptors(count: part.count), descriptors: part)
         }
     }
