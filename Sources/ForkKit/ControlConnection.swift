@@ -158,29 +158,34 @@ final class ControlConnection: Sendable {
         }
     }
 
-    /// Receives into the scratch buffer (nil once the socket was handed over).
-    private func receive(into reading: inout ReadState, peeking: Bool) -> Result<WireSocket.Received, Errno>? {
-        socket.withLock { socket in
-            reading.scratch.withUnsafeMutableBytes { buffer in
+    /// Receives into the scratch buffer; returns how many bytes came, or nil when reading stops
+    /// here: nothing is there now, the socket was handed over, or the connection ended (which
+    /// fails it).
+    private func receive(into reading: inout ReadState, peeking: Bool) -> Int? {
+        let outcome = socket.withLock { socket in
+            reading.scratch.withUnsafeMutableBytes { buffer -> Result<WireSocket.Received, Errno>? in
                 switch socket {
                 case .none: nil
                 case .some(let socket): Result { () throws(Errno) in try socket.receive(into: buffer, peeking: peeking) }
                 }
             }
         }
+        switch outcome {
+        case nil, .success(.wouldBlock): return nil
+        case .success(.endOfStream):
+            fail(.processGone, nil)
+            return nil
+        case .failure(let error):
+            fail(.processGone, "broke the connection: \(error)")
+            return nil
+        case .success(.bytes(let count)): return count
+        }
     }
 
     /// A template's connection is never handed over: read whatever is there and split it into messages.
     private func readStream(_ reading: inout ReadState) {
         while true {
-            guard let outcome = receive(into: &reading, peeking: false) else { return }
-            let count: Int
-            switch outcome {
-            case .success(.wouldBlock): return
-            case .success(.endOfStream): return fail(.processGone, nil)
-            case .failure(let error): return failOnReadError(error)
-            case .success(.bytes(let received)): count = received
-            }
+            guard let count = receive(into: &reading, peeking: false) else { return }
             if reading.firstBytes == nil { reading.firstBytes = Array(reading.scratch.prefix(min(count, 64))) }
             reading.scratch.withUnsafeBytes { reading.stream.append(UnsafeRawBufferPointer(rebasing: $0.prefix(count))) }
             while true {
@@ -201,14 +206,7 @@ final class ControlConnection: Sendable {
     /// bytes at a time, so that nothing of the function's own traffic is consumed.
     private func readExactly(_ reading: inout ReadState) {
         while true {
-            guard let outcome = receive(into: &reading, peeking: true) else { return }
-            let count: Int
-            switch outcome {
-            case .success(.wouldBlock): return
-            case .success(.endOfStream): return fail(.processGone, nil)
-            case .failure(let error): return failOnReadError(error)
-            case .success(.bytes(let received)): count = received
-            }
+            guard let count = receive(into: &reading, peeking: true) else { return }
             let available = reading.partial + reading.scratch.prefix(count)
             if reading.firstBytes == nil { reading.firstBytes = Array(available.prefix(64)) }
             let decoded: (MessagePackValue, Int)?
@@ -230,10 +228,6 @@ final class ControlConnection: Sendable {
             reading.partial = []
             guard deliver(value, firstBytes: reading.firstBytes) else { return }
         }
-    }
-
-    private func failOnReadError(_ error: Errno) {
-        fail(.processGone, "broke the connection: \(error)")
     }
 
     /// Parses and dispatches one message; returns `false` once the connection is no longer read.
