@@ -45,7 +45,7 @@ let package = Package(
         .target(
             name: "ForkRPC",
             dependencies: [
-                "ForkKit", "MessagePack", "CForkSupport",
+                "ForkKit", "MessagePack",
                 .product(name: "SystemPackage", package: "swift-system"),
                 .product(name: "Logging", package: "swift-log"),
             ]

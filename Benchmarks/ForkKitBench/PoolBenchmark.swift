@@ -62,7 +62,7 @@ struct PoolBenchmark: AsyncParsableCommand {
             samples["forkkit_pool_map_struct_items_per_s", default: []].append(try await Self.structMapRate(pool, readings: readings))
             let (rate, monitorSeconds) = try await MonitorThread.cpuSeconds { try await Self.mapRate(eightWorkers, items: items) }
             samples["forkkit_pool_8_workers_map_square_items_per_s", default: []].append(rate)
-            samples["monitor_thread_cpu_ns_per_map_item", default: []].append(monitorSeconds.map { $0 * 1e9 / Double(items) } ?? .nan)
+            if let monitorSeconds { samples["monitor_thread_cpu_ns_per_map_item", default: []].append(monitorSeconds * 1e9 / Double(items)) }
             samples["forkkit_pool_primes_ms", default: []].append(try await 1000 * Self.time {
                 _ = try await pool.map(PrimeCounting.countPrimes, ranges)
             })

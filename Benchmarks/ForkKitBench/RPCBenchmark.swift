@@ -48,7 +48,7 @@ struct RPCBenchmark: AsyncParsableCommand {
             samples["forkkit_call_rtt_spin_us", default: []].append(try await Self.spinningLatency(spinning, calls: calls))
             let (rate, monitorSeconds) = try await MonitorThread.cpuSeconds { try await Self.throughput([first, second], calls: calls * 10) }
             samples["forkkit_2_workers_calls_per_s", default: []].append(rate)
-            samples["monitor_thread_cpu_ns_per_call", default: []].append(monitorSeconds.map { $0 * 1e9 / Double(calls * 10) } ?? .nan)
+            if let monitorSeconds { samples["monitor_thread_cpu_ns_per_call", default: []].append(monitorSeconds * 1e9 / Double(calls * 10)) }
             samples["forkkit_2_workers_io_executor_calls_per_s", default: []].append(
                 try await withTaskExecutorPreference(ForkTemplate.ioExecutor) { try await Self.throughput([first, second], calls: calls * 10) })
             samples["forkkit_echo_1mib_gb_per_s", default: []].append(try await Self.echoRate(first, calls: options.quick ? 5 : 20))

@@ -118,16 +118,36 @@ final class ControlConnection: Sendable {
                 return nil
             }
             if let failure { return PendingReply(failure: failure) }
-            socket.withLock { socket in
-                do throws(Errno) {
-                    try socket?.sendAll(bytes, descriptors: descriptors)
-                } catch {
-                    // The reader then sees the end of the stream and fails every waiter, this one included.
-                    noteBeforeFailure("sending '\(message.value.arrayValue?.first?.stringValue ?? "")' failed: \(error)")
-                    socket?.breakConnection()
-                }
+            do throws(Errno) {
+                try send(bytes, descriptors: descriptors)
+            } catch {
+                // The reader then sees the end of the stream and fails every waiter, this one included.
+                noteBeforeFailure("sending '\(message.value.arrayValue?.first?.stringValue ?? "")' failed: \(error)")
+                socket.withLock { $0?.breakConnection() }
             }
             return reply
+        }
+    }
+
+    /// Sends `bytes` whole (under ``sendOrder``). The socket's lock, which the monitor thread takes
+    /// to read, is held only while bytes are handed to the kernel, never while waiting for room: a
+    /// large `initialize` to a slow template must not stall every other connection's replies.
+    private func send(_ bytes: [UInt8], descriptors: [FileDescriptor]) throws(Errno) {
+        var offset = 0
+        while offset < bytes.count {
+            let sent = try bytes.withUnsafeBytes { raw in
+                socket.withLock { socket in
+                    Result { () throws(Errno) in
+                        // The descriptors ride on the first bytes that go.
+                        try socket?.sendSome(UnsafeRawBufferPointer(rebasing: raw[offset...]), descriptors: offset == 0 ? descriptors : []) ?? 0
+                    }
+                }
+            }.get()
+            offset += sent
+            if sent == 0 {
+                var room = pollfd(fd: descriptor, events: Int16(POLLOUT), revents: 0)
+                _ = poll(&room, 1, 1000)
+            }
         }
     }
 
@@ -140,10 +160,13 @@ final class ControlConnection: Sendable {
 
     /// Gives up the socket after the `running` reply; the caller owns it from now on.
     func takeSocket() -> FileDescriptor {
-        socket.withLock { socket in
-            let taken = consume socket
-            socket = nil
-            return taken!.release()
+        sendOrder.withLock { _ in
+            socket.withLock { socket in
+                let taken = consume socket
+                socket = nil
+                guard let taken else { preconditionFailure("the socket of \(state.withLock { $0.name }) was taken twice") }
+                return taken.release()
+            }
         }
     }
 
@@ -159,8 +182,7 @@ final class ControlConnection: Sendable {
     }
 
     /// Receives into the scratch buffer; returns how many bytes came, or nil when reading stops
-    /// here: nothing is there now, the socket was handed over, or the connection ended (which
-    /// fails it).
+    /// here (see ``count(of:)``).
     private func receive(into reading: inout ReadState, peeking: Bool) -> Int? {
         let outcome = socket.withLock { socket in
             reading.scratch.withUnsafeMutableBytes { buffer -> Result<WireSocket.Received, Errno>? in
@@ -170,6 +192,12 @@ final class ControlConnection: Sendable {
                 }
             }
         }
+        return count(of: outcome)
+    }
+
+    /// How many bytes a receive brought, or nil when reading stops here: nothing is there now, the
+    /// socket was handed over, or the connection ended (which fails it).
+    private func count(of outcome: Result<WireSocket.Received, Errno>?) -> Int? {
         switch outcome {
         case nil, .success(.wouldBlock): return nil
         case .success(.endOfStream):
@@ -182,12 +210,18 @@ final class ControlConnection: Sendable {
         }
     }
 
-    /// A template's connection is never handed over: read whatever is there and split it into messages.
+    /// A template's connection is never handed over: read whatever is there, straight into the
+    /// frame reader, and split it into messages.
     private func readStream(_ reading: inout ReadState) {
         while true {
-            guard let count = receive(into: &reading, peeking: false) else { return }
-            if reading.firstBytes == nil { reading.firstBytes = Array(reading.scratch.prefix(min(count, 64))) }
-            reading.scratch.withUnsafeBytes { reading.stream.append(UnsafeRawBufferPointer(rebasing: $0.prefix(count))) }
+            let outcome = socket.withLock { socket -> Result<WireSocket.Received, Errno>? in
+                switch socket {
+                case .none: nil
+                case .some(let socket): Result { () throws(Errno) in try socket.receive(into: &reading.stream, atMost: 16 << 10) }
+                }
+            }
+            guard let count = count(of: outcome) else { return }
+            if reading.firstBytes == nil { reading.firstBytes = reading.stream.unparsedBytes(upTo: 64) }
             while true {
                 let value: MessagePackValue?
                 do {
@@ -198,7 +232,7 @@ final class ControlConnection: Sendable {
                 guard let value else { break }
                 guard deliver(value, firstBytes: reading.firstBytes) else { return }
             }
-            if count < reading.scratch.count { return }
+            if count < 16 << 10 { return }
         }
     }
 

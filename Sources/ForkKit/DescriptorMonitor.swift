@@ -65,9 +65,10 @@ public final class DescriptorMonitor: TaskExecutor, Sendable {
     public func watch(_ descriptor: Int32, _ handler: @escaping Handler) {
         handlers.withLock { $0[descriptor] = handler }
         if forkkit_epoll_add(epoll, descriptor) != 0 {
-            // Only a closed or invalid descriptor gets here; its handler sees the error when it reads.
-            handler()
+            // Only a closed or invalid descriptor (or a regular file) gets here; its handler sees the
+            // error when it reads, on this thread like every handler.
             handlers.withLock { _ = $0.removeValue(forKey: descriptor) }
+            Task(executorPreference: self) { handler() }
         }
     }
 

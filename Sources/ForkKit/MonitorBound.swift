@@ -11,17 +11,17 @@
 ///     reader.withValue { reader in reader.append(...) }
 /// }
 /// ```
-public final class MonitorBound<Value: ~Copyable>: @unchecked Sendable {
+package final class MonitorBound<Value: ~Copyable>: @unchecked Sendable {
     // Safe to share: every read and write goes through `withValue`, which checks the thread.
     private var value: Value
 
     /// Wraps `value` for the monitor thread.
-    public init(_ value: consuming Value) {
+    package init(_ value: consuming Value) {
         self.value = value
     }
 
     /// Calls `body` with the value; must be called on the monitor thread.
-    public func withValue<Result: ~Copyable, Failure: Error>(_ body: (inout Value) throws(Failure) -> Result) throws(Failure) -> Result {
+    package func withValue<Result: ~Copyable, Failure: Error>(_ body: (inout Value) throws(Failure) -> Result) throws(Failure) -> Result {
         precondition(
             DescriptorMonitor.shared.isCurrentThread,
             "a MonitorBound value was touched off ForkKit's monitor thread; only that thread's handlers and jobs may use it")

@@ -93,10 +93,10 @@ struct TemplateServer: ~Copyable {
             } catch .noBufferSpace {
                 refuse("descriptors were lost in transit (more than 253 in one message, or the receive limit was hit)")
             } catch {
-                leave(status: 0)
+                refuse("process \(pid) could not read its next command: \(error)")
             }
             // End of stream (or a reset): the owner has gone away, and so does this process.
-            guard case .bytes = received else { leave(status: 0) }
+            if received == .endOfStream { leave(status: 0) }
             // A child forked by one of these messages stops here: the rest were the template's.
             while !readerIsStale {
                 let value: MessagePackValue?

@@ -7,11 +7,13 @@ import Glibc
 #endif
 
 /// The one connection type of ForkKit's wire: a Unix socket (or, to a remote peer, a pair of
-/// pipes) that it owns, carrying bytes with descriptors attached.
+/// pipes), carrying bytes with descriptors attached.
 ///
 /// Every protocol speaks through it: the control protocol (the owner's connections to templates
-/// and children, the template's server) and MessagePack-RPC on both sides. It closes what it owns when it goes away, never
-/// raises SIGPIPE (a vanished peer is `EPIPE`), and reports failures as swift-system's `Errno`.
+/// and children, the template's server) and MessagePack-RPC on both sides. Made by `adopting`, it
+/// owns its descriptors and closes them when it goes away; made by `using`, it leaves them to their
+/// owner. It never raises SIGPIPE (a vanished peer is `EPIPE`), and reports failures as
+/// swift-system's `Errno`.
 ///
 /// A *non-blocking* socket never waits in the kernel: ``receive(into:atMost:descriptors:)`` and
 /// ``sendSome(_:descriptors:)`` return at once with what could be done, and the owner waits for
@@ -39,37 +41,54 @@ public struct WireSocket: ~Copyable, Sendable {
     public let input: FileDescriptor
     /// Where writing happens.
     public let output: FileDescriptor
-    /// Whether descriptors can travel: the output is a Unix socket, not a pipe.
+    /// Whether descriptors can travel: the output is a socket, not a pipe.
     public let canPassDescriptors: Bool
     private let inputIsSocket: Bool
     private let blocking: Bool
+    /// Whether the descriptors are closed when the socket goes away.
+    private let owning: Bool
 
     /// The most descriptors one message can carry (the kernel's SCM_RIGHTS limit is 253).
     public static let maximumDescriptorsPerMessage = 253
 
     /// Takes ownership of `descriptor`, read and written alike (a socket, or one end of a pipe).
     public init(adopting descriptor: FileDescriptor, blocking: Bool) {
-        self.init(input: descriptor, output: descriptor, inputIsSocket: Self.isSocket(descriptor), outputIsSocket: nil, blocking: blocking)
+        self.init(
+            input: descriptor, output: descriptor, inputIsSocket: Self.isSocket(descriptor), outputIsSocket: nil, blocking: blocking,
+            owning: true)
     }
 
     /// Takes ownership of `descriptor`, known to be a Unix socket (one ForkKit made): nothing is
     /// asked of the kernel, which matters on the path of every fork.
     package init(adoptingSocket descriptor: FileDescriptor, blocking: Bool) {
-        self.init(input: descriptor, output: descriptor, inputIsSocket: true, outputIsSocket: true, blocking: blocking)
+        self.init(input: descriptor, output: descriptor, inputIsSocket: true, outputIsSocket: true, blocking: blocking, owning: true)
     }
 
     /// Takes ownership of `input` and `output` (two pipes to a remote peer, or one socket twice).
     public init(adoptingInput input: FileDescriptor, output: FileDescriptor, blocking: Bool) {
+        self.init(input: input, output: output, blocking: blocking, owning: true)
+    }
+
+    /// Reads `input` and writes `output` without owning them: their owner closes them, after this
+    /// socket has gone (a server on descriptors its caller passed, standard input and output say).
+    public init(usingInput input: FileDescriptor, output: FileDescriptor, blocking: Bool) {
+        self.init(input: input, output: output, blocking: blocking, owning: false)
+    }
+
+    private init(input: FileDescriptor, output: FileDescriptor, blocking: Bool, owning: Bool) {
         let inputIsSocket = Self.isSocket(input)
         self.init(
             input: input, output: output, inputIsSocket: inputIsSocket,
-            outputIsSocket: output == input ? inputIsSocket : Self.isSocket(output), blocking: blocking)
+            outputIsSocket: output == input ? inputIsSocket : Self.isSocket(output), blocking: blocking, owning: owning)
     }
 
-    private init(input: FileDescriptor, output: FileDescriptor, inputIsSocket: Bool, outputIsSocket: Bool?, blocking: Bool) {
+    private init(
+        input: FileDescriptor, output: FileDescriptor, inputIsSocket: Bool, outputIsSocket: Bool?, blocking: Bool, owning: Bool
+    ) {
         self.input = input
         self.output = output
         self.blocking = blocking
+        self.owning = owning
         self.inputIsSocket = inputIsSocket
         canPassDescriptors = outputIsSocket ?? inputIsSocket
         if !canPassDescriptors {
@@ -85,16 +104,18 @@ public struct WireSocket: ~Copyable, Sendable {
     }
 
     deinit {
+        guard owning else { return }
         try? input.close()
         if output != input { try? output.close() }
     }
 
-    /// Gives up ownership: returns the descriptor (a socket's; for two pipes, the input) without
-    /// closing it.
+    /// Gives up ownership of a socket (one descriptor read and written alike): returns it without
+    /// closing it. Of a pair of pipes, the input is returned and the output closed (when owned).
     public consuming func release() -> FileDescriptor {
-        let descriptor = input
+        let (input, output, owning) = (self.input, self.output, self.owning)
         discard self
-        return descriptor
+        if owning && output != input { try? output.close() }
+        return input
     }
 
     private static func isSocket(_ descriptor: FileDescriptor) -> Bool {
@@ -128,7 +149,7 @@ public struct WireSocket: ~Copyable, Sendable {
             if sent >= 0 { return sent }
             switch errno {
             case EINTR: continue
-            case EAGAIN: return 0  // only non-blocking sockets get it
+            case EAGAIN: return 0  // only a non-blocking socket or pipe gets it
             case let error: throw Errno(rawValue: error)
             }
         }
@@ -197,7 +218,7 @@ public struct WireSocket: ~Copyable, Sendable {
     /// Receives at most `limit` bytes into `reader`, appending the descriptors that came with them
     /// (close-on-exec) to `descriptors`. Throws `Errno.noBufferSpace` when descriptors were lost
     /// on the way (more than 253 with one message, or this process's limit reached): the peer
-    /// then cannot be served as it asked.
+    /// then cannot be served as it asked. Throws `Errno.noMemory` when the reader cannot make room.
     public func receive(
         into reader: inout MessagePackFrameReader, atMost limit: Int, collecting descriptors: inout [FileDescriptor]
     ) throws(Errno) -> Received {
@@ -208,11 +229,13 @@ public struct WireSocket: ~Copyable, Sendable {
         into reader: inout MessagePackFrameReader, atMost limit: Int, descriptors: UnsafeMutablePointer<[FileDescriptor]>?
     ) throws(Errno) -> Received {
         var outcome = Received.wouldBlock
-        try reader.fill(atMost: limit) { (buffer) throws(Errno) -> Int in
+        let madeRoom = try reader.fill(atMost: limit) { (buffer) throws(Errno) -> Int in
             outcome = try receive(into: buffer, peeking: false, descriptors: descriptors)
             if case .bytes(let count) = outcome { return count }
             return 0
         }
+        // The reader has failed (it could not buffer the bytes): nothing more can be read.
+        guard madeRoom else { throw Errno.noMemory }
         return outcome
     }
 
@@ -229,24 +252,26 @@ public struct WireSocket: ~Copyable, Sendable {
         var flags = waitFlag
         if peeking { flags |= Int32(MSG_PEEK) }
         while true {
-            let count: Int
+            var count = 0
             var lost = false
             if !inputIsSocket {
                 count = Glibc.read(input.rawValue, buffer.baseAddress, buffer.count)
             } else {
-                var incoming = [Int32](repeating: -1, count: descriptors == nil ? 0 : Self.maximumDescriptorsPerMessage)
-                var arrived: Int32 = 0, truncated: Int32 = 0
-                count = forkkit_receive_with_descriptors(
-                    input.rawValue, buffer.baseAddress, buffer.count, &incoming, Int32(incoming.count), &arrived, &truncated, flags)
-                descriptors?.pointee += incoming.prefix(Int(arrived)).map(FileDescriptor.init(rawValue:))
-                lost = truncated != 0 && descriptors != nil
+                let capacity = descriptors == nil ? 0 : Self.maximumDescriptorsPerMessage
+                (count, lost) = withUnsafeTemporaryAllocation(of: Int32.self, capacity: max(capacity, 1)) { incoming in
+                    var arrived: Int32 = 0, truncated: Int32 = 0
+                    let count = forkkit_receive_with_descriptors(
+                        input.rawValue, buffer.baseAddress, buffer.count, incoming.baseAddress, Int32(capacity), &arrived, &truncated, flags)
+                    descriptors?.pointee += incoming.prefix(Int(arrived)).map(FileDescriptor.init(rawValue:))
+                    return (count, truncated != 0 && descriptors != nil)
+                }
             }
             if lost { throw Errno.noBufferSpace }
             if count > 0 { return .bytes(count) }
             if count == 0 { return .endOfStream }
             switch errno {
             case EINTR: continue
-            case EAGAIN: return .wouldBlock  // only non-blocking sockets get it
+            case EAGAIN: return .wouldBlock  // only a non-blocking socket or pipe gets it
             case ECONNRESET: return .endOfStream
             case let error: throw Errno(rawValue: error)
             }

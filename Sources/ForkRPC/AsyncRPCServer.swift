@@ -65,7 +65,7 @@ public final class AsyncRPCServer: Sendable {
     /// Serves on separate descriptors (a remote worker's standard input and output, or pipes).
     public init(input: FileDescriptor, output: FileDescriptor, maximumConcurrentCalls: Int = 16, maximumMessageSize: Int = 64 << 20) {
         self.maximumConcurrentCalls = max(1, maximumConcurrentCalls)
-        socket = WireSocket(adoptingInput: input, output: output, blocking: true)
+        socket = WireSocket(usingInput: input, output: output, blocking: true)
         self.maximumMessageSize = maximumMessageSize
         responseLimit = Atomic(maximumMessageSize)
     }

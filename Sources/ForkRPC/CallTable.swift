@@ -96,10 +96,23 @@ struct CallTable<Caller, Watcher> {
         return Abandonment(call: call, tellWorker: !ended, drained: takeDrainWatchersIfIdle())
     }
 
-    /// Takes back call `id`, which could not be sent; nil when it is no longer held.
-    mutating func withdraw(_ id: UInt32) -> (call: Call, drained: [Watcher])? {
-        guard let call = calls.removeValue(forKey: id) else { return nil }
-        return (call, takeDrainWatchersIfIdle())
+    /// What to do for a call whose request could not be sent.
+    struct Withdrawal {
+        /// The call, when it was still held (its caller is failed with the send's error).
+        let call: Call?
+        let drained: [Watcher]
+        /// Watchers that waited for the worker to answer it: it never will, having never had it.
+        let answered: [Watcher]
+    }
+
+    /// Takes back call `id`, whose request could not be sent; also when it was given up on while
+    /// the send waited (the worker will never answer a request it never had).
+    mutating func withdraw(_ id: UInt32) -> Withdrawal {
+        if let call = calls.removeValue(forKey: id) {
+            return Withdrawal(call: call, drained: takeDrainWatchersIfIdle(), answered: [])
+        }
+        guard abandoned.remove(id) != nil else { return Withdrawal(call: nil, drained: [], answered: []) }
+        return Withdrawal(call: nil, drained: [], answered: abandonedCallAnswered(id))
     }
 
     // MARK: - The connection's end

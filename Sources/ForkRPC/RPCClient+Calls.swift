@@ -173,7 +173,8 @@ extension RPCClient {
         writeParams: (inout MessagePackWriter, inout [MessagePackValue]) throws -> Void
     ) async throws -> MessagePackMessage {
         let id = nextID.wrappingAdd(1, ordering: .relaxed).oldValue
-        let timer = timeout.map { limit in startTimer(for: id, function: function, limit: limit, oneCallAtATime: oneCallAtATime) }
+        // Started once the call is held, so that even a timeout of zero finds it to give up on.
+        var timer: Task<Void, any Error>?
         defer { timer?.cancel() }
         return try await withTaskCancellationHandler {
             try await withUnsafeThrowingContinuation { (caller: Caller) in
@@ -181,6 +182,7 @@ extension RPCClient {
                 if let refusal {
                     return caller.resume(throwing: error(for: refusal, function: function))
                 }
+                timer = timeout.map { limit in startTimer(for: id, function: function, limit: limit, oneCallAtATime: oneCallAtATime) }
                 let (failure, brokeConnection) = connection.send(until: timeout.map { ContinuousClock.now + $0 }, cancellable: true) { writer, direct in
                     writer.writeArrayHeader(count: 4)
                     writer.write(0)
@@ -192,9 +194,9 @@ extension RPCClient {
                 if brokeConnection { noteKillReason("this owner closed its connection because a message to it stalled half-way") }
                 if failure.function == nil { failure.function = function }
                 // A close() waiting for the calls in flight may have been waiting for this one.
-                guard let (call, drained) = state.withLock({ $0.table.withdraw(id) }) else { return }
-                call.caller.resume(throwing: failure)
-                for watcher in drained { watcher.resume(returning: true) }
+                let withdrawal = state.withLock { $0.table.withdraw(id) }
+                withdrawal.call?.caller.resume(throwing: failure)
+                for watcher in withdrawal.drained + withdrawal.answered { watcher.resume(returning: true) }
             }
         } onCancel: {
             abandon(id, with: CancellationError())

@@ -97,7 +97,14 @@ public final class RPCClient: Sendable {
         self.worker = worker
         connection = RPCConnection(socket: socket, pid: worker?.pid, remoteName: worker?.remoteName, maximumMessageSize: maximumMessageSize)
         (events, eventSink) = AsyncStream.makeStream(of: RPCEvent.self)
-        connection.startReading { [weak self] incoming in self?.received(incoming) }
+        connection.startReading { [weak self] incoming in
+            guard let self else {
+                // Nobody is left to read it; what it holds (up to a large message's buffer) goes now.
+                if case .message(let message) = incoming { message.release() }
+                return
+            }
+            self.received(incoming)
+        }
         Self.alive.add(1, ordering: .relaxed)
     }
 

@@ -40,13 +40,13 @@ public final class RPCServer {
         self.init(input: socket, output: socket, maximumMessageSize: maximumMessageSize, spinBeforeBlocking: spinBeforeBlocking)
     }
 
-    /// Serves on separate input and output descriptors (a pipe pair, or standard input and output),
-    /// which the server owns from now on (it closes them when it goes away).
+    /// Serves on separate input and output descriptors (a pipe pair, or standard input and output);
+    /// they stay the caller's to close.
     /// A message from the owner larger than `maximumMessageSize` ends `serve()` with an error.
     /// `spinBeforeBlocking` is the opt-in low-latency mode: each read polls that long before it
     /// sleeps (a busy core while idle, for replies without wake-ups).
     public init(input: FileDescriptor, output: FileDescriptor, maximumMessageSize: Int = 64 << 20, spinBeforeBlocking: Duration = .zero) {
-        socket = WireSocket(adoptingInput: input, output: output, blocking: true)
+        socket = WireSocket(usingInput: input, output: output, blocking: true)
         stream = RPCStream(maximumMessageSize: maximumMessageSize, spin: spinBeforeBlocking)
     }
 

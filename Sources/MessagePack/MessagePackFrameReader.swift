@@ -69,19 +69,37 @@ public struct MessagePackFrameReader: ~Copyable {
     /// Bytes received and not yet taken out as messages: the start of an incomplete message.
     public var bufferedByteCount: Int { Int(unpacker.pointee.used) - Int(unpacker.pointee.off) + Int(unpacker.pointee.parsed) }
 
+    /// Up to `count` of the bytes received and not yet parsed (what a peer sent, for an error that
+    /// shows it when it was not what was expected).
+    public func unparsedBytes(upTo count: Int) -> [UInt8] {
+        let used = Int(unpacker.pointee.used), offset = Int(unpacker.pointee.off)
+        guard let base = unpacker.pointee.buffer, used > offset else { return [] }
+        return Array(UnsafeRawBufferPointer(start: base + offset, count: min(count, used - offset)))
+    }
+
     /// Lets `read` write at most `limit` bytes straight into the reader's buffer (a socket's
-    /// receive, without a copy in between); `read` returns how many it wrote.
+    /// receive, without a copy in between); `read` returns how many it wrote. Returns false, and
+    /// calls nothing, when the reader has failed or cannot make room (out of memory; the reader
+    /// has failed then).
+    ///
+    /// While the buffer has room it is filled as it is: a buffer sized for a large message (see
+    /// the headers check in ``nextObject(_:)``) is never grown, which would copy the message so far.
+    @discardableResult
     public mutating func fill<Failure: Error>(
         atMost limit: Int, from read: (UnsafeMutableRawBufferPointer) throws(Failure) -> Int
-    ) throws(Failure) {
-        guard failure == nil, limit > 0 else { return }
-        guard msgpack_unpacker_reserve_buffer(unpacker, limit) else {
-            failure = .malformed("out of memory while buffering \(limit) bytes")
-            return
+    ) throws(Failure) -> Bool {
+        guard failure == nil, limit > 0 else { return failure == nil }
+        var room = Int(msgpack_unpacker_buffer_capacity(unpacker))
+        if room == 0 {
+            guard msgpack_unpacker_reserve_buffer(unpacker, limit) else {
+                failure = .malformed("out of memory while buffering \(limit) bytes")
+                return false
+            }
+            room = Int(msgpack_unpacker_buffer_capacity(unpacker))
         }
-        let room = UnsafeMutableRawBufferPointer(start: msgpack_unpacker_buffer(unpacker), count: limit)
-        let count = try read(room)
+        let count = try read(UnsafeMutableRawBufferPointer(start: msgpack_unpacker_buffer(unpacker), count: min(limit, room)))
         msgpack_unpacker_buffer_consumed(unpacker, count)
+        return true
     }
 
     /// Calls `body` with a view of the next complete message, read in place (see
@@ -105,7 +123,7 @@ public struct MessagePackFrameReader: ~Copyable {
         if let failure { throw failure }
         // A message whose headers already declare more than the limit is refused before its body
         // is waited for (or buffered).
-        if unpacker.pointee.parsed == 0 { try prepareForNextMessage() }
+        if unpacker.pointee.parsed == 0, !(try prepareForNextMessage()) { return false }
         let start = Int(unpacker.pointee.off) - Int(unpacker.pointee.parsed)
         switch msgpack_unpacker_next(unpacker, unpacked) {
         case MSGPACK_UNPACK_SUCCESS:
@@ -139,27 +157,38 @@ extension MessagePackFrameReader {
     /// message is received into one buffer instead of one that is copied each time it doubles
     /// (a 64 MiB message would otherwise be copied about 64 MiB over, in pieces of up to 32 MiB, on
     /// the thread that reads every connection).
-    private mutating func prepareForNextMessage() throws(MessagePackError) {
+    private mutating func prepareForNextMessage() throws(MessagePackError) -> Bool {
         let used = Int(unpacker.pointee.used), offset = Int(unpacker.pointee.off)
-        guard let base = unpacker.pointee.buffer, used > offset else { return }
+        guard let base = unpacker.pointee.buffer, used > offset else { return false }
         let buffered = used - offset
-        let least = Self.leastSize(ofMessageAt: UnsafeRawBufferPointer(start: base + offset, count: buffered))
+        let (least, headersComplete) = Self.leastSize(ofMessageAt: UnsafeRawBufferPointer(start: base + offset, count: buffered))
         if least > maximumMessageSize {
             failure = .messageTooLarge(size: least, limit: maximumMessageSize)
             throw failure!
         }
+        // A header cut short is left unparsed until it is whole (msgpack-c would take its first
+        // bytes, and the message would not be checked again).
+        guard headersComplete else { return false }
         if least > buffered, least - buffered > Int(msgpack_unpacker_buffer_capacity(unpacker)) {
             _ = msgpack_unpacker_reserve_buffer(unpacker, least - buffered)
         }
+        return true
     }
 
     /// The least size of the message that starts `bytes`, as far as its headers there tell: every
     /// value whose header is not there yet counts as one byte. Looks at the first `limit` values
     /// only (the envelope of an RPC message and its first large part), so it costs little.
-    static func leastSize(ofMessageAt bytes: UnsafeRawBufferPointer, examining limit: Int = 64) -> Int {
+    /// `headersComplete` is false when `bytes` end at or inside a header it would look at (fewer
+    /// than `limit` values there and more to come), not inside a body.
+    static func leastSize(ofMessageAt bytes: UnsafeRawBufferPointer, examining limit: Int = 64) -> (size: Int, headersComplete: Bool) {
         var offset = 0
         var pending = 1  // values still to come
-        for _ in 0..<limit where pending > 0 && offset < bytes.count {
+        var examined = 0
+        while pending > 0 && examined < limit {
+            // Past the end inside a body: what follows it cannot be there yet, so the headers are
+            // known as far as they can be. At the end exactly: the next header has not come.
+            guard offset < bytes.count else { return (offset + pending, offset > bytes.count) }
+            examined += 1
             let type = bytes[offset]
             func length(_ width: Int) -> Int? {
                 guard offset + width < bytes.count else { return nil }
@@ -191,11 +220,11 @@ extension MessagePackFrameReader {
             case 0xdf: shape = length(4).map { (5, 0, 2 * $0) }         // map 32
             default: shape = (1, 0, 0)
             }
-            guard let shape else { break }
+            guard let shape, offset + shape.header <= bytes.count else { return (offset + pending, false) }
             pending += shape.children - 1
             offset += shape.header + shape.body
         }
-        return offset + pending
+        return (offset + pending, true)
     }
 }
 

@@ -21,7 +21,13 @@ struct WireSocketTests {
         return (pipe.readEnd, pipe.writeEnd)
     }
 
-    func isOpen(_ descriptor: FileDescriptor) -> Bool { fcntl(descriptor.rawValue, F_GETFD) >= 0 }
+    /// What a descriptor number refers to now (device and inode), nil when it is closed: tests run
+    /// in parallel, so a closed number may already name something else.
+    func identity(_ descriptor: FileDescriptor) -> [UInt64]? {
+        var status = stat()
+        guard fstat(descriptor.rawValue, &status) == 0 else { return nil }
+        return [UInt64(status.st_dev), UInt64(status.st_ino)]
+    }
 
     @Test("a message and a descriptor arrive together; the descriptor works in the receiver")
     func messageWithDescriptor() throws {
@@ -74,7 +80,8 @@ struct WireSocketTests {
 
         let pipe = try pipePair()
         try pipe.read.close()
-        let (input, _) = try socketPair()
+        let (input, spare) = try socketPair()
+        defer { try? spare.close() }
         let pipes = WireSocket(adoptingInput: input, output: pipe.write, blocking: true)
         let canPass = pipes.canPassDescriptors
         #expect(!canPass)
@@ -137,6 +144,7 @@ struct WireSocketTests {
         let toPeer = try pipePair()
         let (input, other) = try socketPair()
         defer { try? other.close(); try? toPeer.read.close() }
+        let (inputBefore, outputBefore) = (identity(input), identity(toPeer.write))
         do {
             let socket = WireSocket(adoptingInput: input, output: toPeer.write, blocking: true)
             try socket.sendAll([9])
@@ -145,17 +153,23 @@ struct WireSocketTests {
             let first = try buffer.withUnsafeMutableBytes { try toPeer.read.read(into: $0) }
             let end = try buffer.withUnsafeMutableBytes { try toPeer.read.read(into: $0) }
             #expect(first == 1 && end == 0, "the peer read \(first) byte(s), then \(end)")
-            #expect(isOpen(input) && isOpen(toPeer.write))
+            #expect(identity(input) == inputBefore && identity(toPeer.write) != nil)
         }
-        #expect(!isOpen(input) && !isOpen(toPeer.write), "the socket closed what it owned when it went away")
+        #expect(identity(input) != inputBefore && identity(toPeer.write) != outputBefore, "the socket closed what it owned when it went away")
     }
 
-    @Test("release gives the descriptor up without closing it")
-    func release() throws {
+    @Test("a socket made by using descriptors leaves them open; release gives an adopted one up without closing it")
+    func ownership() throws {
         let (ours, theirs) = try socketPair()
         defer { try? theirs.close() }
+        let before = identity(ours)
+        do {
+            let socket = WireSocket(usingInput: ours, output: ours, blocking: true)
+            try socket.sendAll([1])
+        }
+        #expect(identity(ours) == before)
         let descriptor = WireSocket(adopting: ours, blocking: true).release()
-        #expect(isOpen(descriptor))
+        #expect(identity(descriptor) == before)
         try descriptor.close()
     }
 }

@@ -108,7 +108,7 @@ struct CallTableTests {
         let answer = table.responseArrived(0, at: start)
         #expect(delivered(answer)?.drained == [])
         let withdrawn = table.withdraw(1)
-        #expect(withdrawn?.drained == [])
+        #expect(withdrawn.drained == [])
         let abandoned = table.abandon(2)
         #expect(abandoned?.drained == ["closer"])
     }
@@ -138,13 +138,20 @@ struct CallTableTests {
         #expect(failure.message == "died (signal 9) before answering", "new calls fail with what is known last")
     }
 
-    @Test("a batch is one call: one msgid, one caller, one answer")
-    func batchIsOneCall() {
+    @Test("a call whose send failed is taken back; one given up on while its send waited no longer awaits an answer")
+    func withdraw() {
         var table = Table()
-        let refusal = table.admit(9, function: "square", caller: "batch of 1000")
-        #expect(refusal == nil)
-        #expect(table.heldCount == 1)
-        let answer = table.responseArrived(9, at: start)
-        #expect(delivered(answer)?.caller == "batch of 1000")
+        _ = table.admit(1, function: "f", caller: "a")
+        let first = table.withdraw(1)
+        #expect(first.call?.caller == "a" && first.answered.isEmpty)
+        #expect(table.heldCount == 0)
+
+        _ = table.admit(2, function: "f", caller: "b")
+        _ = table.abandon(2)  // its timeout passed while the send waited for room
+        let watcher = table.watchAbandonedCalls("watcher")
+        #expect(watcher != nil)
+        let second = table.withdraw(2)  // then the send gave up with nothing sent
+        #expect(second.call == nil && second.answered == ["watcher"])
+        #expect(!table.awaitsAbandonedAnswers, "the worker never had the request: nothing to wait for")
     }
 }

@@ -59,19 +59,64 @@ struct FrameReaderTests {
     ])
     func leastSizeOfWholeMessages(message: MessagePackValue) {
         let bytes = message.encoded()
-        #expect(bytes.withUnsafeBytes { MessagePackFrameReader.leastSize(ofMessageAt: $0) } == bytes.count)
+        let least = bytes.withUnsafeBytes { MessagePackFrameReader.leastSize(ofMessageAt: $0) }
+        #expect(least.size == bytes.count && least.headersComplete)
     }
 
     @Test("the least size of a message whose large body has not arrived: what its headers announce")
     func leastSizeOfPartialMessages() {
         let response = MessagePackValue.array([1, 7, .nil, .binary([UInt8](repeating: 7, count: 100_000))]).encoded()
-        let head = Array(response.prefix(12))
-        #expect(head.withUnsafeBytes { MessagePackFrameReader.leastSize(ofMessageAt: $0) } == response.count)
+        let head = Array(response.prefix(12)).withUnsafeBytes { MessagePackFrameReader.leastSize(ofMessageAt: $0) }
+        #expect(head.size == response.count && head.headersComplete, "inside the body, the headers are known")
+        // Cut inside the bin's length: the headers are not all there.
+        let cut = Array(response.prefix(6)).withUnsafeBytes { MessagePackFrameReader.leastSize(ofMessageAt: $0) }
+        #expect(!cut.headersComplete)
         // An array of many small values: one byte each for those not seen yet.
         let numbers = MessagePackValue.array((0..<1000).map { .int($0) }).encoded()
         let least = Array(numbers.prefix(3)).withUnsafeBytes { MessagePackFrameReader.leastSize(ofMessageAt: $0) }
-        #expect(least == 3 + 1000)
-        #expect(least <= numbers.count)
+        #expect(least.size == 3 + 1000 && !least.headersComplete)
+        #expect(least.size <= numbers.count)
+    }
+
+    @Test("a header that arrives a byte at a time is still checked: its announced size is refused", arguments: [
+        [UInt8]([0xc6, 0xff, 0xff, 0xff, 0xff]),   // bin 32 of 4 GiB
+        [0xdb, 0xff, 0xff, 0xff, 0xff],             // str 32
+        [0xdd, 0xff, 0xff, 0xff, 0xff],             // array 32 of 4 billion values
+        [0x94, 0x01, 0x07, 0xc0, 0xc6, 0x00, 0x10, 0x00, 0x00],  // a response whose result is 1 MiB
+    ])
+    func splitHeader(header: [UInt8]) throws {
+        var reader = MessagePackFrameReader(maximumMessageSize: 1000)
+        for byte in header.dropLast() {
+            reader.append([byte])
+            #expect(try reader.next() == nil)
+        }
+        reader.append([header.last!])
+        let error = try #require(throws: MessagePackError.self) { _ = try reader.next() }
+        guard case .messageTooLarge(let size, 1000) = error else {
+            Issue.record("expected messageTooLarge, got \(error)")
+            return
+        }
+        #expect(size > 1000)
+    }
+
+    @Test("fill writes straight into the buffer, at most the limit, and the bytes frame as appended ones do")
+    func fill() throws {
+        var reader = MessagePackFrameReader()
+        let bytes = MessagePackValue.array(["fill", .binary([UInt8](repeating: 3, count: 300))]).encoded()
+        var offset = 0
+        while offset < bytes.count {
+            var copied = 0
+            let filled = reader.fill(atMost: 100) { room in
+                #expect(room.count <= 100 && room.count > 0)
+                copied = min(room.count, bytes.count - offset)
+                bytes.withUnsafeBytes { raw in room.copyMemory(from: UnsafeRawBufferPointer(rebasing: raw[offset..<offset + copied])) }
+                return copied
+            }
+            #expect(filled)
+            offset += copied
+            if offset < bytes.count { #expect(try reader.next() == nil) }
+        }
+        #expect(try reader.next() == ["fill", .binary([UInt8](repeating: 3, count: 300))])
     }
 
     @Test("garbage is refused, and the reader stays failed")
