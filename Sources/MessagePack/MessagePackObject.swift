@@ -13,9 +13,27 @@ import CMsgPack
 /// ```
 public struct MessagePackObject {
     let pointer: UnsafePointer<msgpack_object>
+    /// Where a ``MessagePackDecodable`` conformance found the value, for the paths of errors.
+    let location: Location
 
-    init(_ pointer: UnsafePointer<msgpack_object>) {
+    enum Location {
+        case root
+        case key(UnsafePointer<msgpack_object>)
+        case index(Int)
+    }
+
+    init(_ pointer: UnsafePointer<msgpack_object>, at location: Location = .root) {
         self.pointer = pointer
+        self.location = location
+    }
+
+    /// The coding path of errors about this value.
+    var path: [any CodingKey] {
+        switch location {
+        case .root: []
+        case .key(let key): [TextKey(ObjectDecoder.keyText(key) ?? "")]
+        case .index(let index): [IndexKey(index)]
+        }
     }
 
     /// True for nil.
@@ -54,7 +72,14 @@ public struct MessagePackObject {
 
     /// Decodes the value as `type`, as ``MessagePackDecoder`` does.
     public func decode<Value: Decodable>(_ type: Value.Type) throws -> Value {
-        try ObjectDecoder(object: pointer, codingPath: []).decodeValue(type)
+        try decodeAny(type, path: path)
+    }
+
+    /// Decodes the value as any type, with errors at `path`.
+    func decodeAny<Value: Decodable>(_ type: Value.Type, path: @autoclosure () -> [any CodingKey]) throws -> Value {
+        let leaf = ObjectDecoder.Leaf(type)
+        if leaf != .other { return try ObjectDecoder.leaf(leaf, as: type, pointer, path()) }
+        return try ObjectDecoder(object: pointer, codingPath: path()).decodeValue(type)
     }
 
     /// Unpacks exactly one value from `bytes` and calls `body` with a view of it.

@@ -13,16 +13,32 @@ public struct MessagePackWriter: ~Copyable {
     // The packer and its buffer live on the heap: msgpack-c keeps a pointer to the buffer.
     let buffer: UnsafeMutablePointer<msgpack_sbuffer>
     let packer: UnsafeMutablePointer<msgpack_packer>
+    /// False for a writer that borrows another's buffer (the streaming encoder's, for a nested
+    /// ``MessagePackEncodable`` value).
+    private let owns: Bool
+    /// What ``MessagePackEncodable`` values wrote in their own MessagePack form (descriptors, say),
+    /// for ``MessagePackEncoder`` to hand on.
+    var directValues: [MessagePackValue] = []
 
     /// Creates an empty writer.
     public init() {
         buffer = msgpack_sbuffer_new()
         packer = msgpack_packer_new(UnsafeMutableRawPointer(buffer), msgpack_sbuffer_write)
+        owns = true
+    }
+
+    /// A writer that appends to another's buffer, and frees nothing.
+    init(borrowing buffer: UnsafeMutablePointer<msgpack_sbuffer>, _ packer: UnsafeMutablePointer<msgpack_packer>) {
+        self.buffer = buffer
+        self.packer = packer
+        owns = false
     }
 
     deinit {
-        msgpack_packer_free(packer)
-        msgpack_sbuffer_free(buffer)
+        if owns {
+            msgpack_packer_free(packer)
+            msgpack_sbuffer_free(buffer)
+        }
     }
 
     /// The bytes written so far.
@@ -87,14 +103,9 @@ public struct MessagePackWriter: ~Copyable {
         case .float64(let number):
             msgpack_pack_double(packer, number)
         case .string(let text):
-            var text = text
-            text.withUTF8 { utf8 in
-                msgpack_pack_str(packer, utf8.count)
-                msgpack_pack_str_body(packer, utf8.baseAddress, utf8.count)
-            }
+            pack(text, packer)
         case .binary(let bytes):
-            msgpack_pack_bin(packer, bytes.count)
-            bytes.withUnsafeBytes { _ = msgpack_pack_bin_body(packer, $0.baseAddress, $0.count) }
+            pack(bytes, packer)
         case .array(let elements):
             msgpack_pack_array(packer, elements.count)
             for element in elements { pack(element, packer) }
@@ -111,6 +122,21 @@ public struct MessagePackWriter: ~Copyable {
             var stamp = msgpack_timestamp(tv_sec: seconds, tv_nsec: nanoseconds)
             msgpack_pack_timestamp(packer, &stamp)
         }
+    }
+
+    /// Packs a str.
+    static func pack(_ text: String, _ packer: UnsafeMutablePointer<msgpack_packer>) {
+        var text = text
+        text.withUTF8 { utf8 in
+            msgpack_pack_str(packer, utf8.count)
+            msgpack_pack_str_body(packer, utf8.baseAddress, utf8.count)
+        }
+    }
+
+    /// Packs a bin.
+    static func pack(_ bytes: [UInt8], _ packer: UnsafeMutablePointer<msgpack_packer>) {
+        msgpack_pack_bin(packer, bytes.count)
+        bytes.withUnsafeBytes { _ = msgpack_pack_bin_body(packer, $0.baseAddress, $0.count) }
     }
 }
 
