@@ -135,13 +135,12 @@ extension MessagePackWriter {
 
     /// Appends an array, as ``MessagePackEncoder`` encodes it (`[UInt8]` as bin).
     public mutating func encode<Element: Encodable>(_ array: [Element]) throws {
-        let kind = SpecialCoding.of(Element.self)
-        if case .own(let type?, _) = kind {
-            msgpack_pack_array(packer, array.count)
-            for element in array { try type.encode(element, asSelfTo: &self) }
-        } else if StreamingEncoder.isLeaf(Element.self) {
+        if StreamingEncoder.isLeaf(Element.self) {
             msgpack_pack_array(packer, array.count)
             for element in array { _ = StreamingEncoder.writeLeaf(element, packer) }
+        } else if case .own(let type?, _) = SpecialCoding.of(Element.self) {
+            msgpack_pack_array(packer, array.count)
+            for element in array { try type.encode(element, asSelfTo: &self) }
         } else {
             try encodeAsCodable(array)
         }
@@ -149,18 +148,17 @@ extension MessagePackWriter {
 
     /// Appends a map, as ``MessagePackEncoder`` encodes it.
     public mutating func encode<Value: Encodable>(_ dictionary: [String: Value]) throws {
-        let kind = SpecialCoding.of(Value.self)
-        if case .own(let type?, _) = kind {
-            msgpack_pack_map(packer, dictionary.count)
-            for (key, value) in dictionary {
-                Self.pack(key, packer)
-                try type.encode(value, asSelfTo: &self)
-            }
-        } else if StreamingEncoder.isLeaf(Value.self) {
+        if StreamingEncoder.isLeaf(Value.self) {
             msgpack_pack_map(packer, dictionary.count)
             for (key, value) in dictionary {
                 Self.pack(key, packer)
                 _ = StreamingEncoder.writeLeaf(value, packer)
+            }
+        } else if case .own(let type?, _) = SpecialCoding.of(Value.self) {
+            msgpack_pack_map(packer, dictionary.count)
+            for (key, value) in dictionary {
+                Self.pack(key, packer)
+                try type.encode(value, asSelfTo: &self)
             }
         } else {
             try encodeAsCodable(dictionary)

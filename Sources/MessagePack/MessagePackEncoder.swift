@@ -16,7 +16,7 @@ public struct MessagePackEncoder: Sendable {
 
     /// Encodes `value` to MessagePack bytes.
     public func encode<Value: Encodable>(_ value: Value) throws -> [UInt8] {
-        var writer = MessagePackWriter()
+        var writer = MessagePackWriter(reusingSpare: ())
         try encode(value, into: &writer)
         return writer.bytes
     }

@@ -1,4 +1,10 @@
 import CMsgPack
+import Synchronization
+
+/// The memory zone of the last value `MessagePackObject.withObject(in:_:)` unpacked (msgpack-c
+/// reuses a zone it is given): a one-shot decode then allocates no zone and no 8 KiB chunk. Taken
+/// and given back atomically; a second thread meanwhile makes its own.
+private let spareZone = Atomic<UInt>(0)
 
 /// A view of one value inside a message that msgpack-c has unpacked, read in place: no copy, no
 /// ``MessagePackValue`` tree. Valid only inside the closure that receives it
@@ -86,7 +92,18 @@ public struct MessagePackObject {
     public static func withObject<Result>(in bytes: UnsafeRawBufferPointer, _ body: (MessagePackObject) throws -> Result) throws -> Result {
         var unpacked = msgpack_unpacked()
         msgpack_unpacked_init(&unpacked)
-        defer { msgpack_unpacked_destroy(&unpacked) }
+        unpacked.zone = UnsafeMutablePointer(bitPattern: spareZone.exchange(0, ordering: .acquiring))
+        defer {
+            // The zone is kept for the next value unless another is kept already (clearing it frees
+            // all but its first chunk).
+            if let zone = unpacked.zone {
+                msgpack_zone_clear(zone)
+                if spareZone.compareExchange(expected: 0, desired: UInt(bitPattern: zone), ordering: .releasing).exchanged {
+                    unpacked.zone = nil
+                }
+            }
+            msgpack_unpacked_destroy(&unpacked)
+        }
         guard let consumed = try MessagePackValue.unpackFirst(bytes, into: &unpacked) else { throw MessagePackError.truncated }
         guard consumed == bytes.count else { throw MessagePackError.trailingBytes(count: bytes.count - consumed) }
         return try withUnsafePointer(to: unpacked.data) { try body(MessagePackObject($0)) }

@@ -1,4 +1,5 @@
 import CMsgPack
+import Synchronization
 
 /// Writes MessagePack values into a growing byte buffer, in the smallest encoding of each value.
 ///
@@ -13,9 +14,10 @@ public struct MessagePackWriter: ~Copyable {
     // The packer and its buffer live on the heap: msgpack-c keeps a pointer to the buffer.
     let buffer: UnsafeMutablePointer<msgpack_sbuffer>
     let packer: UnsafeMutablePointer<msgpack_packer>
-    /// False for a writer that borrows another's buffer (the streaming encoder's, for a nested
-    /// ``MessagePackEncodable`` value).
-    private let owns: Bool
+    /// Whose buffer it is: its own, another writer's (the streaming encoder's, for a nested
+    /// ``MessagePackEncodable`` value), or the spare one that one-shot encodes reuse.
+    private let storage: Storage
+    private enum Storage { case owned, borrowed, spare }
     /// What ``MessagePackEncodable`` values wrote in their own MessagePack form (descriptors, say),
     /// for ``MessagePackEncoder`` to hand on.
     var directValues: [MessagePackValue] = []
@@ -24,21 +26,46 @@ public struct MessagePackWriter: ~Copyable {
     public init() {
         buffer = msgpack_sbuffer_new()
         packer = msgpack_packer_new(UnsafeMutableRawPointer(buffer), msgpack_sbuffer_write)
-        owns = true
+        storage = .owned
+    }
+
+    /// The packer (and through it the buffer) of the last writer made by ``init(reusingSpare:)``:
+    /// a one-shot encode then allocates only its result, not a packer, a buffer and its 8 KiB.
+    /// Taken and given back atomically; a second thread meanwhile makes its own.
+    private static let spare = Atomic<UInt>(0)
+
+    /// An empty writer over the spare buffer if no other writer holds it.
+    init(reusingSpare: Void) {
+        if let packer = UnsafeMutablePointer<msgpack_packer>(bitPattern: Self.spare.exchange(0, ordering: .acquiring)) {
+            self.packer = packer
+            buffer = packer.pointee.data.assumingMemoryBound(to: msgpack_sbuffer.self)
+            msgpack_sbuffer_clear(buffer)
+        } else {
+            buffer = msgpack_sbuffer_new()
+            packer = msgpack_packer_new(UnsafeMutableRawPointer(buffer), msgpack_sbuffer_write)
+        }
+        storage = .spare
     }
 
     /// A writer that appends to another's buffer, and frees nothing.
     init(borrowing buffer: UnsafeMutablePointer<msgpack_sbuffer>, _ packer: UnsafeMutablePointer<msgpack_packer>) {
         self.buffer = buffer
         self.packer = packer
-        owns = false
+        storage = .borrowed
     }
 
     deinit {
-        if owns {
-            msgpack_packer_free(packer)
-            msgpack_sbuffer_free(buffer)
+        switch storage {
+        case .borrowed:
+            return
+        case .spare where buffer.pointee.alloc <= 64 << 10:
+            // Kept for the next one-shot encode, unless another is kept already (or it grew large).
+            if Self.spare.compareExchange(expected: 0, desired: UInt(bitPattern: packer), ordering: .releasing).exchanged { return }
+        case .owned, .spare:
+            break
         }
+        msgpack_packer_free(packer)
+        msgpack_sbuffer_free(buffer)
     }
 
     /// The bytes written so far.
