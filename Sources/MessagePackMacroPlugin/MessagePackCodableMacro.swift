@@ -42,8 +42,8 @@ public struct MessagePackCodableMacro: ExtensionMacro {
         }
         let fields = try storedProperties(of: structure)
         let isArray = layoutIsArray(node)
-        let access = structure.modifiers.contains { ["public", "package"].contains($0.name.text) }
-            ? structure.modifiers.first { ["public", "package"].contains($0.name.text) }!.name.text + " " : ""
+        // The members are as visible as the struct (a public struct's conformance needs public ones).
+        let access = structure.modifiers.first { ["public", "package"].contains($0.name.text) }.map { $0.name.text + " " } ?? ""
         let body = isArray ? arrayLayout(fields, access) : mapLayout(fields, access)
         let conformances = protocols.isEmpty ? "" : ": " + protocols.map { $0.trimmedDescription }.joined(separator: ", ")
         let decl: DeclSyntax = "extension \(type.trimmed)\(raw: conformances) {\n\(raw: body)\n}"
