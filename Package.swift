@@ -1,4 +1,5 @@
 // swift-tools-version: 6.1
+import CompilerPluginSupport
 import PackageDescription
 
 /// Small templates link the Swift runtime statically: a template with fewer mappings forks faster
@@ -9,6 +10,8 @@ let package = Package(
     name: "ForkKit",
     products: [
         .library(name: "MessagePack", targets: ["MessagePack"]),
+        // `@MessagePackCodable`: its own product, so that only its users compile swift-syntax.
+        .library(name: "MessagePackMacros", targets: ["MessagePackMacros"]),
         .library(name: "ForkKit", targets: ["ForkKit"]),
         .library(name: "ForkRPC", targets: ["ForkRPC"]),
         .library(name: "ForkPool", targets: ["ForkPool"]),
@@ -26,6 +29,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-collections", from: "1.6.0"),
         // `swift package generate-documentation` for the DocC catalogs (scripts/docs.sh).
         .package(url: "https://github.com/swiftlang/swift-docc-plugin", from: "1.5.0"),
+        // Only for the `@MessagePackCodable` macro (MessagePackMacros): fetched by every user, built by its users only.
+        .package(url: "https://github.com/swiftlang/swift-syntax", from: "603.0.0"),
     ],
     targets: [
         .systemLibrary(
@@ -35,6 +40,16 @@ let package = Package(
         ),
         .target(name: "CForkSupport"),
         .target(name: "MessagePack", dependencies: ["CMsgPack"]),
+        // The compiler plug-in that expands `@MessagePackCodable`, and the library that declares it.
+        .macro(
+            name: "MessagePackMacroPlugin",
+            dependencies: [
+                .product(name: "SwiftSyntax", package: "swift-syntax"),
+                .product(name: "SwiftSyntaxMacros", package: "swift-syntax"),
+                .product(name: "SwiftCompilerPlugin", package: "swift-syntax"),
+            ]
+        ),
+        .target(name: "MessagePackMacros", dependencies: ["MessagePack", "MessagePackMacroPlugin"]),
         .target(
             name: "ForkKit",
             dependencies: [
@@ -125,7 +140,7 @@ let package = Package(
         .executableTarget(
             name: "forkkit-bench",
             dependencies: [
-                "ForkKit", "ForkRPC", "ForkPool", "MessagePack", "CMsgPack", "DemoWorkloads", "LoopbackSSH", "AllocationCounter",
+                "ForkKit", "ForkRPC", "ForkPool", "MessagePack", "MessagePackMacros", "CMsgPack", "DemoWorkloads", "LoopbackSSH", "AllocationCounter",
                 .product(name: "SystemPackage", package: "swift-system"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
@@ -142,6 +157,14 @@ let package = Package(
         ),
 
         .testTarget(name: "MessagePackTests", dependencies: ["MessagePack"]),
+        // The macro's conformances against plain Codable, and its expansions and diagnostics.
+        .testTarget(
+            name: "MessagePackMacroTests",
+            dependencies: [
+                "MessagePackMacros", "MessagePackMacroPlugin",
+                .product(name: "SwiftSyntaxMacrosGenericTestSupport", package: "swift-syntax"),
+            ]
+        ),
         // The harness every decoder of untrusted bytes runs under, for the fuzzer (below) and for
         // the tests, which replay the corpus in Tests/FuzzCorpus.
         .target(name: "FuzzHarness", dependencies: ["ForkKit", "ForkRPC", "MessagePack"], path: "Tests/FuzzHarness"),

@@ -4,6 +4,7 @@ import ForkKit
 import ForkRPC
 import Foundation
 import MessagePack
+import MessagePackMacros
 
 /// `forkkit-bench rpc`: calls over worker sockets, against a C ping-pong floor and Python's
 /// multiprocessing, plus the cost of the Codable layer against raw msgpack-c.
@@ -82,6 +83,7 @@ struct RPCBenchmark: AsyncParsableCommand {
         let iterations = options.quick ? 20_000 : 200_000
         samples["codable_request_encode_decode_ns"] = (1...rounds).map { _ in Self.codableCost(iterations: iterations) }
         samples["msgpack_c_request_pack_unpack_ns"] = (1...rounds).map { _ in Self.rawCost(iterations: iterations) }
+        samples["macro_request_encode_decode_ns"] = (1...rounds).map { _ in Self.macroCost(iterations: iterations) }
         for (name, values) in samples.sorted(by: { $0.key < $1.key }) { run.report.record(name, median(values)) }
         _ = try await first.close()
         _ = try await second.close()
@@ -101,6 +103,8 @@ struct RPCBenchmark: AsyncParsableCommand {
                       "1 MiB bin argument echoed back, GB of argument per second")
         run.report.target("codable_vs_msgpack_c", "codable_request_encode_decode_ns", over: "msgpack_c_request_pack_unpack_ns", atMost: 2,
                       "[0, 1, \"square\", [12345]] through the Codable layer vs raw msgpack-c")
+        run.report.target("macro_codable_vs_msgpack_c", "macro_request_encode_decode_ns", over: "msgpack_c_request_pack_unpack_ns", atMost: 2,
+                      "the same request with a @MessagePackCodable type vs raw msgpack-c")
         run.report.target("p99_under_stream_vs_alone", "forkkit_call_p99_under_64mib_stream_us", over: "forkkit_call_p99_alone_us", atMost: 2,
                           "one call at a time to worker A while worker B streams 64 MiB results, p99 vs A alone")
         run.report.target("p999_under_stream_us", "forkkit_call_p999_under_64mib_stream_us", atMost: 1000,
@@ -198,17 +202,37 @@ struct RPCBenchmark: AsyncParsableCommand {
 
     /// Nanoseconds per encode + decode through MessagePackEncoder and MessagePackDecoder.
     static func codableCost(iterations: Int) -> Double {
-        let request = Request(type: 0, id: 1, method: "square", params: [12345])
+        roundTripCost(Request(type: 0, id: 1, method: "square", params: [12345]), iterations: iterations) { $0.params[0] }
+    }
+
+    /// Nanoseconds per encode of `request` to bytes and decode back, through MessagePackEncoder and
+    /// MessagePackDecoder; `check` reads 12345 from the decoded value.
+    static func roundTripCost<Value: Codable>(_ request: Value, iterations: Int, check: (Value) -> Int) -> Double {
         let encoder = MessagePackEncoder(), decoder = MessagePackDecoder()
-        var check = 0
+        var sum = 0
         let clock = ContinuousClock()
         let start = clock.now
         for _ in 0..<iterations {
             let bytes = try! encoder.encode(request)
-            check &+= try! decoder.decode(Request.self, from: bytes).params[0]
+            sum &+= check(try! decoder.decode(Value.self, from: bytes))
         }
-        precondition(check == 12345 &* iterations)
+        precondition(sum == 12345 &* iterations)
         return (clock.now - start).seconds * 1e9 / Double(iterations)
+    }
+
+    /// The same request with no coding code: `@MessagePackCodable` writes its conformances.
+    @MessagePackCodable(layout: .array)
+    struct MacroRequest {
+        var type: Int
+        var id: Int
+        var method: String
+        var params: [Int]
+    }
+
+    /// Nanoseconds per encode + decode of ``MacroRequest`` through the same public entry points
+    /// (MessagePackEncoder and MessagePackDecoder, which take its generated conformance).
+    static func macroCost(iterations: Int) -> Double {
+        roundTripCost(MacroRequest(type: 0, id: 1, method: "square", params: [12345]), iterations: iterations) { $0.params[0] }
     }
 
     /// Nanoseconds per pack + unpack of the same message with msgpack-c directly.

@@ -35,8 +35,15 @@ struct TreeDecoder: Decoder {
 
     func decodeValue<Value: Decodable>(_ type: Value.Type) throws -> Value {
         switch SpecialCoding.of(type) {
-        case .plain:
+        case .plain, .own(_, nil):
             return try Value(from: self)
+        case .own(_, let decoding?):
+            // A type that reads itself reads msgpack-c's objects: unpack the value's encoding.
+            do {
+                return try MessagePackObject.withObject(in: value.encoded()) { try decoding.decode(type, asSelfFrom: $0) }
+            } catch let error as DecodingError {
+                throw error.under(codingPath)
+            }
         case .value:
             return value as! Value
         case .binary:

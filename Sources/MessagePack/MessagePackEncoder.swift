@@ -16,7 +16,7 @@ public struct MessagePackEncoder: Sendable {
 
     /// Encodes `value` to MessagePack bytes.
     public func encode<Value: Encodable>(_ value: Value) throws -> [UInt8] {
-        var writer = MessagePackWriter()
+        var writer = MessagePackWriter(reusingSpare: ())
         try encode(value, into: &writer)
         return writer.bytes
     }
@@ -33,10 +33,28 @@ public struct MessagePackEncoder: Sendable {
     package func encode<Value: Encodable>(_ value: Value, into writer: inout MessagePackWriter, directValues: inout [MessagePackValue]) throws {
         // A leaf needs no encoder state: the common result of a small remote call.
         if StreamingEncoder.writeLeaf(value, writer.packer) { return }
+        let kind = SpecialCoding.of(Value.self)
+        guard case .own(let encoding?, _) = kind else {
+            return try encodeStreaming(value, kind: kind, into: &writer, directValues: &directValues)
+        }
+        // A type that writes itself; what it wrote in their own form collects in the writer.
+        let mark = writer.directValues.count
+        try encoding.encode(value, asSelfTo: &writer)
+        if writer.directValues.count > mark {
+            directValues += writer.directValues[mark...]
+            writer.directValues.removeSubrange(mark...)
+        }
+    }
+
+    /// Encodes a value of a type that does not write itself through `Codable`, straight into the
+    /// packer when it can.
+    func encodeStreaming<Value: Encodable>(
+        _ value: Value, kind: SpecialCoding, into writer: inout MessagePackWriter, directValues: inout [MessagePackValue]
+    ) throws {
         let start = writer.count
         let streaming = StreamingEncoder(writer)
         do {
-            try streaming.encode(value, codingPath: [])
+            try streaming.encode(value, kind: kind, codingPath: [])
             if !streaming.failed {
                 directValues += streaming.directValues
                 return
@@ -51,21 +69,26 @@ public struct MessagePackEncoder: Sendable {
 
     /// Encodes `value` to a ``MessagePackValue`` tree (for embedding in a larger message).
     public func encodeValue<Value: Encodable>(_ value: Value) throws -> MessagePackValue {
-        if let direct = Self.direct(value) { return direct }
+        if let direct = try Self.direct(value) { return direct }
         let root = EncodingNode()
         try value.encode(to: TreeEncoder(node: root, parentPath: [], key: nil))
         return root.value
     }
 
     /// Values whose encoding is not what their `Encodable` conformance would produce.
-    static func direct<Value>(_ value: Value) -> MessagePackValue? {
-        direct(value, as: SpecialCoding.of(Value.self))
+    static func direct<Value>(_ value: Value) throws -> MessagePackValue? {
+        try direct(value, as: SpecialCoding.of(Value.self))
     }
 
     /// The same, for a caller that has already looked the type up.
-    static func direct<Value>(_ value: Value, as kind: SpecialCoding) -> MessagePackValue? {
+    static func direct<Value>(_ value: Value, as kind: SpecialCoding) throws -> MessagePackValue? {
         switch kind {
-        case .plain: return nil
+        case .plain, .own(nil, _): return nil
+        case .own(let encoding?, _):
+            // A type that writes itself: its own form, as a tree.
+            var writer = MessagePackWriter()
+            try encoding.encode(value, asSelfTo: &writer)
+            return try MessagePackObject.withObject(in: writer.bytes) { try $0.value() }
         case .value: return (value as! MessagePackValue)
         case .binary: return .binary((value as! MessagePackBinaryConvertible).messagePackBytes)
         case .custom: return (value as! MessagePackValueConvertible).messagePackValue
@@ -75,8 +98,10 @@ public struct MessagePackEncoder: Sendable {
 
 /// Which types the coders treat specially, looked up once per type: asking the runtime whether a
 /// type conforms to a protocol on every value costs more than coding the value.
-enum SpecialCoding: Sendable {
+enum SpecialCoding: @unchecked Sendable {  // the metatypes of `own` are immutable
     case plain, value, binary, custom
+    /// A type that writes itself (``MessagePackEncodable``), reads itself (``MessagePackDecodable``), or both.
+    case own(encoding: (any MessagePackEncodable.Type)?, decoding: (any MessagePackDecodable.Type)?)
 
     /// The types seen so far, read without a lock: every value of a struct type looks itself up
     /// here, from every thread that codes at once (with a lock, two threads coding took turns in
@@ -101,6 +126,8 @@ enum SpecialCoding: Sendable {
             type == MessagePackValue.self ? .value
             : type is MessagePackBinaryConvertible.Type ? .binary
             : type is MessagePackValueConvertible.Type ? .custom
+            : type is MessagePackEncodable.Type || type is MessagePackDecodable.Type
+            ? .own(encoding: type as? MessagePackEncodable.Type, decoding: type as? MessagePackDecodable.Type)
             : .plain
         writers.withLock { _ in
             var kinds = table?.kinds ?? [:]
@@ -204,7 +231,7 @@ struct TreeEncoder: Encoder {
 
     /// Encodes a nested value into `node`.
     static func encode<Value: Encodable>(_ value: Value, into node: EncodingNode, parentPath: [any CodingKey], key: (any CodingKey)?) throws {
-        if let direct = MessagePackEncoder.direct(value) {
+        if let direct = try MessagePackEncoder.direct(value) {
             node.content = .value(direct)
         } else {
             try value.encode(to: TreeEncoder(node: node, parentPath: parentPath, key: key))

@@ -1,4 +1,5 @@
 import CMsgPack
+import Synchronization
 
 /// Writes MessagePack values into a growing byte buffer, in the smallest encoding of each value.
 ///
@@ -13,14 +14,56 @@ public struct MessagePackWriter: ~Copyable {
     // The packer and its buffer live on the heap: msgpack-c keeps a pointer to the buffer.
     let buffer: UnsafeMutablePointer<msgpack_sbuffer>
     let packer: UnsafeMutablePointer<msgpack_packer>
+    /// Whose buffer it is: its own, another writer's (the streaming encoder's, for a nested
+    /// ``MessagePackEncodable`` value), or the spare one that one-shot encodes reuse.
+    private let storage: Storage
+    private enum Storage { case owned, borrowed, spare }
+    /// What ``MessagePackEncodable`` values wrote in their own MessagePack form (descriptors, say),
+    /// for ``MessagePackEncoder`` to hand on.
+    var directValues: [MessagePackValue] = []
 
     /// Creates an empty writer.
     public init() {
         buffer = msgpack_sbuffer_new()
         packer = msgpack_packer_new(UnsafeMutableRawPointer(buffer), msgpack_sbuffer_write)
+        storage = .owned
+    }
+
+    /// The packer (and through it the buffer) of the last writer made by ``init(reusingSpare:)``:
+    /// a one-shot encode then allocates only its result, not a packer, a buffer and its 8 KiB.
+    /// Taken and given back atomically; a second thread meanwhile makes its own.
+    private static let spare = Atomic<UInt>(0)
+
+    /// An empty writer over the spare buffer if no other writer holds it.
+    init(reusingSpare: Void) {
+        if let packer = UnsafeMutablePointer<msgpack_packer>(bitPattern: Self.spare.exchange(0, ordering: .acquiring)) {
+            self.packer = packer
+            buffer = packer.pointee.data.assumingMemoryBound(to: msgpack_sbuffer.self)
+            msgpack_sbuffer_clear(buffer)
+        } else {
+            buffer = msgpack_sbuffer_new()
+            packer = msgpack_packer_new(UnsafeMutableRawPointer(buffer), msgpack_sbuffer_write)
+        }
+        storage = .spare
+    }
+
+    /// A writer that appends to another's buffer, and frees nothing.
+    init(borrowing buffer: UnsafeMutablePointer<msgpack_sbuffer>, _ packer: UnsafeMutablePointer<msgpack_packer>) {
+        self.buffer = buffer
+        self.packer = packer
+        storage = .borrowed
     }
 
     deinit {
+        switch storage {
+        case .borrowed:
+            return
+        case .spare where buffer.pointee.alloc <= 64 << 10:
+            // Kept for the next one-shot encode, unless another is kept already (or it grew large).
+            if Self.spare.compareExchange(expected: 0, desired: UInt(bitPattern: packer), ordering: .releasing).exchanged { return }
+        case .owned, .spare:
+            break
+        }
         msgpack_packer_free(packer)
         msgpack_sbuffer_free(buffer)
     }
@@ -87,14 +130,9 @@ public struct MessagePackWriter: ~Copyable {
         case .float64(let number):
             msgpack_pack_double(packer, number)
         case .string(let text):
-            var text = text
-            text.withUTF8 { utf8 in
-                msgpack_pack_str(packer, utf8.count)
-                msgpack_pack_str_body(packer, utf8.baseAddress, utf8.count)
-            }
+            pack(text, packer)
         case .binary(let bytes):
-            msgpack_pack_bin(packer, bytes.count)
-            bytes.withUnsafeBytes { _ = msgpack_pack_bin_body(packer, $0.baseAddress, $0.count) }
+            pack(bytes, packer)
         case .array(let elements):
             msgpack_pack_array(packer, elements.count)
             for element in elements { pack(element, packer) }
@@ -111,6 +149,21 @@ public struct MessagePackWriter: ~Copyable {
             var stamp = msgpack_timestamp(tv_sec: seconds, tv_nsec: nanoseconds)
             msgpack_pack_timestamp(packer, &stamp)
         }
+    }
+
+    /// Packs a str.
+    static func pack(_ text: String, _ packer: UnsafeMutablePointer<msgpack_packer>) {
+        var text = text
+        text.withUTF8 { utf8 in
+            msgpack_pack_str(packer, utf8.count)
+            msgpack_pack_str_body(packer, utf8.baseAddress, utf8.count)
+        }
+    }
+
+    /// Packs a bin.
+    static func pack(_ bytes: [UInt8], _ packer: UnsafeMutablePointer<msgpack_packer>) {
+        msgpack_pack_bin(packer, bytes.count)
+        bytes.withUnsafeBytes { _ = msgpack_pack_bin_body(packer, $0.baseAddress, $0.count) }
     }
 }
 

@@ -15,8 +15,14 @@ struct ObjectDecoder: Decoder {
         let leaf = Leaf(type)
         if leaf != .other { return try Self.leaf(leaf, as: type, object, codingPath) }
         switch SpecialCoding.of(type) {
-        case .plain:
+        case .plain, .own(_, nil):
             return try Value(from: self)
+        case .own(_, let decoding?):
+            do {
+                return try decoding.decode(type, asSelfFrom: MessagePackObject(object))
+            } catch let error as DecodingError {
+                throw error.under(codingPath)
+            }
         case .value:
             return try MessagePackValue(object.pointee) as! Value
         case .binary:
@@ -159,6 +165,17 @@ struct ObjectDecoder: Decoder {
 
     // MARK: Containers
 
+    /// A key as the tree decoder reads it: text, or an integer matched by its digits.
+    static func keyText(_ key: UnsafePointer<msgpack_object>) -> String? {
+        switch key.pointee.type {
+        case MSGPACK_OBJECT_STR: try? ObjectDecoder.string(key, [])
+        case MSGPACK_OBJECT_POSITIVE_INTEGER: String(key.pointee.via.u64)
+        case MSGPACK_OBJECT_NEGATIVE_INTEGER: String(key.pointee.via.i64)
+        default: nil
+        }
+    }
+
+
     struct KeyedContainer<Key: CodingKey>: KeyedDecodingContainerProtocol {
         let map: msgpack_object_map
         let codingPath: [any CodingKey]
@@ -176,25 +193,15 @@ struct ObjectDecoder: Decoder {
             var index: [String: Int] = [:]
             index.reserveCapacity(Int(map.size))
             for position in 0..<Int(map.size) {
-                if let key = withUnsafePointer(to: map.ptr[position].key, Self.keyText) { index[key] = position }
+                if let key = withUnsafePointer(to: map.ptr[position].key, ObjectDecoder.keyText) { index[key] = position }
             }
             self.index = index
         }
 
         var allKeys: [Key] {
             (0..<Int(map.size)).compactMap { index in
-                let key = withUnsafePointer(to: map.ptr[index].key) { Self.keyText($0) }
+                let key = withUnsafePointer(to: map.ptr[index].key) { ObjectDecoder.keyText($0) }
                 return key.flatMap(Key.init(stringValue:))
-            }
-        }
-
-        /// A key as the tree decoder reads it: text, or an integer matched by its digits.
-        private static func keyText(_ key: UnsafePointer<msgpack_object>) -> String? {
-            switch key.pointee.type {
-            case MSGPACK_OBJECT_STR: try? ObjectDecoder.string(key, [])
-            case MSGPACK_OBJECT_POSITIVE_INTEGER: String(key.pointee.via.u64)
-            case MSGPACK_OBJECT_NEGATIVE_INTEGER: String(key.pointee.via.i64)
-            default: nil
             }
         }
 
@@ -212,7 +219,7 @@ struct ObjectDecoder: Decoder {
                         let str = candidate.pointee.via.str
                         guard Int(str.size) == utf8.count, utf8.count == 0 || memcmp(str.ptr, utf8.baseAddress!, utf8.count) == 0 else { continue }
                         return UnsafePointer(entry.pointer(to: \.val)!)
-                    } else if Self.keyText(candidate) == key.stringValue {
+                    } else if ObjectDecoder.keyText(candidate) == key.stringValue {
                         return UnsafePointer(entry.pointer(to: \.val)!)
                     }
                 }

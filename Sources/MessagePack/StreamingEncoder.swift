@@ -66,11 +66,16 @@ final class StreamingEncoder {
     // MARK: Values
 
     /// Encodes one value, closing every container it opened.
-    func encode<Value: Encodable>(_ value: Value, codingPath: @autoclosure () -> [any CodingKey]) throws {
+    func encode<Value: Encodable>(_ value: Value, kind known: SpecialCoding? = nil, codingPath: @autoclosure () -> [any CodingKey]) throws {
         if Self.writeLeaf(value, packer) { return }
-        let kind = SpecialCoding.of(Value.self)
+        let kind = known ?? SpecialCoding.of(Value.self)
         switch kind {
-        case .plain:
+        case .own(let encoding?, _):
+            // A type that writes itself, into the same buffer.
+            var writer = MessagePackWriter(borrowing: buffer, packer)
+            try encoding.encode(value, asSelfTo: &writer)
+            state.pointee.directValues += writer.directValues
+        case .plain, .own(nil, _):
             let depth = frames.count
             let start = size
             try value.encode(to: Encoder(state: self, owner: makeID(), codingPath: codingPath()))
@@ -78,9 +83,9 @@ final class StreamingEncoder {
             if size == start, frames.count == depth { msgpack_pack_nil(packer) }
             while frames.count > depth { closeInnermost() }
         case .binary:
-            MessagePackWriter.pack(MessagePackEncoder.direct(value, as: kind)!, packer)
+            MessagePackWriter.pack(try MessagePackEncoder.direct(value, as: kind)!, packer)
         case .value, .custom:
-            let direct = MessagePackEncoder.direct(value, as: kind)!
+            let direct = try MessagePackEncoder.direct(value, as: kind)!
             state.pointee.directValues.append(direct)
             MessagePackWriter.pack(direct, packer)
         }
@@ -93,21 +98,26 @@ final class StreamingEncoder {
         if Value.self == Int.self {
             msgpack_pack_int64(packer, Int64(unsafeBitCast(value, to: Int.self)))
         } else if Value.self == String.self {
-            MessagePackWriter.pack(.string(unsafeBitCast(value, to: String.self)), packer)
+            MessagePackWriter.pack(unsafeBitCast(value, to: String.self), packer)
         } else if Value.self == Double.self {
             msgpack_pack_double(packer, unsafeBitCast(value, to: Double.self))
         } else if Value.self == Bool.self {
             _ = unsafeBitCast(value, to: Bool.self) ? msgpack_pack_true(packer) : msgpack_pack_false(packer)
         } else if Value.self == [UInt8].self {
-            MessagePackWriter.pack(.binary(unsafeBitCast(value, to: [UInt8].self)), packer)
+            MessagePackWriter.pack(unsafeBitCast(value, to: [UInt8].self), packer)
         } else {
             return false
         }
         return true
     }
 
+    /// Whether ``writeLeaf(_:_:)`` writes values of `type`.
+    static func isLeaf(_ type: Any.Type) -> Bool {
+        type == Int.self || type == String.self || type == Double.self || type == Bool.self || type == [UInt8].self
+    }
+
     func write(_ text: String) {
-        MessagePackWriter.pack(.string(text), packer)
+        MessagePackWriter.pack(text, packer)
     }
 
     // MARK: Containers
