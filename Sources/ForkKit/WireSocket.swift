@@ -15,7 +15,7 @@ import Glibc
 /// owner. It never raises SIGPIPE (a vanished peer is `EPIPE`), and reports failures as
 /// swift-system's `Errno`.
 ///
-/// A *non-blocking* socket never waits in the kernel: ``receive(into:atMost:descriptors:)`` and
+/// A *non-blocking* socket never waits in the kernel: ``receive(into:atMost:)`` and
 /// ``sendSome(_:descriptors:)`` return at once with what could be done, and the owner waits for
 /// readiness itself (the ``DescriptorMonitor`` for reading). A *blocking* one (a template, a
 /// worker) waits in every call.
@@ -171,7 +171,7 @@ public struct WireSocket: ~Copyable, Sendable {
         }
     }
 
-    /// Sends all of `bytes`; see ``sendAll(_:descriptors:)-(UnsafeRawBufferPointer,_)``.
+    /// Sends all of `bytes` (descriptors on the first byte), waiting for room as long as it takes.
     public func sendAll(_ bytes: [UInt8], descriptors: [FileDescriptor] = []) throws(Errno) {
         try bytes.withUnsafeBytes { raw in Result { () throws(Errno) in try sendAll(raw, descriptors: descriptors) } }.get()
     }
