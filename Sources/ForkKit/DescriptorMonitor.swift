@@ -44,7 +44,7 @@ public final class DescriptorMonitor: TaskExecutor, Sendable {
     /// The monitor thread's id, once it runs.
     private let thread = Atomic<UInt>(0)
 
-    /// Whether the caller runs on the monitor thread (see ``MonitorBound``).
+    /// Whether the caller runs on the monitor thread (state that only this thread may touch checks it).
     public var isCurrentThread: Bool { thread.load(ordering: .relaxed) == UInt(pthread_self()) }
 
     private init() {
