@@ -1,7 +1,8 @@
 import Foundation
 
-/// CPU time of ForkKit's monitor thread (`forkkit-monitor`, which reads every worker's replies),
-/// from /proc: what one I/O thread spends per result.
+/// CPU time of ForkKit's monitor threads (`forkkit-monitor`, and `forkkit-io-N` when connections
+/// are spread over more), which read every worker's replies, from /proc: what the I/O thread
+/// spends per result.
 enum MonitorThread {
     /// Runs `body` and returns its result with the CPU seconds the monitor thread used meanwhile
     /// (nil when the thread cannot be found).
@@ -12,18 +13,19 @@ enum MonitorThread {
         return (result, after - before)
     }
 
-    /// The run time of the thread named forkkit-monitor, in seconds (schedstat: nanoseconds).
+    /// The run time of the monitor threads, in seconds (schedstat: nanoseconds).
     static func cpuSeconds() -> Double? {
         let tasks = "/proc/self/task"
         guard let ids = try? FileManager.default.contentsOfDirectory(atPath: tasks) else { return nil }
+        var total: Double?
         for id in ids {
             guard let name = try? String(contentsOfFile: "\(tasks)/\(id)/comm", encoding: .utf8),
-                  name.trimmingCharacters(in: .whitespacesAndNewlines) == "forkkit-monitor" else { continue }
+                  name.hasPrefix("forkkit-monitor") || name.hasPrefix("forkkit-io-") else { continue }
             // The first field of schedstat is the time spent on a CPU, in nanoseconds.
             guard let stat = try? String(contentsOfFile: "\(tasks)/\(id)/schedstat", encoding: .utf8),
-                  let nanoseconds = stat.split(separator: " ").first.flatMap({ Double($0) }) else { return nil }
-            return nanoseconds / 1e9
+                  let nanoseconds = stat.split(separator: " ").first.flatMap({ Double($0) }) else { continue }
+            total = (total ?? 0) + nanoseconds / 1e9
         }
-        return nil
+        return total
     }
 }

@@ -71,7 +71,7 @@ final class ControlConnection: Sendable {
         self.state = Mutex(State(name: name))
         self.rootID = rootID
         self.readMode = readMode
-        self.reading = MonitorBound(ReadState())
+        self.reading = MonitorBound(ReadState(), on: .shared)
     }
 
     /// The id that children of this connection are filed under in ``ChildExitBook``.

@@ -5,12 +5,14 @@ import Synchronization
 import Glibc
 #endif
 
-/// One background thread that watches descriptors with epoll, calls a handler when one is readable,
+/// A background thread that watches descriptors with epoll, calls a handler when one is readable,
 /// and runs the tasks that prefer it as their executor.
 ///
 /// Connections to templates and not-yet-running children must be read as soon as anything arrives
 /// (replies, and notices of exited children that would otherwise fill the socket and block the
-/// template), without tying up a thread of Swift's cooperative pool. One thread serves them all.
+/// template), without tying up a thread of Swift's cooperative pool. ``shared`` serves them all,
+/// and the RPC connections too unless ``connectionThreads`` spreads those over more threads (one
+/// thread reads about 250,000 small replies a second: see the property).
 ///
 /// It is also a `TaskExecutor`: a task that prefers it is resumed on this thread right where the
 /// reply was read, instead of being handed to another thread (every hop between threads costs a
@@ -27,8 +29,43 @@ public final class DescriptorMonitor: TaskExecutor, Sendable {
     /// itself, before it resumes anyone who might close the descriptor.
     public typealias Handler = @Sendable () -> Void
 
-    /// The process's one monitor thread, started on first use.
-    public static let shared = DescriptorMonitor()
+    /// The process's first monitor thread, started on first use: it reads every control
+    /// connection, and is ``ForkTemplate/ioExecutor``.
+    public static let shared = DescriptorMonitor(name: "forkkit-monitor")
+
+    /// How many monitor threads the RPC connections made from now on are spread over, in turn
+    /// (``forNewConnection()``); ``shared`` is the first of them. Defaults to one per 8 cores.
+    ///
+    /// One thread spends a few microseconds of CPU per reply it reads (`forkkit-bench rpc`,
+    /// `monitor_thread_cpu_ns_per_call`; about 50 ns per item of a map, whose replies are batched):
+    /// it carries a few hundred thousand replies a second, which workers on many cores making
+    /// small calls reach. Raise it for many workers with small calls; callers that want no thread
+    /// hop then prefer their client's own ``RPCClient``'s `ioExecutor`.
+    ///
+    /// ```swift
+    /// DescriptorMonitor.connectionThreads = 4   // before the pool starts its workers
+    /// ```
+    public static var connectionThreads: Int {
+        get { connectionThreadCount.load(ordering: .relaxed) }
+        set { connectionThreadCount.store(max(1, newValue), ordering: .relaxed) }
+    }
+
+    private static let connectionThreadCount = Atomic<Int>(max(1, sysconf(Int32(_SC_NPROCESSORS_ONLN)) / 8))
+    private static let nextConnection = Atomic<Int>(0)
+    /// The monitors after ``shared``, started as ``connectionThreads`` asks for them.
+    private static let others = Mutex<[DescriptorMonitor]>([])
+
+    /// The monitor that a new connection is read by: the next of the first ``connectionThreads``.
+    public static func forNewConnection() -> DescriptorMonitor {
+        let count = connectionThreads
+        guard count > 1 else { return shared }
+        let index = nextConnection.wrappingAdd(1, ordering: .relaxed).oldValue % count
+        guard index > 0 else { return shared }
+        return others.withLock { others in
+            while others.count < index { others.append(DescriptorMonitor(name: "forkkit-io-\(others.count + 2)")) }
+            return others[index - 1]
+        }
+    }
 
     private let epoll: Int32
     private let wakeup: Int32
@@ -47,15 +84,20 @@ public final class DescriptorMonitor: TaskExecutor, Sendable {
     /// Whether the caller runs on the monitor thread (state that only this thread may touch checks it).
     public var isCurrentThread: Bool { thread.load(ordering: .relaxed) == UInt(pthread_self()) }
 
-    private init() {
+    /// The thread's name, as top and perf show it.
+    private let name: String
+
+    private init(name: String) {
+        self.name = name
         epoll = forkkit_epoll_create()
         wakeup = forkkit_eventfd()
         precondition(epoll >= 0 && wakeup >= 0, "cannot create the ForkKit monitor's epoll or eventfd: errno \(errno)")
         forkkit_epoll_add(epoll, wakeup)
         var thread = pthread_t()
-        let result = pthread_create(&thread, nil, { _ in
-            DescriptorMonitor.shared.run()
-        }, nil)
+        // The thread holds the monitor for ever: monitors are never released.
+        let result = pthread_create(&thread, nil, { monitor in
+            Unmanaged<DescriptorMonitor>.fromOpaque(monitor!).takeUnretainedValue().run()
+        }, Unmanaged.passRetained(self).toOpaque())
         precondition(result == 0, "cannot start the ForkKit monitor thread: error \(result)")
         pthread_detach(thread)
     }
@@ -111,7 +153,7 @@ public final class DescriptorMonitor: TaskExecutor, Sendable {
     private func run() -> Never {
         thread.store(UInt(pthread_self()), ordering: .relaxed)
         // Named, so that top, perf and a debugger show which thread reads the workers' replies.
-        forkkit_name_thread("forkkit-monitor")
+        forkkit_name_thread(name)
         var ready = [Int32](repeating: -1, count: 64)
         let clock = ContinuousClock()
         while true {

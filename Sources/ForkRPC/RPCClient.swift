@@ -31,6 +31,12 @@ public final class RPCClient: Sendable {
     public let events: AsyncStream<RPCEvent>
     /// The worker process, when the worker is a forked child.
     public let worker: RunningChild?
+    /// The executor whose thread reads this client's replies: a caller that prefers it
+    /// (`withTaskExecutorPreference(client.ioExecutor) { ... }`) is resumed right where its reply
+    /// was read, with no thread hop. It is `ForkTemplate.ioExecutor` unless
+    /// `DescriptorMonitor.connectionThreads` spreads connections over more threads.
+    public var ioExecutor: any TaskExecutor { connection.monitor }
+
     /// The largest message sent or accepted; a ForkKit worker learns it at start (`$limits`).
     public var maximumMessageSize: Int { connection.maximumMessageSize }
 

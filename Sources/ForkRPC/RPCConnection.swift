@@ -5,8 +5,8 @@ import SystemPackage
 
 /// The I/O of one MessagePack-RPC connection on the owner's side, and nothing else: whole messages
 /// out (encoded by the sending task into the connection's buffer, sent without ever blocking in the
-/// kernel), whole messages in (framed on the ``DescriptorMonitor`` thread and handed over undecoded:
-/// each is decoded by the task that waits for it).
+/// kernel), whole messages in (framed on its ``DescriptorMonitor``'s thread and handed over
+/// undecoded: each is decoded by the task that waits for it).
 ///
 /// The monitor thread reads each connection in bounded slices, so that one large message cannot hold
 /// up the others: a 64 MiB result is read a slice at a time between everyone else's replies.
@@ -25,6 +25,8 @@ final class RPCConnection: Sendable {
     let remoteName: String?
     /// The largest message sent or accepted.
     let maximumMessageSize: Int
+    /// The thread that reads this connection (``DescriptorMonitor/forNewConnection()``).
+    let monitor = DescriptorMonitor.forNewConnection()
     private let socket: WireSocket
     private let reading: MonitorBound<MessagePackFrameReader>
     /// Set once the connection has ended: nothing more is read or delivered.
@@ -51,23 +53,23 @@ final class RPCConnection: Sendable {
         self.pid = pid
         self.remoteName = remoteName
         self.maximumMessageSize = maximumMessageSize
-        reading = MonitorBound(MessagePackFrameReader(maximumMessageSize: maximumMessageSize))
+        reading = MonitorBound(MessagePackFrameReader(maximumMessageSize: maximumMessageSize), on: monitor)
     }
 
     deinit {
-        DescriptorMonitor.shared.unwatch(socket.input.rawValue)
+        monitor.unwatch(socket.input.rawValue)
     }
 
     /// Starts reading: `deliver` is called on the monitor thread with every message, and once with
     /// the end. It holds its receiver weakly (a client dropped without `close()` must still go).
     func startReading(_ deliver: @escaping @Sendable (Incoming) -> Void) {
-        DescriptorMonitor.shared.watch(socket.input.rawValue) { [weak self] in self?.readable(deliver) }
+        monitor.watch(socket.input.rawValue) { [weak self] in self?.readable(deliver) }
     }
 
     /// Stops reading (the connection is over); `breaking` also shuts it, so the peer sees the end.
     func stopReading(breaking: Bool) {
         guard !readingStopped.exchange(true, ordering: .acquiringAndReleasing) else { return }
-        DescriptorMonitor.shared.unwatch(socket.input.rawValue)
+        monitor.unwatch(socket.input.rawValue)
         if breaking { socket.breakConnection() }
     }
 
