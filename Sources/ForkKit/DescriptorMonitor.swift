@@ -40,7 +40,7 @@ public final class DescriptorMonitor: TaskExecutor, Sendable {
     /// `monitor_thread_cpu_ns_per_call`; about 50 ns per item of a map, whose replies are batched):
     /// it carries a few hundred thousand replies a second, which workers on many cores making
     /// small calls reach. Raise it for many workers with small calls; callers that want no thread
-    /// hop then prefer their client's own ``RPCClient``'s `ioExecutor`.
+    /// hop then prefer their client's own `RPCClient.ioExecutor`.
     ///
     /// ```swift
     /// DescriptorMonitor.connectionThreads = 4   // before the pool starts its workers
