@@ -258,9 +258,17 @@ extension ForkEntryPoint {
     public static func asyncRPCWorker(
         _ name: String, maximumConcurrentCalls: Int = 16, _ setUp: @escaping @Sendable (AsyncRPCServer) throws -> Void
     ) -> ForkEntryPoint {
+        asyncRPCWorker(name, maximumConcurrentCalls: maximumConcurrentCalls) { server, _ in try setUp(server) }
+    }
+
+    /// The same, with a set-up that also reads the child's start-up arguments and descriptors
+    /// (`ChildContext`), as the synchronous `rpcWorker` with a two-parameter set-up does.
+    public static func asyncRPCWorker(
+        _ name: String, maximumConcurrentCalls: Int = 16, _ setUp: @escaping @Sendable (AsyncRPCServer, ChildContext) throws -> Void
+    ) -> ForkEntryPoint {
         .function(name) { child in
             let server = AsyncRPCServer(input: child.input, output: child.output, maximumConcurrentCalls: maximumConcurrentCalls)
-            try setUp(server)
+            try setUp(server, child)
             // The child's main thread waits here while the server's tasks run on the pool.
             let done = DispatchSemaphore(value: 0)
             let failure = Mutex<(any Error)?>(nil)

@@ -148,9 +148,26 @@ extension ForkEntryPoint {
     public static func rpcWorker(
         _ name: String, spinBeforeBlocking: Duration = .zero, _ setUp: @escaping @Sendable (RPCServer) throws -> Void
     ) -> ForkEntryPoint {
+        rpcWorker(name, spinBeforeBlocking: spinBeforeBlocking) { server, _ in try setUp(server) }
+    }
+
+    /// The same, with a set-up that also reads the child's start-up arguments and descriptors
+    /// (`ChildContext`): what the owner passed to `RPCClient.start(_:running:arguments:)` or a
+    /// pool's `WorkerPool.Configuration.arguments`, for each worker on its own (Python's
+    /// `initializer` with `initargs`, Perl's `init`).
+    ///
+    /// ```swift
+    /// .rpcWorker("greeter") { server, child in
+    ///     let language = child.arguments.first.map { String(decoding: $0, as: UTF8.self) } ?? "en"
+    ///     server.register(greet) { name in language == "de" ? "Hallo, \(name)" : "Hello, \(name)" }
+    /// }
+    /// ```
+    public static func rpcWorker(
+        _ name: String, spinBeforeBlocking: Duration = .zero, _ setUp: @escaping @Sendable (RPCServer, ChildContext) throws -> Void
+    ) -> ForkEntryPoint {
         .function(name) { child in
             let server = RPCServer(input: child.input, output: child.output, spinBeforeBlocking: spinBeforeBlocking)
-            try setUp(server)
+            try setUp(server, child)
             try server.serve()
         }
     }

@@ -90,6 +90,15 @@ ForkTemplate.bootstrap([
     .function("sleep-forever") { _ in
         while true { pause() }
     },
+    // Each worker's own start-up arguments, read by its set-up (RPCClient.start(arguments:), a pool's arguments).
+    .rpcWorker("rpc-arguments") { server, child in
+        let arguments = child.arguments.map { String(decoding: $0, as: UTF8.self) }
+        server.register(RPCFunction<Int, [String]>("arguments")) { _ in arguments }
+    },
+    .asyncRPCWorker("async-arguments") { server, child in
+        let arguments = child.arguments.map { String(decoding: $0, as: UTF8.self) }
+        server.register(RPCFunction<Int, [String]>("arguments")) { _ in arguments }
+    },
     .rpcWorker("rpc-math") { server in
         server.register(RPCFunction<Int, Int>("square")) { $0 * $0 }
         server.register(RPCFunction<Division, Int>("divide")) { division in
