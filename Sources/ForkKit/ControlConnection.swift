@@ -133,20 +133,24 @@ final class ControlConnection: Sendable {
     /// to read, is held only while bytes are handed to the kernel, never while waiting for room: a
     /// large `initialize` to a slow template must not stall every other connection's replies.
     private func send(_ bytes: [UInt8], descriptors: [FileDescriptor]) throws(Errno) {
-        var offset = 0
-        while offset < bytes.count {
-            let sent = try bytes.withUnsafeBytes { raw in
-                socket.withLock { socket in
-                    Result { () throws(Errno) in
-                        // The descriptors ride on the first bytes that go.
-                        try socket?.sendSome(UnsafeRawBufferPointer(rebasing: raw[offset...]), descriptors: offset == 0 ? descriptors : []) ?? 0
-                    }
-                }
-            }.get()
-            offset += sent
-            if sent == 0 {
-                var room = pollfd(fd: descriptor, events: Int16(POLLOUT), revents: 0)
-                _ = poll(&room, 1, 1000)
+        _ = try bytes.withUnsafeBytes { raw in
+            Result { () throws(Errno) in
+                try WireSocket.sendAll(
+                    raw, descriptors: descriptors, until: nil, giveUp: { false },
+                    sendSome: { (part, descriptors) throws(Errno) in
+                        try withSocket { (socket) throws(Errno) in try socket.sendSome(part, descriptors: descriptors) }?.get() ?? 0
+                    },
+                    waitForRoom: { _ = WireSocket.poll(FileDescriptor(rawValue: descriptor), for: POLLOUT, upTo: $0) })
+            }
+        }.get()
+    }
+
+    /// Runs `body` with the socket under its lock; nil once the socket was handed over.
+    private func withSocket<Value: Sendable>(_ body: (borrowing WireSocket) throws(Errno) -> Value) -> Result<Value, Errno>? {
+        socket.withLock { socket in
+            switch socket {
+            case .none: nil
+            case .some(let socket): Result { () throws(Errno) in try body(socket) }
             }
         }
     }
@@ -184,13 +188,8 @@ final class ControlConnection: Sendable {
     /// Receives into the scratch buffer; returns how many bytes came, or nil when reading stops
     /// here (see ``count(of:)``).
     private func receive(into reading: inout ReadState, peeking: Bool) -> Int? {
-        let outcome = socket.withLock { socket in
-            reading.scratch.withUnsafeMutableBytes { buffer -> Result<WireSocket.Received, Errno>? in
-                switch socket {
-                case .none: nil
-                case .some(let socket): Result { () throws(Errno) in try socket.receive(into: buffer, peeking: peeking) }
-                }
-            }
+        let outcome = reading.scratch.withUnsafeMutableBytes { buffer in
+            withSocket { (socket) throws(Errno) in try socket.receive(into: buffer, peeking: peeking) }
         }
         return count(of: outcome)
     }
@@ -214,12 +213,7 @@ final class ControlConnection: Sendable {
     /// frame reader, and split it into messages.
     private func readStream(_ reading: inout ReadState) {
         while true {
-            let outcome = socket.withLock { socket -> Result<WireSocket.Received, Errno>? in
-                switch socket {
-                case .none: nil
-                case .some(let socket): Result { () throws(Errno) in try socket.receive(into: &reading.stream, atMost: 16 << 10) }
-                }
-            }
+            let outcome = withSocket { (socket) throws(Errno) in try socket.receive(into: &reading.stream, atMost: 16 << 10) }
             guard let count = count(of: outcome) else { return }
             if reading.firstBytes == nil { reading.firstBytes = reading.stream.unparsedBytes(upTo: 64) }
             while true {
@@ -317,7 +311,7 @@ final class ControlConnection: Sendable {
     }
 
     private func consume(_ count: Int) {
-        socket.withLock { socket in _ = try? socket?.discard(count) }
+        _ = withSocket { (socket) throws(Errno) in try socket.discard(count) }
     }
 
     /// Ends the connection: every waiting request fails with an error that says why.

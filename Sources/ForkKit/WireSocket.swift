@@ -155,37 +155,58 @@ public struct WireSocket: ~Copyable, Sendable {
         }
     }
 
-    /// Sends all of `bytes` (descriptors on the first byte), waiting for room as long as it takes.
-    public func sendAll(_ bytes: UnsafeRawBufferPointer, descriptors: [FileDescriptor] = []) throws(Errno) {
-        var offset = try sendSome(bytes, descriptors: descriptors)
-        while offset < bytes.count {
-            if offset > 0 || blocking {
-                let sent = try sendSome(UnsafeRawBufferPointer(rebasing: bytes[offset...]))
-                offset += sent
-                if sent > 0 { continue }
-            } else {
-                offset = try sendSome(bytes, descriptors: descriptors)
-                if offset > 0 { continue }
-            }
-            waitForRoom(upTo: .seconds(1))
-        }
+    /// Sends all of `bytes` (descriptors on the first byte), waiting for room in short slices. Gives
+    /// up when `deadline` passes or `giveUp` says so while the peer takes nothing; returns how many
+    /// bytes went: all of them, unless it gave up.
+    @discardableResult
+    public func sendAll(
+        _ bytes: UnsafeRawBufferPointer, descriptors: [FileDescriptor] = [], until deadline: ContinuousClock.Instant? = nil,
+        giveUp: () -> Bool = { false }
+    ) throws(Errno) -> Int {
+        try Self.sendAll(
+            bytes, descriptors: descriptors, until: deadline, giveUp: giveUp,
+            sendSome: { (part, descriptors) throws(Errno) in try sendSome(part, descriptors: descriptors) },
+            waitForRoom: { waitForRoom(upTo: $0) })
     }
 
     /// Sends all of `bytes` (descriptors on the first byte), waiting for room as long as it takes.
     public func sendAll(_ bytes: [UInt8], descriptors: [FileDescriptor] = []) throws(Errno) {
-        try bytes.withUnsafeBytes { raw in Result { () throws(Errno) in try sendAll(raw, descriptors: descriptors) } }.get()
+        _ = try bytes.withUnsafeBytes { raw in Result { () throws(Errno) in try sendAll(raw, descriptors: descriptors) } }.get()
+    }
+
+    /// The loop of ``sendAll(_:descriptors:until:giveUp:)`` around any `sendSome` and wait: for an
+    /// owner that must hold a lock while it hands bytes to the kernel but not while it waits.
+    package static func sendAll(
+        _ bytes: UnsafeRawBufferPointer, descriptors: [FileDescriptor], until deadline: ContinuousClock.Instant?, giveUp: () -> Bool,
+        sendSome: (UnsafeRawBufferPointer, [FileDescriptor]) throws(Errno) -> Int, waitForRoom: (Duration) -> Void
+    ) throws(Errno) -> Int {
+        var offset = 0
+        while offset < bytes.count {
+            // The descriptors ride on the first bytes that go.
+            let sent = try sendSome(UnsafeRawBufferPointer(rebasing: bytes[offset...]), offset == 0 ? descriptors : [])
+            offset += sent
+            if sent > 0 { continue }
+            if deadline.map({ ContinuousClock.now >= $0 }) == true || giveUp() { return offset }
+            waitForRoom(.milliseconds(20))
+        }
+        return offset
     }
 
     /// Waits until the output has room, or `timeout` has passed.
     public func waitForRoom(upTo timeout: Duration) {
-        var room = pollfd(fd: output.rawValue, events: Int16(POLLOUT), revents: 0)
-        _ = poll(&room, 1, Int32(clamping: timeout.components.seconds * 1000 + timeout.components.attoseconds / 1_000_000_000_000_000))
+        _ = Self.poll(output, for: POLLOUT, upTo: timeout)
     }
 
     /// Waits until the input is readable (or hung up), or `timeout` has passed; true when readable.
     public func waitUntilReadable(upTo timeout: Duration) -> Bool {
-        var readable = pollfd(fd: input.rawValue, events: Int16(POLLIN), revents: 0)
-        return poll(&readable, 1, Int32(clamping: timeout.components.seconds * 1000 + timeout.components.attoseconds / 1_000_000_000_000_000)) > 0
+        Self.poll(input, for: POLLIN, upTo: timeout)
+    }
+
+    /// Waits until `descriptor` is ready for `events`, or `timeout` has passed; true when ready.
+    package static func poll(_ descriptor: FileDescriptor, for events: Int32, upTo timeout: Duration) -> Bool {
+        var watched = pollfd(fd: descriptor.rawValue, events: Int16(events), revents: 0)
+        let milliseconds = timeout.components.seconds * 1000 + timeout.components.attoseconds / 1_000_000_000_000_000
+        return Glibc.poll(&watched, 1, Int32(clamping: milliseconds)) > 0
     }
 
     /// Ends this side's writing: the peer reads end of stream. A pipe cannot be half-shut like a

@@ -183,7 +183,7 @@ extension RPCClient {
                     return caller.resume(throwing: error(for: refusal, function: function))
                 }
                 timer = timeout.map { limit in startTimer(for: id, function: function, limit: limit, oneCallAtATime: oneCallAtATime) }
-                let (failure, brokeConnection) = connection.send(until: timeout.map { ContinuousClock.now + $0 }, cancellable: true) { writer, direct in
+                let failure = send(until: timeout.map { ContinuousClock.now + $0 }, cancellable: true) { writer, direct in
                     writer.writeArrayHeader(count: 4)
                     writer.write(0)
                     writer.write(Int(id))
@@ -191,7 +191,6 @@ extension RPCClient {
                     try writeParams(&writer, &direct)
                 }
                 guard var failure else { return }
-                if brokeConnection { noteKillReason("this owner closed its connection because a message to it stalled half-way") }
                 if failure.function == nil { failure.function = function }
                 // A close() waiting for the calls in flight may have been waiting for this one.
                 let withdrawal = state.withLock { $0.table.withdraw(id) }

@@ -216,19 +216,26 @@ public final class RPCClient: Sendable {
     @discardableResult
     func send(_ message: RPCMessage) -> RPCError? {
         let patience = state.withLock { $0.cancellationGracePeriod } ?? .seconds(1)
-        let (failure, brokeConnection) = connection.send(until: ContinuousClock.now + patience, cancellable: false) { writer, direct in
+        return send(until: ContinuousClock.now + patience, cancellable: false) { writer, direct in
             let value = message.value
             writer.write(value)
             direct.append(value)
         }
-        if brokeConnection { noteKillReason("this owner closed its connection because a message to it stalled half-way") }
-        return failure
     }
 
-    func noteKillReason(_ reason: String) {
-        state.withLock { state in
-            if state.killReason == nil { state.killReason = reason }
+    /// Sends the message `write` encodes (see ``RPCConnection/send(until:cancellable:_:)``); returns
+    /// why it could not, or nil. A message that stalled half-way broke the connection: the calls
+    /// held then fail saying so.
+    func send(
+        until deadline: ContinuousClock.Instant?, cancellable: Bool, _ write: (inout MessagePackWriter, inout [MessagePackValue]) throws -> Void
+    ) -> RPCError? {
+        let (failure, brokeConnection) = connection.send(until: deadline, cancellable: cancellable, write)
+        if brokeConnection {
+            state.withLock { state in
+                if state.killReason == nil { state.killReason = "this owner closed its connection because a message to it stalled half-way" }
+            }
         }
+        return failure
     }
 
     /// Ends a worker that stopped responding: kills its process (the calls it held fail naming

@@ -160,31 +160,22 @@ final class RPCConnection: Sendable {
     private func sendWhole(
         _ bytes: UnsafeRawBufferPointer, descriptors: [FileDescriptor], until deadline: ContinuousClock.Instant?, cancellable: Bool
     ) -> (failure: RPCError?, brokeConnection: Bool) {
-        var offset = 0
-        while offset < bytes.count {
-            do {
-                // The descriptors ride on the message's first bytes, so they arrive before it is complete.
-                let sent = try socket.sendSome(UnsafeRawBufferPointer(rebasing: bytes[offset...]), descriptors: offset == 0 ? descriptors : [])
-                offset += sent
-                if sent > 0 { continue }
-            } catch {
-                return (RPCError(.workerDied, "cannot send to the worker: \(error)", pid: pid), false)
-            }
-            let cancelled = cancellable && Task.isCancelled
-            if deadline.map({ ContinuousClock.now >= $0 }) == true || cancelled {
-                let kind: RPCError.Kind = cancelled ? .closed : .timeout
-                guard offset > 0 else {
-                    return (RPCError(kind, "the worker took none of the message in time (is it stopped, or not reading?); nothing was sent", pid: pid), false)
-                }
-                socket.breakConnection()
-                return (RPCError(
-                    kind,
-                    "the worker took \(offset) of the message's \(bytes.count) bytes and no more in time (is "
-                        + "it stopped, or not reading?); the connection was closed, since half a message cannot be taken back", pid: pid), true)
-            }
-            socket.waitForRoom(upTo: .milliseconds(20))
+        let sent: Int
+        do {
+            sent = try socket.sendAll(bytes, descriptors: descriptors, until: deadline, giveUp: { cancellable && Task.isCancelled })
+        } catch {
+            return (RPCError(.workerDied, "cannot send to the worker: \(error)", pid: pid), false)
         }
-        return (nil, false)
+        guard sent < bytes.count else { return (nil, false) }
+        let kind: RPCError.Kind = cancellable && Task.isCancelled ? .closed : .timeout
+        guard sent > 0 else {
+            return (RPCError(kind, "the worker took none of the message in time (is it stopped, or not reading?); nothing was sent", pid: pid), false)
+        }
+        socket.breakConnection()
+        return (RPCError(
+            kind,
+            "the worker took \(sent) of the message's \(bytes.count) bytes and no more in time (is "
+                + "it stopped, or not reading?); the connection was closed, since half a message cannot be taken back", pid: pid), true)
     }
 
     /// Tells the worker no more requests come: end of stream on its input.

@@ -72,6 +72,6 @@ extension WireSocket {
 
     /// Writes what `writer` holds, whole.
     func send(_ writer: borrowing MessagePackWriter) throws(Errno) {
-        try writer.withBytes { bytes in Result { () throws(Errno) in try sendAll(bytes) } }.get()
+        _ = try writer.withBytes { bytes in Result { () throws(Errno) in try sendAll(bytes) } }.get()
     }
 }
