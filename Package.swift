@@ -81,7 +81,7 @@ let package = Package(
         .executableTarget(
             name: "forkkit-test-worker",
             dependencies: [
-                "ForkKit", "ForkRPC", "ForkPool", "MessagePack",
+                "ForkKit", "ForkRPC", "ForkPool", "MessagePack", "ForkKitTestSupport",
                 .product(name: "SystemPackage", package: "swift-system"),
                 .product(name: "Logging", package: "swift-log"),
             ],

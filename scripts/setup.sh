@@ -1,16 +1,31 @@
 #!/usr/bin/env bash
 # Installs what ForkKit needs beyond the Swift toolchain, when it is missing:
-# libmsgpack-dev (the MessagePack C library) and pkg-config; for the test of a Python worker, the
-# msgpack package from PyPI (the test is skipped, saying so, where it cannot be installed). With
-# --peers, also the peers that the benchmarks compare against: Perl's AnyEvent::Fork
-# (libanyevent-fork-perl) and a C compiler. For the remote-worker tests and benchmark, OpenSSH's
-# server and client (the tests start their own sshd on 127.0.0.1; nothing is configured system-wide).
+# libmsgpack-dev (the MessagePack C library) and pkg-config; from PyPI with pip, the msgpack package
+# for the test of a Python worker and pynvim (protocol/examples/interop_peer.py uses its generic
+# MessagePack-RPC layer) for the interop tests, asking again with --break-system-packages on a
+# Python that refuses pip installs (PEP 668); the tests that need them are skipped, saying so, where
+# they cannot be installed. With --peers, also the peers that the benchmarks compare against: Perl's
+# AnyEvent::Fork (libanyevent-fork-perl) and a C compiler. For the remote-worker tests and
+# benchmark, OpenSSH's server and client (the tests start their own sshd on 127.0.0.1; nothing is
+# configured system-wide).
 set -euo pipefail
 
-if command -v python3 >/dev/null && ! python3 -c "import msgpack" 2>/dev/null; then
-    echo "installing: msgpack (PyPI)" >&2
-    python3 -m pip install --quiet --root-user-action=ignore msgpack >&2 || echo "could not install msgpack from PyPI" >&2
-fi
+# pip_install MODULE PACKAGE: installs PACKAGE from PyPI when python3 cannot import MODULE.
+pip_install() {
+    command -v python3 >/dev/null || return 0
+    python3 -c "import $1" 2>/dev/null && return 0
+    echo "installing: $2 (PyPI)" >&2
+    local output
+    output=$(python3 -m pip install --quiet --root-user-action=ignore "$2" 2>&1) && return 0
+    if [[ $output == *externally-managed-environment* ]]; then
+        python3 -m pip install --quiet --root-user-action=ignore --break-system-packages "$2" >&2 && return 0
+    else
+        printf '%s\n' "$output" >&2
+    fi
+    echo "could not install $2 from PyPI" >&2
+}
+pip_install msgpack msgpack
+pip_install pynvim.msgpack_rpc pynvim
 
 packages=()
 pkg-config --exists msgpack 2>/dev/null || packages+=(libmsgpack-dev pkg-config)

@@ -229,7 +229,11 @@ extension WorkerPool {
                 let results = try await client.callBatchValues(function, chunk, timeout: timeout, oneCallAtATime: oneCallAtATime)
                 return (results, ContinuousClock.now - begin)
             }
-            if let failure = results.firstFailure { return .failed(failure) }
+            if var failure = results.firstFailure {
+                // Named by its place among the map's inputs; a registered error type is thrown as itself.
+                failure.itemIndex = start + (failure.itemIndex ?? 0)
+                return .failed(failure.registeredError ?? failure)
+            }
             return .completed(start: start, outputs: results.outputs, duration: duration)
         } catch let error as RPCError where error.kind == .timeout && chunk.count > 1 && !Task.isCancelled {
             // Perhaps one slow item, perhaps a stuck worker (killed or being killed by now): each

@@ -89,6 +89,9 @@ extension WorkerPool {
         public var arguments: [[UInt8]] = []
         /// Largest message accepted from a worker.
         public var maximumMessageSize: Int = 64 << 20
+        /// Functions the owner serves to every worker's requests (`RPCServer.call`): a queue the
+        /// workers pull their next work from, a service they report to (see `RPCHandlers`).
+        public var handlers = RPCHandlers()
         /// Where the workers' log records go (see `RPCServer.makeLogger`), and the pool's own notes on
         /// workers that died or were replaced.
         public var logger: Logger?

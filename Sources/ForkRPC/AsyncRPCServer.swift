@@ -54,6 +54,9 @@ public final class AsyncRPCServer: Sendable {
         var cancelledEarly: Set<UInt32> = []
         var ended = false
         var finished: CheckedContinuation<Void, Never>?
+        /// This worker's own requests to the owner (``call(_:_:timeout:)``), waiting for answers.
+        var calling: [UInt32: CheckedContinuation<(error: MessagePackValue, result: MessagePackValue), any Error>] = [:]
+        var nextCallID: UInt32 = 0
     }
 
     /// Serves on one bidirectional socket (a forked child's socket), at most `maximumConcurrentCalls`
@@ -95,6 +98,65 @@ public final class AsyncRPCServer: Sendable {
         try send(message)
     }
 
+    /// Calls `function` in the owner (a handler it registered, see ``RPCHandlers``) and waits for
+    /// its answer, from any task; many may be in flight at once.
+    ///
+    /// ```swift
+    /// server.register(crawl) { seed in
+    ///     var pages = 0
+    ///     while let url = try await server.call(nextURL, seed) { pages += try await fetch(url) }
+    ///     return pages
+    /// }
+    /// ```
+    ///
+    /// Throws the owner's error (a `NoSuchMethod` ``RPCError`` when it serves no such function),
+    /// ``RPCError/Kind/timeout`` after `timeout`, `CancellationError` when the task is cancelled
+    /// (the owner is sent `$cancel` for both), or ``RPCError/Kind/closed`` when the owner closes
+    /// the connection first.
+    public func call<Input, Output>(_ function: RPCFunction<Input, Output>, _ input: Input, timeout: Duration? = nil) async throws -> Output {
+        let id = state.withLock { state in
+            defer { state.nextCallID &+= 1 }
+            return state.nextCallID
+        }
+        let request = try RPCArguments.request(id: id, function: function.name, input: input)
+        // Started once the call is held, so that even a timeout of zero finds it to give up on.
+        var timer: Task<Void, any Error>?
+        defer { timer?.cancel() }
+        let answer = try await withTaskCancellationHandler {
+            try await withCheckedThrowingContinuation { continuation in
+                let refusal: (any Error)? = state.withLock { state in
+                    if state.ended { return RPCError(.closed, "the owner closed the connection before this call", function: function.name) }
+                    // A cancellation that came before the call was held found nothing to give up on.
+                    if Task.isCancelled { return CancellationError() }
+                    state.calling[id] = continuation
+                    return nil
+                }
+                if let refusal { return continuation.resume(throwing: refusal) }
+                timer = timeout.map { limit in
+                    Task { [weak self] in
+                        try await Task.sleep(for: limit)
+                        self?.stopWaiting(for: id, with: RPCError(.timeout, "the owner did not answer within \(limit); it was sent $cancel", function: function.name))
+                    }
+                }
+                do {
+                    try sendOrder.withLock { _ throws(Errno) in try socket.sendAll(request) }
+                } catch {
+                    stopWaiting(for: id, with: RPCError(.closed, "cannot send to the owner: \(error)", function: function.name), tellOwner: false)
+                }
+            }
+        } onCancel: {
+            stopWaiting(for: id, with: CancellationError())
+        }
+        return try RPCArguments.answer(Output.self, error: answer.error, result: answer.result, function: function.name)
+    }
+
+    /// Gives up on this worker's request `id`: its caller gets `error`, and the owner is told.
+    private func stopWaiting(for id: UInt32, with error: any Error, tellOwner: Bool = true) {
+        guard let caller = state.withLock({ $0.calling.removeValue(forKey: id) }) else { return }
+        caller.resume(throwing: error)
+        if tellOwner { try? send(.cancel(id)) }
+    }
+
     /// Asks the owner to send no more calls and to close this worker once its calls are answered
     /// (see ``RPCServer/retire()``).
     public func retire() throws {
@@ -130,7 +192,12 @@ public final class AsyncRPCServer: Sendable {
                 } catch {
                     failure.withLock { $0 = error }
                 }
-                state.withLock { $0.ended = true }
+                let waiting = state.withLock { state in
+                    state.ended = true
+                    defer { state.calling = [:] }
+                    return state.calling.values
+                }
+                for caller in waiting { caller.resume(throwing: RPCError(.closed, "the owner closed the connection before it answered")) }
                 finishIfIdle()
             }
         }
@@ -192,6 +259,8 @@ public final class AsyncRPCServer: Sendable {
                 if dequeued { answer(id, .single(.failure(RPCArguments.cancelledBeforeStart))) }
             case .limits(let limit):
                 responseLimit.store(limit, ordering: .relaxed)
+            case .response(let id, let error, let result):
+                state.withLock { $0.calling.removeValue(forKey: id) }?.resume(returning: (error, result))
             case .ignored:
                 continue
             }

@@ -9,7 +9,9 @@ enum IncomingMessage<Call> {
     case cancel(id: UInt32)
     /// `$limits`: the largest message either side may send from now on.
     case limits(maximumMessageSize: Int)
-    /// Another notification, or a response: the worker has nothing to do with it.
+    /// The owner's answer to a request the worker sent (`RPCServer.call`).
+    case response(id: UInt32, error: MessagePackValue, result: MessagePackValue)
+    /// Another notification: the worker has nothing to do with it.
     case ignored
 
     /// Reads one message. `prepare` decodes a request's params into its call. Descriptors that
@@ -33,7 +35,9 @@ enum IncomingMessage<Call> {
             self = params.first?.integerValue.flatMap(UInt32.init(exactly:)).map { .cancel(id: $0) } ?? .ignored
         case .notification(RPCMessage.limitsMethod, let params):
             self = params.first?.integerValue.flatMap { $0 > 0 ? .limits(maximumMessageSize: $0) : nil } ?? .ignored
-        case .notification, .response:
+        case .response(let id, let error, let result):
+            self = .response(id: id, error: error, result: result)
+        case .notification:
             self = .ignored
         }
     }

@@ -198,12 +198,16 @@ enum RPCArguments {
         }
     }
 
-    /// The error field of a response: `[type, message]`.
+    /// The error field of a response: `[type, message]` for the protocol's own errors;
+    /// `[type, message, details]` for an error the function threw, its type by full name and its
+    /// `Codable` encoding in the details when it has one (see ``RegisteredErrors``).
     static func errorValue(_ error: any Error) -> MessagePackValue {
         if let failure = error as? Failure {
             return [.string(failure.type), .string(failure.message)]
         }
-        return [.string(String(describing: type(of: error))), .string(describe(error))]
+        let type = MessagePackValue.string(RegisteredErrors.name(of: Swift.type(of: error)))
+        guard let details = RegisteredErrors.details(of: error) else { return [type, .string(describe(error))] }
+        return [type, .string(describe(error)), details]
     }
 
     /// What every call to a worker whose set-up registered `name` twice gets: the worker cannot know
@@ -222,6 +226,33 @@ enum RPCArguments {
     static func noSuchMethod(_ method: String, known: [String]) -> Failure {
         let served = known.filter { !$0.hasPrefix("$") }.sorted().joined(separator: ", ")
         return Failure(type: "NoSuchMethod", message: "no function named '\(method)' in worker \(getpid()); it serves: \(served)")
+    }
+
+    /// A worker's request to its owner, `[0, id, function, [input]]`.
+    static func request<Input: Encodable>(id: UInt32, function: String, input: Input) throws -> [UInt8] {
+        let argument: MessagePackValue
+        do {
+            argument = try MessagePackEncoder().encodeValue(input)
+        } catch {
+            throw RPCError(.codingFailed, "cannot encode the argument as \(Input.self): \(error)", function: function)
+        }
+        return RPCMessage.request(id: id, method: function, params: [argument]).value.encoded()
+    }
+
+    /// The owner's answer to a worker's request: the result as `Output`, or the error the owner
+    /// answered with (as itself when its type is registered, as a call's error in the owner is).
+    static func answer<Output: Decodable>(
+        _ type: Output.Type, error: MessagePackValue, result: MessagePackValue, function: String
+    ) throws -> Output {
+        guard error == .nil else {
+            let failure = RPCError(answer: error, function: function, pid: nil)
+            throw failure.registeredError ?? failure
+        }
+        do {
+            return try MessagePackDecoder().decode(Output.self, from: result)
+        } catch {
+            throw RPCError(.codingFailed, "the owner returned a result that is not \(Output.self): \(describe(error))", function: function)
+        }
     }
 
     /// The method name of the `$batch` extension: `params` is `[method, [params, ...]]`, one params

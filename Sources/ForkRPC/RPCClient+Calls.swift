@@ -40,7 +40,7 @@ extension RPCClient {
             outcomes.reserveCapacity(count)
             for index in 0..<count {
                 do throws(RPCError) {
-                    outcomes.append(.success(try self.batchItem(results[index], of: function)))
+                    outcomes.append(.success(try self.batchItem(results[index], at: index, of: function)))
                 } catch {
                     outcomes.append(.failure(error))
                 }
@@ -63,7 +63,7 @@ extension RPCClient {
             outputs.reserveCapacity(count)
             for index in 0..<count {
                 do throws(RPCError) {
-                    outputs.append(try self.batchItem(results[index], of: function))
+                    outputs.append(try self.batchItem(results[index], at: index, of: function))
                 } catch {
                     return (outputs, error)
                 }
@@ -98,15 +98,22 @@ extension RPCClient {
         }
     }
 
-    /// One `[error, result]` pair of a batch's response: the result, or the error it carries.
-    func batchItem<Input, Output>(_ pair: MessagePackObject, of function: RPCFunction<Input, Output>) throws(RPCError) -> Output {
-        guard pair.count == 2 else {
-            throw RPCError(.protocolViolation, "answered a batch item with \(pair.typeName), not [error, result]", function: function.name, pid: pid)
+    /// One `[error, result]` pair of a batch's response: the result, or the error it carries,
+    /// which names the item's position `index` in the batch.
+    func batchItem<Input, Output>(_ pair: MessagePackObject, at index: Int, of function: RPCFunction<Input, Output>) throws(RPCError) -> Output {
+        do throws(RPCError) {
+            guard pair.count == 2 else {
+                throw RPCError(.protocolViolation, "answered a batch item with \(pair.typeName), not [error, result]", function: function.name, pid: pid)
+            }
+            guard pair[0].isNil else {
+                throw remoteError((try? pair[0].value()) ?? .nil, function: function.name)
+            }
+            return try decode(Output.self, of: function.name, from: pair[1])
+        } catch {
+            var failure = error
+            failure.itemIndex = index
+            throw failure
         }
-        guard pair[0].isNil else {
-            throw remoteError((try? pair[0].value()) ?? .nil, function: function.name)
-        }
-        return try decode(Output.self, of: function.name, from: pair[1])
     }
 
     /// Calls `method` with untyped parameters (for peers outside ForkKit).
@@ -157,7 +164,8 @@ extension RPCClient {
                 } catch {
                     throw RPCError(.protocolViolation, "sent an error that is not MessagePack (\(error))", function: function, pid: pid)
                 }
-                throw remoteError(error, function: function)
+                let failure = remoteError(error, function: function)
+                throw failure.registeredError ?? failure
             }
             return try read(message[3])
         }

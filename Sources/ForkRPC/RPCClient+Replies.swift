@@ -58,26 +58,18 @@ extension RPCClient {
         case .notification(RPCMessage.workerMethod, let params):
             state.withLock { $0.announcedBackend = params.first?.stringValue }
             settleAnnouncement()
+        case .notification(RPCMessage.cancelMethod, let params):
+            if let id = params.first?.integerValue.flatMap(UInt32.init(exactly:)) { cancelServing(id) }
         case .notification(let method, let params):
             if method == RPCLogHandler.method, let logger, RPCLogHandler.forward(params, to: logger, pid: pid) { return }
             eventSink.yield(RPCEvent(name: method, params: params))
-        case .request(_, let method, _):
-            throw RPCError(.protocolViolation, "sent a request ('\(method)'); workers answer, they do not call", pid: pid)
+        case .request(let id, let method, let params):
+            serve(request: id, method: method, params: params)
         }
     }
 
     func remoteError(_ error: MessagePackValue, function: String) -> RPCError {
-        let fields = error.arrayValue ?? [error]
-        let type = fields.count >= 2 ? fields[0].stringValue : nil
-        let text = (fields.count >= 2 ? fields[1] : fields[0]).stringValue ?? "\(error)"
-        let kind: RPCError.Kind = switch type {
-        case "NoSuchMethod": .unknownFunction
-        case "InvalidArguments": .invalidArguments
-        case "MessageTooLarge": .messageTooLarge
-        default: .remote
-        }
-        let sentence = kind == .remote ? "threw: \(text)" : text
-        return RPCError(kind, sentence, function: function, pid: pid, remoteType: type)
+        RPCError(answer: error, function: function, pid: pid)
     }
 
     /// The connection is over: every call fails, with the worker's exit status when it has one.
@@ -87,6 +79,7 @@ extension RPCClient {
         // New calls fail at once from here on. Nothing more will answer an abandoned call.
         guard let watchers = state.withLock({ $0.table.end(error ?? RPCError(.workerDied, "the worker has gone", pid: pid)) }) else { return }
         connection.stopReading(breaking: error != nil)
+        cancelServingAll()
         eventSink.finish()
         settleAnnouncement()
         for watcher in watchers { watcher.resume(returning: true) }

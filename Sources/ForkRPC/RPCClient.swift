@@ -45,7 +45,7 @@ public final class RPCClient: Sendable {
     let eventSink: AsyncStream<RPCEvent>.Continuation
     /// Message ids, without a lock: one atomic add per call.
     let nextID = Atomic<UInt32>(0)
-    let state = Mutex(State())
+    let state: Mutex<State>
 
     /// A caller waiting for its response, which it decodes itself (off the monitor thread).
     typealias Caller = UnsafeContinuation<MessagePackMessage, any Error>
@@ -62,6 +62,10 @@ public final class RPCClient: Sendable {
         var cancellationGracePeriod: Duration?
         /// Why this client killed its worker, for the errors of the calls it held.
         var killReason: String?
+        /// What the owner serves to the worker's requests.
+        var handlers: RPCHandlers
+        /// The worker's requests being served, by their msgid (the worker's own numbering).
+        var serving: [UInt32: Task<Void, Never>] = [:]
     }
 
     /// How long the worker has to answer a call it was told to cancel (after a timeout or a
@@ -88,17 +92,18 @@ public final class RPCClient: Sendable {
     /// A message larger than `maximumMessageSize` is not sent (the call fails with
     /// ``RPCError/Kind/messageTooLarge``); one from the worker closes the connection.
     /// Log records the worker sends (``RPCLogHandler``) go to `logger`; without one they arrive on
-    /// ``events`` as `$log` events.
+    /// ``events`` as `$log` events. Requests from the peer are answered by `handlers`.
     public convenience init(
         input: FileDescriptor, output: FileDescriptor, worker: RunningChild? = nil,
-        maximumMessageSize: Int = 64 << 20, logger: Logger? = nil
+        maximumMessageSize: Int = 64 << 20, logger: Logger? = nil, handlers: RPCHandlers = RPCHandlers()
     ) {
         self.init(
             socket: WireSocket(adoptingInput: input, output: output, blocking: false), worker: worker,
-            maximumMessageSize: maximumMessageSize, logger: logger)
+            maximumMessageSize: maximumMessageSize, logger: logger, handlers: handlers)
     }
 
-    private init(socket: consuming WireSocket, worker: RunningChild?, maximumMessageSize: Int, logger: Logger?) {
+    private init(socket: consuming WireSocket, worker: RunningChild?, maximumMessageSize: Int, logger: Logger?, handlers: RPCHandlers) {
+        state = Mutex(State(handlers: handlers))
         self.logger = logger
         self.worker = worker
         connection = RPCConnection(socket: socket, pid: worker?.pid, remoteName: worker?.remoteName, maximumMessageSize: maximumMessageSize)
@@ -121,10 +126,11 @@ public final class RPCClient: Sendable {
 
     /// Starts a child from `template` (a local `ForkTemplate` or a `RemoteTemplate`) that runs
     /// `function` (an `rpcWorker` or `asyncRPCWorker` entry point) and returns a client connected to
-    /// it (AnyEvent::Fork::RPC's `run`).
+    /// it (AnyEvent::Fork::RPC's `run`). `arguments` reach the worker's set-up (`child.arguments`);
+    /// `handlers` answer the worker's own requests (see ``RPCHandlers``).
     public static func start(
         _ template: any ChildLauncher, running function: String, arguments: [[UInt8]] = [],
-        maximumMessageSize: Int = 64 << 20, logger: Logger? = nil
+        maximumMessageSize: Int = 64 << 20, logger: Logger? = nil, handlers: RPCHandlers = RPCHandlers()
     ) async throws -> RPCClient {
         let child = try await template.launch(running: function, arguments: arguments)
         guard let socket = child.takeSocket() else {
@@ -133,7 +139,8 @@ public final class RPCClient: Sendable {
         }
         // ForkKit made it: a Unix socket (to a remote worker too: one end of the command's socketpair).
         let client = RPCClient(
-            socket: WireSocket(adoptingSocket: socket, blocking: false), worker: child, maximumMessageSize: maximumMessageSize, logger: logger)
+            socket: WireSocket(adoptingSocket: socket, blocking: false), worker: child, maximumMessageSize: maximumMessageSize, logger: logger,
+            handlers: handlers)
         // First thing: the worker then refuses what is larger both ways (ForkKit's workers do).
         client.send(.limits(maximumMessageSize: maximumMessageSize))
         return client

@@ -1,4 +1,5 @@
 import ForkKit
+import MessagePack
 
 /// An error from a remote call: what happened, in which function, in which worker.
 ///
@@ -6,13 +7,18 @@ import ForkKit
 /// do {
 ///     _ = try await worker.call(divide, Division(dividend: 1, divisor: 0))
 /// } catch let error as RPCError where error.kind == .remote {
-///     print(error.remoteType ?? "", error)   // MathError: 'divide' in worker 4242 threw: division by zero
+///     print(error)           // Math.MathError: 'divide' in worker 4242 threw: division by zero
+///     print(error.message)   // division by zero
 /// }
 /// ```
+///
+/// An error type that is `Codable` and registered with ``register(_:)`` in the owner is not
+/// wrapped: it is thrown as itself (`catch let error as BadShape`).
 public struct RPCError: Error, Sendable, CustomStringConvertible {
     /// The kinds of failure.
     public enum Kind: String, Sendable, Hashable {
-        /// The function threw in the worker; ``remoteType`` and ``message`` say what.
+        /// The function threw in the worker (or the peer answered with an error); ``remoteType``,
+        /// ``message`` and ``remoteError`` say what.
         case remote
         /// The worker serves no function of that name.
         case unknownFunction
@@ -35,14 +41,22 @@ public struct RPCError: Error, Sendable, CustomStringConvertible {
 
     /// What kind of failure this is.
     public let kind: Kind
-    /// A sentence saying what happened.
+    /// A sentence saying what happened; for a remote error, the message as the peer sent it.
     public let message: String
     /// The function called, when the error belongs to a call.
     public var function: String?
     /// The worker's process id, when known.
     public var pid: Int32?
-    /// The type of the error the remote function threw (for ``Kind/remote``).
+    /// The type of the error the remote function threw (for ``Kind/remote``): a ForkKit worker
+    /// sends the Swift type's full name (`Module.Type`), another peer what it chooses.
     public var remoteType: String?
+    /// The integer code of a peer that sends errors as `[code, message]` (as Neovim does).
+    public var remoteCode: Int?
+    /// The error object exactly as the peer sent it (a string, an array, a map...), for errors
+    /// that came over the wire.
+    public var remoteError: MessagePackValue?
+    /// The position of the failing item in a map's inputs, or in a batch.
+    public var itemIndex: Int?
     /// How the worker ended (for ``Kind/workerDied``), when known.
     public var exitStatus: ExitStatus?
 
@@ -57,12 +71,51 @@ public struct RPCError: Error, Sendable, CustomStringConvertible {
         self.exitStatus = exitStatus
     }
 
-    /// A sentence for people, naming the function and the worker.
+    /// A sentence for people, naming the function, the item and the worker.
     public var description: String {
         var text = ""
-        if let remoteType, kind == .remote { text += "\(remoteType): " }
+        if kind == .remote, let origin = remoteType ?? remoteCode.map({ "error \($0)" }) { text += "\(origin): " }
+        if let itemIndex { text += "item \(itemIndex) of " }
         if let function { text += "'\(function)' " }
         if let pid { text += "in worker \(pid) " }
-        return text.isEmpty ? message : text + message
+        if kind == .remote { text += "threw: " }
+        return text + message
+    }
+}
+
+extension RPCError {
+    /// The error a peer answered a call with, keeping it as sent. Any error
+    /// object is accepted: `[type, message]` and `[type, message, details]` (ForkKit's), `[code,
+    /// message]` (an integer code, as Neovim sends), a string, a map with a `message`, or anything
+    /// else (its description is the message). Only the protocol's own error names (sent by a worker,
+    /// never a Swift type's full name) choose a kind other than ``Kind/remote``.
+    init(answer error: MessagePackValue, function: String, pid: Int32?) {
+        var type: String?
+        var code: Int?
+        var text: String?
+        switch error {
+        case .string(let message):
+            text = message
+        case .array(let fields) where fields.count >= 2:
+            type = fields[0].stringValue
+            code = fields[0].integerValue
+            text = fields[1].stringValue
+        case .map(let pairs):
+            func field(_ name: MessagePackValue) -> MessagePackValue? { pairs.first { $0.key == name }?.value }
+            text = field("message")?.stringValue
+            type = (field("type") ?? field("name"))?.stringValue
+            code = field("code")?.integerValue
+        default:
+            break
+        }
+        let kind: RPCError.Kind = switch type {
+        case "NoSuchMethod": .unknownFunction
+        case "InvalidArguments": .invalidArguments
+        case "MessageTooLarge": .messageTooLarge
+        default: .remote
+        }
+        self.init(kind, text ?? "\(error)", function: function, pid: pid, remoteType: type)
+        remoteCode = code
+        remoteError = error
     }
 }

@@ -34,6 +34,11 @@ public final class RPCServer {
     private var registeredTwice: String?
     /// Responses are encoded here, one at a time; the buffer is kept from call to call.
     private var response = MessagePackWriter()
+    /// Messages read while a function waited for the owner's answer (``call(_:_:timeout:)``),
+    /// served next, in order: one call at a time.
+    private var deferred: [IncomingMessage<Call>] = []
+    /// The msgid of the next request to the owner.
+    private var nextCallID: UInt32 = 0
 
     /// Serves on one bidirectional socket (a forked child's socket).
     public convenience init(socket: FileDescriptor, maximumMessageSize: Int = 64 << 20, spinBeforeBlocking: Duration = .zero) {
@@ -109,14 +114,65 @@ public final class RPCServer {
         let server: RPCServer
     }
 
+    /// Calls `function` in the owner (a handler it registered, see ``RPCHandlers``) and waits for
+    /// its answer: from a function the worker runs, for example to fetch its next piece of work.
+    ///
+    /// ```swift
+    /// server.register(crawl) { seed in
+    ///     var pages = 0
+    ///     while let url = try server.call(nextURL, seed) { pages += try fetch(url) }
+    ///     return pages
+    /// }
+    /// ```
+    ///
+    /// Requests the owner sends meanwhile wait until the running function has returned (one call
+    /// at a time). Throws the owner's error (a `NoSuchMethod` ``RPCError`` when it serves no
+    /// such function), or ``RPCError/Kind/timeout`` after `timeout` (the owner is sent `$cancel`),
+    /// or ``RPCError/Kind/closed`` when the owner closes the connection first.
+    public func call<Input, Output>(_ function: RPCFunction<Input, Output>, _ input: Input, timeout: Duration? = nil) throws -> Output {
+        let id = nextCallID
+        nextCallID &+= 1
+        try socket.sendAll(try RPCArguments.request(id: id, function: function.name, input: input))
+        let deadline = timeout.map { ContinuousClock.now + $0 }
+        while true {
+            if let timeout, let deadline, !socket.waitUntilReadable(upTo: max(.zero, deadline - .now)) {
+                try socket.send(.cancel(id))
+                throw RPCError(.timeout, "the owner did not answer within \(timeout); it was sent $cancel", function: function.name)
+            }
+            guard let batch = try read() else {
+                throw RPCError(.closed, "the owner closed the connection before it answered", function: function.name)
+            }
+            var answer: (error: MessagePackValue, result: MessagePackValue)?
+            for message in batch {
+                if answer == nil, case .response(id, let error, let result) = message {
+                    answer = (error, result)
+                } else {
+                    deferred.append(message)
+                }
+            }
+            if let answer {
+                return try RPCArguments.answer(Output.self, error: answer.error, result: answer.result, function: function.name)
+            }
+        }
+    }
+
+    /// The next messages from the owner: those read while a function waited for an answer first.
+    private func read() throws -> [IncomingMessage<Call>]? {
+        if !deferred.isEmpty {
+            defer { deferred = [] }
+            return deferred
+        }
+        return try stream.read(from: socket, prepare: { method, params -> Call in
+            if let registeredTwice { return .failure(RPCArguments.registeredTwice(registeredTwice)) }
+            return RPCArguments.prepare(method, params, known: Array(handlers.keys)) { handlers[$0] }
+        })
+    }
+
     /// Answers requests until the owner closes its end. Throws (and the worker should exit) when the
     /// owner sends something that is not MessagePack-RPC: the stream can no longer be trusted.
     public func serve() throws {
         try socket.send(.worker(backend: "synchronous", maximumConcurrentCalls: 1))
-        while let batch = try stream.read(from: socket, prepare: { method, params -> Call in
-            if let registeredTwice { return .failure(RPCArguments.registeredTwice(registeredTwice)) }
-            return RPCArguments.prepare(method, params, known: Array(handlers.keys)) { handlers[$0] }
-        }) {
+        while let batch = try read() {
             // A cancel that arrived together with its request spares the work (the request is still
             // answered). One that comes later finds its request answered already: one call at a time.
             let cancelled = Set(batch.compactMap { message -> UInt32? in

@@ -4,6 +4,7 @@ import ForkKit
 import ForkPool
 import Foundation
 import ForkRPC
+import ForkKitTestSupport
 import MessagePack
 import Synchronization
 import SystemPackage
@@ -98,6 +99,33 @@ ForkTemplate.bootstrap([
     .asyncRPCWorker("async-arguments") { server, child in
         let arguments = child.arguments.map { String(decoding: $0, as: UTF8.self) }
         server.register(RPCFunction<Int, [String]>("arguments")) { _ in arguments }
+    },
+    // Workers that call their owner (RPCServer.call): the same functions on both backends.
+    .rpcWorker("rpc-calls-owner") { server in
+        RPCError.register(BadShape.self)
+        server.register(RPCFunction<Int, Int>("pull")) { _ in
+            var sum = 0
+            while let item = try server.call(RPCFunction<Int, Int?>("next-item"), Int(getpid())) { sum += item * item }
+            return sum
+        }
+        server.register(RPCFunction<String, String>("ask")) { method in
+            OwnerAnswer.describe { try server.call(RPCFunction<Int, String>(method), 1, timeout: method == "slow" ? .milliseconds(300) : .seconds(20)) }
+        }
+        server.register(RPCFunction<Int, Int>("throw-shape")) { throw BadShape(sides: $0) }
+        server.register(RPCFunction<Int, Int>("throw-plain")) { _ in throw TestFailure(message: "plain failure") }
+    },
+    .asyncRPCWorker("async-calls-owner") { server in
+        RPCError.register(BadShape.self)
+        server.register(RPCFunction<Int, Int>("pull")) { _ in
+            var sum = 0
+            while let item = try await server.call(RPCFunction<Int, Int?>("next-item"), Int(getpid())) { sum += item * item }
+            return sum
+        }
+        server.register(RPCFunction<String, String>("ask")) { method in
+            await OwnerAnswer.describe { try await server.call(RPCFunction<Int, String>(method), 1, timeout: method == "slow" ? .milliseconds(300) : .seconds(20)) }
+        }
+        server.register(RPCFunction<Int, Int>("throw-shape")) { throw BadShape(sides: $0) }
+        server.register(RPCFunction<Int, Int>("throw-plain")) { _ in throw TestFailure(message: "plain failure") }
     },
     .rpcWorker("rpc-math") { server in
         server.register(RPCFunction<Int, Int>("square")) { $0 * $0 }
@@ -325,6 +353,25 @@ enum AsyncCounters {
 struct Division: Codable, Sendable {
     var dividend: Int
     var divisor: Int
+}
+
+/// How a worker's call to its owner ended, as one line the tests can check.
+enum OwnerAnswer {
+    static func describe(_ call: () throws -> String) -> String {
+        do { return "ok: \(try call())" } catch { return line(error) }
+    }
+
+    static func describe(_ call: () async throws -> String) async -> String {
+        do { return "ok: \(try await call())" } catch { return line(error) }
+    }
+
+    private static func line(_ error: any Error) -> String {
+        switch error {
+        case let error as RPCError: "\(error.kind): \(error.message)"
+        case let error as BadShape: "BadShape: \(error.sides)"
+        default: "other: \(error)"
+        }
+    }
 }
 
 enum MathError: Error, CustomStringConvertible {

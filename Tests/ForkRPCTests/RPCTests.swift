@@ -76,8 +76,9 @@ struct RPCTests {
             _ = try await worker.call(divide, Division(dividend: 1, divisor: 0))
         }
         #expect(error.kind == .remote)
-        #expect(error.remoteType == "MathError")
-        #expect(error.message.contains("division by zero"))
+        // The type's full name, so that no user type can pass for a protocol error (`NoSuchMethod`).
+        #expect(error.remoteType == "forkkit_test_worker.MathError")
+        #expect(error.message == "division by zero")
         #expect(error.function == "divide")
         #expect(error.pid == worker.pid)
         #expect("\(error)".contains("'divide' in worker \(worker.pid!)"))

@@ -1,0 +1,53 @@
+import MessagePack
+
+/// Functions that the owner serves to its worker: the other direction of MessagePack-RPC, in which
+/// the worker (or any peer) sends a request and the owner answers it.
+///
+/// Give them to ``RPCClient/start(_:running:arguments:maximumMessageSize:logger:handlers:)``, to a
+/// pool's configuration (`handlers`, for all its workers), or add them later with
+/// ``RPCClient/register(_:_:)``. A worker calls them with `RPCServer.call(_:_:timeout:)` (or the
+/// asynchronous server's `call`); another peer with a plain request. A request for a name nobody
+/// registered is answered with a `NoSuchMethod` error, and the connection lives on.
+///
+/// ```swift
+/// let nextJob = RPCFunction<Int, Job?>("nextJob")
+/// var handlers = RPCHandlers()
+/// handlers.register(nextJob) { workerID in await queue.next(for: workerID) }
+/// let worker = try await RPCClient.start(template, running: "crawler", handlers: handlers)
+/// // in the worker:  while let job = try server.call(nextJob, id) { ... }
+/// ```
+///
+/// Each request runs in a task of its own, so handlers may suspend and several may run at once.
+/// Registering a name again replaces its handler.
+public struct RPCHandlers: Sendable {
+    /// Answers a request's params with its result (or throws the error to answer with).
+    typealias Handler = @Sendable (_ params: [MessagePackValue]) async throws -> MessagePackValue
+
+    private(set) var table: [String: Handler] = [:]
+
+    /// No handlers: every request from the worker is answered with `NoSuchMethod`.
+    public init() {}
+
+    /// Serves `function` with `body`. Its input arrives decoded; what it throws reaches the worker
+    /// as the error of its call (`[type, message]`, as a worker's errors reach the owner).
+    public mutating func register<Input, Output>(_ function: RPCFunction<Input, Output>, _ body: @escaping @Sendable (Input) async throws -> Output) {
+        table[function.name] = { params in
+            let input: Input
+            do {
+                guard params.count == 1 else { throw DecodingError.dataCorrupted(.init(codingPath: [], debugDescription: "expects 1 argument, got \(params.count)")) }
+                input = try MessagePackDecoder().decode(Input.self, from: params[0])
+            } catch {
+                throw RPCArguments.Failure(type: "InvalidArguments", message: "'\(function.name)' in the owner expects \(Input.self): \(RPCArguments.describe(error))")
+            }
+            return try MessagePackEncoder().encodeValue(try await body(input))
+        }
+    }
+
+    /// Serves `method` with untyped parameters and result (for peers that send plain MessagePack-RPC).
+    public mutating func register(method: String, _ body: @escaping @Sendable ([MessagePackValue]) async throws -> MessagePackValue) {
+        table[method] = body
+    }
+
+    /// The names served, sorted (for the error that answers an unknown one).
+    var names: [String] { table.keys.sorted() }
+}

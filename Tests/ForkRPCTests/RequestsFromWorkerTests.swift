@@ -1,0 +1,104 @@
+import ForkKit
+import ForkKitTestSupport
+import ForkRPC
+import MessagePack
+import Synchronization
+import Testing
+
+/// MessagePack-RPC in the other direction: a worker calls functions that its owner serves
+/// (`RPCServer.call`, `AsyncRPCServer.call`, `RPCHandlers`), on both backends.
+@Suite("Requests from the worker to its owner", .noZombieChildren)
+struct RequestsFromWorkerTests {
+    static let backends = ["rpc-calls-owner", "async-calls-owner"]
+    let nextItem = RPCFunction<Int, Int?>("next-item")
+    let pull = RPCFunction<Int, Int>("pull")
+    let ask = RPCFunction<String, String>("ask")
+
+    @Test("a worker pulls its work from a queue in the owner until it is empty", arguments: backends)
+    func pullsWork(function: String) async throws {
+        let queue = Mutex(Array(1...50))
+        let askers = Mutex(Set<Int>())
+        var handlers = RPCHandlers()
+        handlers.register(nextItem) { pid in
+            askers.withLock { _ = $0.insert(pid) }
+            return queue.withLock { $0.isEmpty ? nil : $0.removeFirst() }
+        }
+        let worker = try await RPCClient.start(try await workerTemplate(), running: function, handlers: handlers)
+        #expect(try await worker.call(pull, 0) == (1...50).map { $0 * $0 }.reduce(0, +))
+        #expect(queue.withLock { $0.isEmpty })
+        #expect(askers.withLock { $0 } == [Int(worker.pid!)])
+        #expect(try await worker.close() == .exited(0))
+    }
+
+    @Test("a request for a function the owner does not serve gets NoSuchMethod, and the connection lives on", arguments: backends)
+    func unknownFunction(function: String) async throws {
+        let worker = try await RPCClient.start(try await workerTemplate(), running: function)
+        let answer = try await worker.call(ask, "not-served")
+        #expect(answer.hasPrefix("unknownFunction: no function named 'not-served' in the owner"), "\(answer)")
+        #expect(answer.contains("it serves no functions"), "\(answer)")
+        // Registered later, on the client: the same worker now gets an answer.
+        worker.register(RPCFunction<Int, String>("not-served")) { "now served \($0)" }
+        let later = try await worker.call(ask, "not-served")
+        #expect(later == "ok: now served 1", "\(later)")
+        #expect(try await worker.close() == .exited(0))
+    }
+
+    @Test("an owner handler's error reaches the worker: as an RPCError, or as itself when registered", arguments: backends)
+    func handlerErrors(function: String) async throws {
+        var handlers = RPCHandlers()
+        handlers.register(RPCFunction<Int, String>("fails")) { _ in throw TestTimeout(description: "the owner's own failure") }
+        handlers.register(RPCFunction<Int, String>("bad-shape")) { _ in throw BadShape(sides: 2) }
+        handlers.register(RPCFunction<String, String>("wrong-input")) { $0 }
+        let worker = try await RPCClient.start(try await workerTemplate(), running: function, handlers: handlers)
+        let fails = try await worker.call(ask, "fails")
+        #expect(fails == "remote: the owner's own failure", "\(fails)")
+        #expect(try await worker.call(ask, "bad-shape") == "BadShape: 2")
+        let wrongInput = try await worker.call(ask, "wrong-input")
+        #expect(wrongInput.hasPrefix("invalidArguments: 'wrong-input' in the owner expects String"), "\(wrongInput)")
+        #expect(try await worker.close() == .exited(0))
+    }
+
+    @Test("a worker's call to its owner times out, cancels the owner's handler, and the worker serves on", arguments: backends)
+    func timeout(function: String) async throws {
+        let cancelled = Mutex(false)
+        var handlers = RPCHandlers()
+        handlers.register(RPCFunction<Int, String>("slow")) { _ in
+            do {
+                try await Task.sleep(for: .seconds(30))
+            } catch {
+                cancelled.withLock { $0 = true }
+                throw error
+            }
+            return "too late"
+        }
+        let worker = try await RPCClient.start(try await workerTemplate(), running: function, handlers: handlers)
+        let answer = try await worker.call(ask, "slow", timeout: .seconds(10))
+        #expect(answer.hasPrefix("timeout: the owner did not answer within"), "\(answer)")
+        let deadline = ContinuousClock.now + .seconds(5)
+        while !cancelled.withLock({ $0 }), ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(10)) }
+        #expect(cancelled.withLock { $0 }, "the owner's handler was not cancelled after the worker's $cancel")
+        worker.register(RPCFunction<Int, String>("fast")) { "\($0 + 1)" }
+        let fast = try await worker.call(ask, "fast")
+        #expect(fast == "ok: 2", "\(fast)")
+        #expect(try await worker.close() == .exited(0))
+    }
+
+    @Test("a Codable error type registered in the owner is thrown as itself; another keeps its type name, without 'threw: ' in its message", arguments: backends)
+    func typedErrors(function: String) async throws {
+        RPCError.register(BadShape.self)
+        let worker = try await RPCClient.start(try await workerTemplate(), running: function)
+        await #expect(throws: BadShape(sides: 5)) { try await worker.call(RPCFunction<Int, Int>("throw-shape"), 5) }
+        let error = try await #require(throws: RPCError.self) { try await worker.call(RPCFunction<Int, Int>("throw-plain"), 0) }
+        #expect(error.kind == .remote)
+        #expect(error.remoteType == "forkkit_test_worker.TestFailure")
+        #expect(error.message == "plain failure")
+        #expect(error.description == "forkkit_test_worker.TestFailure: 'throw-plain' in worker \(worker.pid!) threw: plain failure")
+        #expect(error.remoteError == ["forkkit_test_worker.TestFailure", "plain failure"])
+        // In a batch the item keeps its RPCError (with its index), which re-makes the typed error.
+        let results = try await worker.callBatch(RPCFunction<Int, Int>("throw-shape"), [3, 4])
+        guard case .failure(let second) = results[1] else { Issue.record("the batch item did not fail"); return }
+        #expect(second.itemIndex == 1)
+        #expect(second.registeredError as? BadShape == BadShape(sides: 4))
+        #expect(try await worker.close() == .exited(0))
+    }
+}
