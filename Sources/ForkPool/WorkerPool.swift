@@ -146,7 +146,7 @@ public final class WorkerPool: Sendable {
     ///
     /// - Parameters:
     ///   - function: the typed handle of a function the worker function registered.
-    ///   - input: its argument.
+    ///   - input: its arguments, as many as it takes.
     ///   - retries: how many times to run the call again on another worker if its worker dies
     ///     (default: the pool's ``Configuration/retries``).
     ///   - timeout: how long the call may take once sent to a worker (default: the pool's
@@ -156,11 +156,11 @@ public final class WorkerPool: Sendable {
     /// - Throws: the worker's error as an `RPCError` (naming function and pid), `RPCError` with
     ///   `.workerDied` when the worker died and no retry was left, `CancellationError`, or
     ///   ``WorkerPoolError``.
-    public func call<Input, Output>(
-        _ function: RPCFunction<Input, Output>, _ input: Input, retries: Int? = nil, timeout: Duration? = nil
+    public func call<each Input, Output>(
+        _ function: RPCFunction<repeat each Input, Output>, _ input: repeat each Input, retries: Int? = nil, timeout: Duration? = nil
     ) async throws -> Output {
         try await perform(retries: retries, timeout: timeout ?? configuration.callTimeout) { client, timeout in
-            try await client.call(function, input, timeout: timeout)
+            try await client.call(function, repeat each input, timeout: timeout)
         }
     }
 

@@ -77,19 +77,33 @@ public final class AsyncRPCServer: Sendable {
     ///
     /// Each name is registered once: a name registered twice makes every call to this worker fail
     /// with an error that names it (it cannot know which body was meant).
-    public func register<Input, Output>(_ function: RPCFunction<Input, Output>, _ body: @escaping @Sendable (Input) async throws -> Output) {
+    public func register<each Input, Output>(
+        _ function: RPCFunction<repeat each Input, Output>, _ body: @escaping @Sendable (repeat each Input) async throws -> Output
+    ) {
+        let decode: @Sendable (MessagePackObject) throws -> (repeat each Input) = { try RPCArguments.decode(repeat (each Input).self, from: $0) }
+        let run: @Sendable ((repeat each Input)) async throws -> Output = { input in try await body(repeat each input) }
+        let handler = Self.handler(decode: decode, run)
         handlers.withLock {
             if $0.table[function.name] != nil, $0.registeredTwice == nil { $0.registeredTwice = function.name }
-            $0.table[function.name] = Handler(
-                single: { params in
-                    let input = try RPCArguments.decode(Input.self, from: params)
-                    return { RPCArguments.result(try await body(input)) }
-                },
-                batch: { calls in
-                    let inputs = RPCArguments.BatchInputs(calls) { try RPCArguments.decode(Input.self, from: $0) }
-                    return { await inputs.run(body) }
-                })
+            $0.table[function.name] = handler
         }
+    }
+
+    /// The handler of a function whose arguments `decode` reads as one value (the tuple of a
+    /// parameter pack). Plain generics here: closures nested in a pack-generic function crash the
+    /// compiler (Swift 6.3, SILGen).
+    private static func handler<Input: Sendable, Output: Encodable & Sendable>(
+        decode: @escaping @Sendable (MessagePackObject) throws -> Input, _ body: @escaping @Sendable (Input) async throws -> Output
+    ) -> Handler {
+        Handler(
+            single: { params in
+                let input = try decode(params)
+                return { RPCArguments.result(try await body(input)) }
+            },
+            batch: { calls in
+                let inputs = RPCArguments.BatchInputs(calls, decode: decode)
+                return { await inputs.run(body) }
+            })
     }
 
     /// Sends an event to the owner, from any task.
@@ -113,12 +127,14 @@ public final class AsyncRPCServer: Sendable {
     /// ``RPCError/Kind/timeout`` after `timeout`, `CancellationError` when the task is cancelled
     /// (the owner is sent `$cancel` for both), or ``RPCError/Kind/closed`` when the owner closes
     /// the connection first.
-    public func call<Input, Output>(_ function: RPCFunction<Input, Output>, _ input: Input, timeout: Duration? = nil) async throws -> Output {
+    public func call<each Input, Output>(
+        _ function: RPCFunction<repeat each Input, Output>, _ input: repeat each Input, timeout: Duration? = nil
+    ) async throws -> Output {
         let id = state.withLock { state in
             defer { state.nextCallID &+= 1 }
             return state.nextCallID
         }
-        let request = try RPCArguments.request(id: id, function: function.name, input: input)
+        let request = try RPCArguments.request(id: id, function: function.name, input: repeat each input)
         // Started once the call is held, so that even a timeout of zero finds it to give up on.
         var timer: Task<Void, any Error>?
         defer { timer?.cancel() }

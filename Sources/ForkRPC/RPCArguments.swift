@@ -20,16 +20,39 @@ enum RPCArguments {
     /// Writes the results of a `$batch` call's calls: one `[error, result]` pair each, in order.
     typealias BatchEncoder = @Sendable (inout MessagePackWriter) -> Void
 
-    /// The single argument of a typed call, or an `InvalidArguments` failure naming the expected type.
-    static func decode<Input: Decodable>(_ type: Input.Type, from params: MessagePackObject) throws -> Input {
-        guard let count = params.count, count == 1 else {
-            throw Failure(type: "InvalidArguments", message: "expects 1 argument of type \(Input.self), got \(params.count ?? 0)")
+    /// The names of a typed function's argument types, in order.
+    static func argumentTypes<each Input>(_ types: repeat (each Input).Type) -> [String] {
+        var names: [String] = []
+        for type in repeat each types { names.append("\(type)") }
+        return names
+    }
+
+    /// The arguments of a typed call, one per element of its params array, or an
+    /// `InvalidArguments` failure naming the expected types.
+    static func decode<each Input: Decodable>(_ types: repeat (each Input).Type, from params: MessagePackObject) throws -> (repeat each Input) {
+        let expected = argumentTypes(repeat (each Input).self)
+        guard let count = params.count, count == expected.count else {
+            let list = expected.isEmpty ? "no arguments" : "\(expected.count) argument\(expected.count == 1 ? "" : "s") (\(expected.joined(separator: ", ")))"
+            throw Failure(type: "InvalidArguments", message: "expects \(list), got \(params.count.map(String.init) ?? params.typeName)")
         }
-        do {
-            return try params[0].decode(Input.self)
-        } catch {
-            throw Failure(type: "InvalidArguments", message: "expects \(Input.self): \(describe(error))")
+        var index = 0
+        func next<Argument: Decodable>(_ type: Argument.Type) throws -> Argument {
+            defer { index += 1 }
+            do {
+                return try params[index].decode(Argument.self)
+            } catch {
+                let position = expected.count == 1 ? "" : " as argument \(index + 1)"
+                throw Failure(type: "InvalidArguments", message: "expects \(Argument.self)\(position): \(describe(error))")
+            }
         }
+        return (repeat try next((each Input).self))
+    }
+
+    /// How many arguments a typed function takes (without naming them: this is on every call's path).
+    static func count<each Input>(_ types: repeat (each Input).Type) -> Int {
+        var count = 0
+        for _ in repeat each types { count += 1 }
+        return count
     }
 
     /// The encoder of a function's result.
@@ -228,15 +251,17 @@ enum RPCArguments {
         return Failure(type: "NoSuchMethod", message: "no function named '\(method)' in worker \(getpid()); it serves: \(served)")
     }
 
-    /// A worker's request to its owner, `[0, id, function, [input]]`.
-    static func request<Input: Encodable>(id: UInt32, function: String, input: Input) throws -> [UInt8] {
-        let argument: MessagePackValue
-        do {
-            argument = try MessagePackEncoder().encodeValue(input)
-        } catch {
-            throw RPCError(.codingFailed, "cannot encode the argument as \(Input.self): \(error)", function: function)
+    /// A worker's request to its owner, `[0, id, function, [arguments...]]`.
+    static func request<each Input: Encodable>(id: UInt32, function: String, input: repeat each Input) throws -> [UInt8] {
+        var arguments: [MessagePackValue] = []
+        for value in repeat each input {
+            do {
+                arguments.append(try MessagePackEncoder().encodeValue(value))
+            } catch {
+                throw RPCError(.codingFailed, "cannot encode the argument as \(type(of: value)): \(error)", function: function)
+            }
         }
-        return RPCMessage.request(id: id, method: function, params: [argument]).value.encoded()
+        return RPCMessage.request(id: id, method: function, params: arguments).value.encoded()
     }
 
     /// The owner's answer to a worker's request: the result as `Output`, or the error the owner

@@ -12,17 +12,21 @@ import Glibc
 extension RPCClient {
     // MARK: - Calls
 
-    /// Calls `function` with `input` and waits for its result.
+    /// Calls `function` with `input` (its arguments, as many as it takes) and waits for its result.
     ///
     /// - Parameters:
     ///   - function: the typed handle of a function the worker registered.
-    ///   - input: its argument.
+    ///   - input: its arguments: `call(square, 3)`, `call(clamp, x, 0, 1)`, `call(uptime)`.
     ///   - timeout: how long to wait before giving up with ``RPCError/Kind/timeout``; the
     ///     worker is then sent `$cancel`. Task cancellation does the same with `CancellationError`.
-    public func call<Input, Output>(_ function: RPCFunction<Input, Output>, _ input: Input, timeout: Duration? = nil) async throws -> Output {
+    public func call<each Input, Output>(
+        _ function: RPCFunction<repeat each Input, Output>, _ input: repeat each Input, timeout: Duration? = nil
+    ) async throws -> Output {
         let response = try await exchange(method: function.name, naming: function.name, timeout: timeout) { writer, direct in
-            writer.writeArrayHeader(count: 1)
-            try self.encode(input, of: function.name, into: &writer, directValues: &direct)
+            writer.writeArrayHeader(count: RPCArguments.count(repeat (each Input).self))
+            for argument in repeat each input {
+                try self.encode(argument, of: function.name, into: &writer, directValues: &direct)
+            }
         }
         return try result(of: response, function: function.name) { try self.decode(Output.self, of: function.name, from: $0) }
     }

@@ -10,7 +10,9 @@ extension RPCClient {
     /// Serves `function` to the worker from now on (see ``RPCHandlers``); a request that arrived
     /// before has had its `NoSuchMethod` answer. Handlers given to `start` are there from the first
     /// message.
-    public func register<Input, Output>(_ function: RPCFunction<Input, Output>, _ body: @escaping @Sendable (Input) async throws -> Output) {
+    public func register<each Input, Output>(
+        _ function: RPCFunction<repeat each Input, Output>, _ body: @escaping @Sendable (repeat each Input) async throws -> Output
+    ) {
         state.withLock { $0.handlers.register(function, body) }
     }
 

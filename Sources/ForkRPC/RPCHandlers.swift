@@ -30,16 +30,19 @@ public struct RPCHandlers: Sendable {
 
     /// Serves `function` with `body`. Its input arrives decoded; what it throws reaches the worker
     /// as the error of its call (`[type, message]`, as a worker's errors reach the owner).
-    public mutating func register<Input, Output>(_ function: RPCFunction<Input, Output>, _ body: @escaping @Sendable (Input) async throws -> Output) {
+    public mutating func register<each Input, Output>(
+        _ function: RPCFunction<repeat each Input, Output>, _ body: @escaping @Sendable (repeat each Input) async throws -> Output
+    ) {
         table[function.name] = { params in
-            let input: Input
+            let input: (repeat each Input)
             do {
-                guard params.count == 1 else { throw DecodingError.dataCorrupted(.init(codingPath: [], debugDescription: "expects 1 argument, got \(params.count)")) }
-                input = try MessagePackDecoder().decode(Input.self, from: params[0])
-            } catch {
-                throw RPCArguments.Failure(type: "InvalidArguments", message: "'\(function.name)' in the owner expects \(Input.self): \(RPCArguments.describe(error))")
+                input = try MessagePackObject.withObject(in: MessagePackValue.array(params).encoded()) {
+                    try RPCArguments.decode(repeat (each Input).self, from: $0)
+                }
+            } catch let failure as RPCArguments.Failure {
+                throw RPCArguments.Failure(type: failure.type, message: "'\(function.name)' in the owner \(failure.message)")
             }
-            return try MessagePackEncoder().encodeValue(try await body(input))
+            return try MessagePackEncoder().encodeValue(try await body(repeat each input))
         }
     }
 

@@ -59,8 +59,10 @@ public final class RPCServer {
     ///
     /// Each name is registered once: a name registered twice makes every call to this worker fail
     /// with an error that names it (it cannot know which body was meant).
-    public func register<Input, Output>(_ function: RPCFunction<Input, Output>, _ body: @escaping (Input) throws -> Output) {
-        add(function.name, Self.handler(decode: { try RPCArguments.decode(Input.self, from: $0) }, body))
+    public func register<each Input, Output>(_ function: RPCFunction<repeat each Input, Output>, _ body: @escaping (repeat each Input) throws -> Output) {
+        let decode: (MessagePackObject) throws -> (repeat each Input) = { try RPCArguments.decode(repeat (each Input).self, from: $0) }
+        let run: ((repeat each Input)) throws -> Output = { input in try body(repeat each input) }
+        add(function.name, Self.handler(decode: decode, run))
     }
 
     /// Serves `method` with untyped parameters and result (for peers that send plain msgpack-rpc).
@@ -129,10 +131,12 @@ public final class RPCServer {
     /// at a time). Throws the owner's error (a `NoSuchMethod` ``RPCError`` when it serves no
     /// such function), or ``RPCError/Kind/timeout`` after `timeout` (the owner is sent `$cancel`),
     /// or ``RPCError/Kind/closed`` when the owner closes the connection first.
-    public func call<Input, Output>(_ function: RPCFunction<Input, Output>, _ input: Input, timeout: Duration? = nil) throws -> Output {
+    public func call<each Input, Output>(
+        _ function: RPCFunction<repeat each Input, Output>, _ input: repeat each Input, timeout: Duration? = nil
+    ) throws -> Output {
         let id = nextCallID
         nextCallID &+= 1
-        try socket.sendAll(try RPCArguments.request(id: id, function: function.name, input: input))
+        try socket.sendAll(try RPCArguments.request(id: id, function: function.name, input: repeat each input))
         let deadline = timeout.map { ContinuousClock.now + $0 }
         while true {
             if let timeout, let deadline, !socket.waitUntilReadable(upTo: max(.zero, deadline - .now)) {

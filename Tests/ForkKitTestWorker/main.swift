@@ -103,6 +103,12 @@ ForkTemplate.bootstrap([
     // Workers that call their owner (RPCServer.call): the same functions on both backends.
     .rpcWorker("rpc-calls-owner") { server in
         RPCError.register(BadShape.self)
+        // Any number of arguments, both ways.
+        server.register(RPCFunction<Int, Int, Int, Int>("add3")) { a, b, c in a + b + c }
+        server.register(RPCFunction<String>("greet")) { "hello" }
+        server.register(RPCFunction<String, Int, [String]>("repeat")) { text, times in Array(repeating: text, count: times) }
+        server.register(RPCFunction<Int, Int, Int>("add-via-owner")) { a, b in try server.call(RPCFunction<Int, Int, Int>("add"), a, b) }
+        server.register(RPCFunction<String>("owner-name")) { try server.call(RPCFunction<String>("name")) }
         server.register(RPCFunction<Int, Int>("pull")) { _ in
             var sum = 0
             while let item = try server.call(RPCFunction<Int, Int?>("next-item"), Int(getpid())) { sum += item * item }
@@ -116,6 +122,12 @@ ForkTemplate.bootstrap([
     },
     .asyncRPCWorker("async-calls-owner") { server in
         RPCError.register(BadShape.self)
+        // Any number of arguments, both ways.
+        server.register(RPCFunction<Int, Int, Int, Int>("add3")) { a, b, c in a + b + c }
+        server.register(RPCFunction<String>("greet")) { "hello" }
+        server.register(RPCFunction<String, Int, [String]>("repeat")) { text, times in Array(repeating: text, count: times) }
+        server.register(RPCFunction<Int, Int, Int>("add-via-owner")) { a, b in try await server.call(RPCFunction<Int, Int, Int>("add"), a, b) }
+        server.register(RPCFunction<String>("owner-name")) { try await server.call(RPCFunction<String>("name")) }
         server.register(RPCFunction<Int, Int>("pull")) { _ in
             var sum = 0
             while let item = try await server.call(RPCFunction<Int, Int?>("next-item"), Int(getpid())) { sum += item * item }

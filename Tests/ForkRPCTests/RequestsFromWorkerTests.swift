@@ -102,3 +102,39 @@ struct RequestsFromWorkerTests {
         #expect(try await worker.close() == .exited(0))
     }
 }
+
+/// Typed functions of any arity (`RPCFunction<A, B, C, Output>`, `RPCFunction<Output>`), in both
+/// directions: `[a, b, c]` on the wire, `[]` for none.
+@Suite("Functions of any number of arguments", .noZombieChildren)
+struct ArityTests {
+    @Test("calls with 0, 2 and 3 arguments, typed and untyped, on both backends", arguments: RequestsFromWorkerTests.backends)
+    func arities(function: String) async throws {
+        let worker = try await RPCClient.start(try await workerTemplate(), running: function)
+        #expect(try await worker.call(RPCFunction<Int, Int, Int, Int>("add3"), 1, 2, 3) == 6)
+        #expect(try await worker.call(RPCFunction<String>("greet")) == "hello")
+        #expect(try await worker.call(RPCFunction<String, Int, [String]>("repeat"), "ab", 3) == ["ab", "ab", "ab"])
+        // The same functions untyped: the params array is the arguments.
+        #expect(try await worker.call(method: "add3", params: [10, 20, 30]) == 60)
+        #expect(try await worker.call(method: "greet", params: []) == "hello")
+        let tooFew = try await #require(throws: RPCError.self) { try await worker.call(method: "add3", params: [1, 2]) }
+        #expect(tooFew.kind == .invalidArguments)
+        #expect(tooFew.message == "expects 3 arguments (Int, Int, Int), got 2", "\(tooFew.message)")
+        let wrongType = try await #require(throws: RPCError.self) { try await worker.call(method: "repeat", params: ["ab", "three"]) }
+        #expect(wrongType.kind == .invalidArguments)
+        #expect(wrongType.message.hasPrefix("expects Int as argument 2"), "\(wrongType.message)")
+        let extra = try await #require(throws: RPCError.self) { try await worker.call(method: "greet", params: [1]) }
+        #expect(extra.message == "expects no arguments, got 1", "\(extra.message)")
+        #expect(try await worker.close() == .exited(0))
+    }
+
+    @Test("a worker calls owner functions of 0 and 2 arguments", arguments: RequestsFromWorkerTests.backends)
+    func towardTheOwner(function: String) async throws {
+        var handlers = RPCHandlers()
+        handlers.register(RPCFunction<Int, Int, Int>("add")) { a, b in a + b }
+        handlers.register(RPCFunction<String>("name")) { "the owner" }
+        let worker = try await RPCClient.start(try await workerTemplate(), running: function, handlers: handlers)
+        #expect(try await worker.call(RPCFunction<Int, Int, Int>("add-via-owner"), 40, 2) == 42)
+        #expect(try await worker.call(RPCFunction<String>("owner-name")) == "the owner")
+        #expect(try await worker.close() == .exited(0))
+    }
+}
