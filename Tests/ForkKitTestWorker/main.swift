@@ -139,6 +139,19 @@ ForkTemplate.bootstrap([
         server.register(RPCFunction<Int, Int>("throw-shape")) { throw BadShape(sides: $0) }
         server.register(RPCFunction<Int, Int>("throw-plain")) { _ in throw TestFailure(message: "plain failure") }
     },
+    // The worker that pynvim's MessagePack-RPC client calls (protocol/examples/interop_peer.py client).
+    .rpcWorker("interop-worker") { server in
+        server.register(RPCFunction<Int, Int>("square")) { $0 * $0 }
+        server.register(RPCFunction<Int, Int, Int, Int>("add3")) { a, b, c in a + b + c }
+        server.register(RPCFunction<Int>("explode")) { throw TestFailure(message: "exploded on purpose") }
+        server.register(RPCFunction<Int, Int, Int>("callback")) { a, b in
+            try server.call(RPCFunction<Int, Int, Int>("owner_add"), a, b, timeout: .seconds(20))
+        }
+        server.register(RPCFunction<Int, Int>("progress")) { count in
+            for step in 0..<count { try server.emit("step", step) }
+            return count
+        }
+    },
     .rpcWorker("rpc-math") { server in
         server.register(RPCFunction<Int, Int>("square")) { $0 * $0 }
         server.register(RPCFunction<Division, Int>("divide")) { division in

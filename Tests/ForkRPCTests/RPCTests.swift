@@ -375,7 +375,7 @@ struct RPCMessageTests {
             ($0["name"] as! String, bytes($0["hex"] as! String))
         })
         let encoder = MessagePackEncoder()
-        #expect(vectors.count == 13)
+        #expect(vectors.count == 20)
         #expect(RPCMessage.request(id: 7, method: "square", params: [try encoder.encodeValue(12345)]).value.encoded() == vectors["request"])
         #expect(RPCMessage.response(id: 7, error: nil, result: try encoder.encodeValue(152_399_025)).value.encoded() == vectors["response"])
         #expect(RPCMessage.response(id: 8, error: ["MathError", "division by zero"], result: nil).value.encoded() == vectors["error response"])
@@ -389,6 +389,17 @@ struct RPCMessageTests {
         #expect(RPCMessage.retire.value.encoded() == vectors["retire"])
         #expect(RPCMessage.limits(maximumMessageSize: 64 << 20).value.encoded() == vectors["limits"])
         #expect(RPCMessage.worker(backend: "synchronous", maximumConcurrentCalls: 1).value.encoded() == vectors["worker"])
+        // Any arity, errors with details, requests toward the owner, and peers' other error forms.
+        #expect(RPCMessage.request(id: 12, method: "add3", params: [1, 2, 3]).value.encoded() == vectors["request of three arguments"])
+        #expect(RPCMessage.request(id: 13, method: "greet", params: []).value.encoded() == vectors["request of no arguments"])
+        let details: MessagePackValue = ["value": try encoder.encodeValue(BadShape(sides: 2))]
+        #expect(RPCMessage.response(id: 14, error: ["Shapes.BadShape", "a shape cannot have 2 sides", details], result: nil).value.encoded()
+                == vectors["error with details"])
+        #expect(RPCMessage.request(id: 0, method: "next-item", params: [4242]).value.encoded() == vectors["request to the owner"])
+        let noSuchMethod: MessagePackValue = ["NoSuchMethod", "no function named 'next-item' in the owner (pid 100); it serves no functions (RPCHandlers)"]
+        #expect(RPCMessage.response(id: 0, error: noSuchMethod, result: nil).value.encoded() == vectors["owner has no such method"])
+        #expect(RPCMessage.response(id: 15, error: [404, "not found"], result: nil).value.encoded() == vectors["error as code and message"])
+        #expect(RPCMessage.response(id: 16, error: "RuntimeError('boom')", result: nil).value.encoded() == vectors["error as a string"])
         // Every vector reads back as a message.
         for (name, encoded) in vectors {
             #expect(throws: Never.self, "\(name)") { _ = try RPCMessage(MessagePackValue(decoding: encoded)) }
