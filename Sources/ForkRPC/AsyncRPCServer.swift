@@ -82,10 +82,18 @@ public final class AsyncRPCServer: Sendable {
     ) {
         let decode: @Sendable (MessagePackObject) throws -> (repeat each Input) = { try RPCArguments.decode(repeat (each Input).self, from: $0) }
         let run: @Sendable ((repeat each Input)) async throws -> Output = { input in try await body(repeat each input) }
-        let handler = Self.handler(decode: decode, run)
+        add(function.name, Self.handler(decode: decode, run))
+    }
+
+    /// Serves `method` with untyped parameters and result (for peers that send plain MessagePack-RPC).
+    public func register(method: String, _ body: @escaping @Sendable ([MessagePackValue]) async throws -> MessagePackValue) {
+        add(method, Self.handler(decode: { try $0.value().arrayValue ?? [] }, body))
+    }
+
+    private func add(_ name: String, _ handler: Handler) {
         handlers.withLock {
-            if $0.table[function.name] != nil, $0.registeredTwice == nil { $0.registeredTwice = function.name }
-            $0.table[function.name] = handler
+            if $0.table[name] != nil, $0.registeredTwice == nil { $0.registeredTwice = name }
+            $0.table[name] = handler
         }
     }
 
@@ -130,18 +138,31 @@ public final class AsyncRPCServer: Sendable {
     public func call<each Input, Output>(
         _ function: RPCFunction<repeat each Input, Output>, _ input: repeat each Input, timeout: Duration? = nil
     ) async throws -> Output {
+        let answer = try await exchange(method: function.name, params: try RPCArguments.params(repeat each input, of: function.name), timeout: timeout)
+        return try RPCArguments.answer(Output.self, error: answer.error, result: answer.result, function: function.name)
+    }
+
+    /// Calls `method` in the owner with untyped parameters and result (a handler registered with
+    /// `register(method:)`, or any peer's method), as ``call(_:_:timeout:)`` does.
+    public func call(method: String, params: [MessagePackValue], timeout: Duration? = nil) async throws -> MessagePackValue {
+        let answer = try await exchange(method: method, params: params, timeout: timeout)
+        return try RPCArguments.answer(MessagePackValue.self, error: answer.error, result: answer.result, function: method)
+    }
+
+    /// Sends a request to the owner and waits for its answer (or the timeout, or cancellation).
+    private func exchange(method: String, params: [MessagePackValue], timeout: Duration?) async throws -> (error: MessagePackValue, result: MessagePackValue) {
         let id = state.withLock { state in
             defer { state.nextCallID &+= 1 }
             return state.nextCallID
         }
-        let request = try RPCArguments.request(id: id, function: function.name, input: repeat each input)
+        let request = RPCMessage.request(id: id, method: method, params: params)
         // Started once the call is held, so that even a timeout of zero finds it to give up on.
         var timer: Task<Void, any Error>?
         defer { timer?.cancel() }
-        let answer = try await withTaskCancellationHandler {
+        return try await withTaskCancellationHandler {
             try await withCheckedThrowingContinuation { continuation in
                 let refusal: (any Error)? = state.withLock { state in
-                    if state.ended { return RPCError(.closed, "the owner closed the connection before this call", function: function.name) }
+                    if state.ended { return RPCError(.closed, "the owner closed the connection before this call", function: method) }
                     // A cancellation that came before the call was held found nothing to give up on.
                     if Task.isCancelled { return CancellationError() }
                     state.calling[id] = continuation
@@ -151,19 +172,18 @@ public final class AsyncRPCServer: Sendable {
                 timer = timeout.map { limit in
                     Task { [weak self] in
                         try await Task.sleep(for: limit)
-                        self?.stopWaiting(for: id, with: RPCError(.timeout, "the owner did not answer within \(limit); it was sent $cancel", function: function.name))
+                        self?.stopWaiting(for: id, with: RPCError(.timeout, "the owner did not answer within \(limit); it was sent $cancel", function: method))
                     }
                 }
                 do {
-                    try sendOrder.withLock { _ throws(Errno) in try socket.sendAll(request) }
+                    try send(request)
                 } catch {
-                    stopWaiting(for: id, with: RPCError(.closed, "cannot send to the owner: \(error)", function: function.name), tellOwner: false)
+                    stopWaiting(for: id, with: RPCError(.closed, "cannot send to the owner: \(error)", function: method), tellOwner: false)
                 }
             }
         } onCancel: {
             stopWaiting(for: id, with: CancellationError())
         }
-        return try RPCArguments.answer(Output.self, error: answer.error, result: answer.result, function: function.name)
     }
 
     /// Gives up on this worker's request `id`: its caller gets `error`, and the owner is told.

@@ -251,17 +251,17 @@ enum RPCArguments {
         return Failure(type: "NoSuchMethod", message: "no function named '\(method)' in worker \(getpid()); it serves: \(served)")
     }
 
-    /// A worker's request to its owner, `[0, id, function, [arguments...]]`.
-    static func request<each Input: Encodable>(id: UInt32, function: String, input: repeat each Input) throws -> [UInt8] {
-        var arguments: [MessagePackValue] = []
+    /// The params of a worker's typed request to its owner: one value per argument.
+    static func params<each Input: Encodable>(_ input: repeat each Input, of function: String) throws -> [MessagePackValue] {
+        var params: [MessagePackValue] = []
         for value in repeat each input {
             do {
-                arguments.append(try MessagePackEncoder().encodeValue(value))
+                params.append(try MessagePackEncoder().encodeValue(value))
             } catch {
                 throw RPCError(.codingFailed, "cannot encode the argument as \(type(of: value)): \(error)", function: function)
             }
         }
-        return RPCMessage.request(id: id, method: function, params: arguments).value.encoded()
+        return params
     }
 
     /// The owner's answer to a worker's request: the result as `Output`, or the error the owner

@@ -134,17 +134,30 @@ public final class RPCServer {
     public func call<each Input, Output>(
         _ function: RPCFunction<repeat each Input, Output>, _ input: repeat each Input, timeout: Duration? = nil
     ) throws -> Output {
+        let answer = try exchange(method: function.name, params: try RPCArguments.params(repeat each input, of: function.name), timeout: timeout)
+        return try RPCArguments.answer(Output.self, error: answer.error, result: answer.result, function: function.name)
+    }
+
+    /// Calls `method` in the owner with untyped parameters and result (a handler registered with
+    /// `register(method:)`, or any peer's method), as ``call(_:_:timeout:)`` does.
+    public func call(method: String, params: [MessagePackValue], timeout: Duration? = nil) throws -> MessagePackValue {
+        let answer = try exchange(method: method, params: params, timeout: timeout)
+        return try RPCArguments.answer(MessagePackValue.self, error: answer.error, result: answer.result, function: method)
+    }
+
+    /// Sends a request to the owner and reads until its answer, keeping what else arrives for later.
+    private func exchange(method: String, params: [MessagePackValue], timeout: Duration?) throws -> (error: MessagePackValue, result: MessagePackValue) {
         let id = nextCallID
         nextCallID &+= 1
-        try socket.sendAll(try RPCArguments.request(id: id, function: function.name, input: repeat each input))
+        try socket.send(.request(id: id, method: method, params: params))
         let deadline = timeout.map { ContinuousClock.now + $0 }
         while true {
             if let timeout, let deadline, !socket.waitUntilReadable(upTo: max(.zero, deadline - .now)) {
                 try socket.send(.cancel(id))
-                throw RPCError(.timeout, "the owner did not answer within \(timeout); it was sent $cancel", function: function.name)
+                throw RPCError(.timeout, "the owner did not answer within \(timeout); it was sent $cancel", function: method)
             }
             guard let batch = try read() else {
-                throw RPCError(.closed, "the owner closed the connection before it answered", function: function.name)
+                throw RPCError(.closed, "the owner closed the connection before it answered", function: method)
             }
             var answer: (error: MessagePackValue, result: MessagePackValue)?
             for message in batch {
@@ -154,9 +167,7 @@ public final class RPCServer {
                     deferred.append(message)
                 }
             }
-            if let answer {
-                return try RPCArguments.answer(Output.self, error: answer.error, result: answer.result, function: function.name)
-            }
+            if let answer { return answer }
         }
     }
 

@@ -152,6 +152,19 @@ ForkTemplate.bootstrap([
             return count
         }
     },
+    // Untyped functions (MessagePack values in and out), both ways.
+    .rpcWorker("rpc-untyped") { server in
+        server.register(method: "echo") { .array($0) }
+        server.register(method: "sum") { params in .int(Int64(params.compactMap(\.integerValue).reduce(0, +))) }
+        server.register(method: "ask-owner") { params in try server.call(method: "owner-reverse", params: params) }
+        server.register(RPCFunction<Int, PassedDescriptor>("descriptor-result")) { _ in PassedDescriptor(.standardError) }
+    },
+    .asyncRPCWorker("async-untyped") { server in
+        server.register(method: "echo") { .array($0) }
+        server.register(method: "sum") { params in .int(Int64(params.compactMap(\.integerValue).reduce(0, +))) }
+        server.register(method: "ask-owner") { params in try await server.call(method: "owner-reverse", params: params) }
+        server.register(RPCFunction<Int, PassedDescriptor>("descriptor-result")) { _ in PassedDescriptor(.standardError) }
+    },
     .rpcWorker("rpc-math") { server in
         server.register(RPCFunction<Int, Int>("square")) { $0 * $0 }
         server.register(RPCFunction<Division, Int>("divide")) { division in
