@@ -98,6 +98,33 @@ struct WorkerPoolTests {
                 && "\(error)".contains("negative input -3")
         }
         #expect(try await pool.call(square, 3) == 9)
+        // In chunks of many items too, the error names the failing item's place among the inputs.
+        let inputs = (0..<100).map { $0 == 57 ? -1 : $0 }
+        let failure = try await #require(throws: RPCError.self) { try await pool.map(failIfNegative, inputs, chunkSize: 10) }
+        #expect(failure.itemIndex == 57)
+        #expect("\(failure)".contains("item 57 of 'fail-if-negative' in worker"), "\(failure)")
+        await pool.shutdown()
+    }
+
+    @Test("the pool's handlers serve every worker's requests to the owner")
+    func handlersForEveryWorker() async throws {
+        let queue = Mutex(Array(1...200))
+        let askers = Mutex(Set<Int>())
+        let pool = try await makePool("rpc-calls-owner") { configuration in
+            configuration.idleWorkers = 2
+            configuration.load = 1  // one call per worker: the two pulls run in two workers
+            configuration.handlers.register(RPCFunction<Int, Int?>("next-item")) { pid in
+                askers.withLock { _ = $0.insert(pid) }
+                // Slow enough that both workers are pulling at once.
+                try await Task.sleep(for: .milliseconds(1))
+                return queue.withLock { $0.isEmpty ? nil : $0.removeFirst() }
+            }
+        }
+        let pull = RPCFunction<Int, Int>("pull")
+        async let first = pool.call(pull, 0)
+        async let second = pool.call(pull, 0)
+        #expect(try await first + second == (1...200).map { $0 * $0 }.reduce(0, +))
+        #expect(askers.withLock { $0.count } == 2)
         await pool.shutdown()
     }
 
