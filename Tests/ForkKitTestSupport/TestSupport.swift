@@ -114,3 +114,21 @@ public func makePipe() throws -> (read: FileDescriptor, write: FileDescriptor) {
     let pipe = try FileDescriptor.pipe()
     return (pipe.readEnd, pipe.writeEnd)
 }
+
+/// Whether `python3` is installed and can import `module` (scripts/setup.sh installs the packages
+/// that the tests with peers in Python need; where it could not, those tests say they are skipped).
+public func python3CanImport(_ module: String) -> Bool {
+    let process = Process()
+    process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+    process.arguments = ["python3", "-c", "import \(module)"]
+    process.standardError = FileHandle.nullDevice
+    guard (try? process.run()) != nil else { return false }
+    process.waitUntilExit()
+    return process.terminationStatus == 0
+}
+
+/// The path of a file in the repository's protocol/examples directory.
+public func protocolExample(_ name: String, file: String = #filePath) -> String {
+    URL(fileURLWithPath: file).deletingLastPathComponent().deletingLastPathComponent()
+        .deletingLastPathComponent().appendingPathComponent("protocol/examples/\(name)").path
+}

@@ -13,19 +13,10 @@ import Testing
 /// and errors.
 @Suite("Interop with pynvim's MessagePack-RPC (protocol/examples/interop_peer.py)", .noZombieChildren)
 struct InteropTests {
-    static let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
-        .deletingLastPathComponent().appendingPathComponent("protocol/examples/interop_peer.py").path
+    static let script = protocolExample("interop_peer.py")
 
     /// Whether python3 with pynvim is installed (scripts/setup.sh installs it from PyPI).
-    static let available: Bool = {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        process.arguments = ["python3", "-c", "import pynvim.msgpack_rpc"]
-        process.standardError = FileHandle.nullDevice
-        guard (try? process.run()) != nil else { return false }
-        process.waitUntilExit()
-        return process.terminationStatus == 0
-    }()
+    static let available = python3CanImport("pynvim.msgpack_rpc")
 
     @Test("an RPCClient calls pynvim's server, which calls back, notifies and fails",
           .enabled(if: available, "python3 with pynvim is not installed (scripts/setup.sh installs it: pip install pynvim)"))

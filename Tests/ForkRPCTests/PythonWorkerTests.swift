@@ -1,3 +1,4 @@
+import ForkKitTestSupport
 import ForkRPC
 import Foundation
 import MessagePack
@@ -8,19 +9,10 @@ import Testing
 /// called by a ForkRPC client over pipes: the protocol is complete enough for another language.
 @Suite("A Python worker (protocol/examples/python_worker.py)")
 struct PythonWorkerTests {
-    static let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
-        .deletingLastPathComponent().appendingPathComponent("protocol/examples/python_worker.py").path
+    static let script = protocolExample("python_worker.py")
 
     /// Whether python3 with the msgpack package is installed (`.ci/run` installs it).
-    static let available: Bool = {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        process.arguments = ["python3", "-c", "import msgpack"]
-        process.standardError = FileHandle.nullDevice
-        guard (try? process.run()) != nil else { return false }
-        process.waitUntilExit()
-        return process.terminationStatus == 0
-    }()
+    static let available = python3CanImport("msgpack")
 
     @Test("typed calls, a batch, an event, a Python exception and an unknown function",
           .enabled(if: available, "python3 with the msgpack package is not installed (pip install msgpack)"))
