@@ -15,6 +15,7 @@ let package = Package(
         .library(name: "ForkKit", targets: ["ForkKit"]),
         .library(name: "ForkRPC", targets: ["ForkRPC"]),
         .library(name: "ForkPool", targets: ["ForkPool"]),
+        .library(name: "ForkActors", targets: ["ForkActors"]),
         .library(name: "ForkKitTestPlugin", type: .dynamic, targets: ["ForkKitTestPlugin"]),
         .library(name: "ForkKitWordCountPlugin", type: .dynamic, targets: ["ForkKitWordCountPlugin"]),
         .executable(name: "forkkit-demo", targets: ["forkkit-demo"]),
@@ -74,6 +75,8 @@ let package = Package(
                 .product(name: "DequeModule", package: "swift-collections"),
             ]
         ),
+        // Distributed actors that live in worker processes, on ForkRPC's wire, placed by ForkPool.
+        .target(name: "ForkActors", dependencies: ["ForkPool", "ForkRPC", "ForkKit", "MessagePack"]),
 
         // A plugin that tests load into a template with `dlopen`.
         .target(name: "ForkKitTestPlugin", dependencies: ["ForkKit"], path: "Tests/ForkKitTestPlugin"),
@@ -81,7 +84,7 @@ let package = Package(
         .executableTarget(
             name: "forkkit-test-worker",
             dependencies: [
-                "ForkKit", "ForkRPC", "ForkPool", "MessagePack", "ForkKitTestSupport",
+                "ForkKit", "ForkRPC", "ForkPool", "MessagePack", "ForkKitTestSupport", "ForkKitTestActors",
                 .product(name: "SystemPackage", package: "swift-system"),
                 .product(name: "Logging", package: "swift-log"),
             ],
@@ -174,6 +177,12 @@ let package = Package(
             name: "ForkKitTestSupport",
             dependencies: ["ForkKit", .product(name: "SystemPackage", package: "swift-system")],
             path: "Tests/ForkKitTestSupport"
+        ),
+        // Distributed actors that both the tests and the test worker know (one module, one name).
+        .target(name: "ForkKitTestActors", dependencies: ["ForkActors", "ForkKitTestSupport"], path: "Tests/ForkKitTestActors"),
+        .testTarget(
+            name: "ForkActorsTests",
+            dependencies: ["ForkActors", "ForkKitTestActors", "ForkKitTestSupport", "LoopbackSSH"]
         ),
         // A real sshd on 127.0.0.1 with keys in a temporary directory, for the remote-worker tests
         // and the remote benchmark.

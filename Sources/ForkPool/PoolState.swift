@@ -63,6 +63,8 @@ struct PoolState<Types: PoolStateTypes> {
         var stopTimerSet = false
         /// Takes no new calls; closed once it has answered the ones it has.
         var draining = false
+        /// Distributed actors that live in it (ForkActors): it is not stopped for being idle.
+        var hosted = 0
     }
 
     /// A caller waiting for a worker.
@@ -416,7 +418,8 @@ struct PoolState<Types: PoolStateTypes> {
     mutating func stopTimerFired(pid: Int32, idleSince: ContinuousClock.Instant) -> [Effect] {
         guard let index = workers.firstIndex(where: { $0.pid == pid }) else { return [] }
         workers[index].stopTimerSet = false
-        if workers[index].idleSince == idleSince, workers[index].inFlight == 0, activeCount > configuration.idleWorkers {
+        if workers[index].idleSince == idleSince, workers[index].inFlight == 0, workers[index].hosted == 0,
+           activeCount > configuration.idleWorkers {
             workers[index].draining = true
             counters.workersStopped += 1
         }
@@ -438,6 +441,28 @@ struct PoolState<Types: PoolStateTypes> {
             workers.removeAll()
         }
         return effects + pump()
+    }
+
+    // MARK: Hosted actors
+
+    /// Chooses the worker for a new distributed actor and counts it there: worker `pid` when
+    /// given, otherwise the one with the fewest actors (then the fewest calls). Nil when there is
+    /// no such worker (none started yet, or `pid` is not one of this pool's).
+    mutating func placeActor(onWorker pid: Int32?) -> Lease<Types.Handle>? {
+        let candidates = workers.indices.filter { !workers[$0].draining && (pid == nil || workers[$0].pid == pid) }
+        guard let index = candidates.min(by: { (workers[$0].hosted, workers[$0].inFlight) < (workers[$1].hosted, workers[$1].inFlight) })
+        else { return nil }
+        workers[index].hosted += 1
+        workers[index].idleSince = nil
+        return Lease(handle: workers[index].handle, pid: workers[index].pid)
+    }
+
+    /// An actor in worker `pid` was released: once it hosts none, the worker may stop when idle.
+    mutating func actorReleased(fromWorker pid: Int32) -> [Effect] {
+        guard let index = workers.firstIndex(where: { $0.pid == pid }), workers[index].hosted > 0 else { return [] }
+        workers[index].hosted -= 1
+        if workers[index].hosted == 0, workers[index].inFlight == 0 { workers[index].idleSince = now() }
+        return pump()
     }
 
     // MARK: Places
@@ -529,7 +554,8 @@ struct PoolState<Types: PoolStateTypes> {
             return effects
         }
         effects += growth()
-        for index in workers.indices where workers[index].inFlight == 0 && !workers[index].draining && !workers[index].stopTimerSet {
+        for index in workers.indices
+        where workers[index].inFlight == 0 && workers[index].hosted == 0 && !workers[index].draining && !workers[index].stopTimerSet {
             guard activeCount > configuration.idleWorkers, let since = workers[index].idleSince else { continue }
             workers[index].stopTimerSet = true
             effects.append(.stopWorkerWhenIdle(pid: workers[index].pid, idleSince: since, after: configuration.stopDelay))

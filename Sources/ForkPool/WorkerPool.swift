@@ -71,7 +71,7 @@ public final class WorkerPool: Sendable {
     public let events: AsyncStream<Event>
 
     private let eventSink: AsyncStream<Event>.Continuation
-    private let state: Mutex<PoolState<LivePool>>
+    let state: Mutex<PoolState<LivePool>>
     /// The current templates, and the restart under way when the template died.
     private let templateState: Mutex<(templates: Templates, restart: Task<Templates, any Error>?)>
     private let metrics: PoolMetrics?
@@ -208,7 +208,7 @@ public final class WorkerPool: Sendable {
 
     /// Waits for a worker with room for one more call. One acquisition of the lock when a worker
     /// has room; a caller that must wait takes it again to join the queue.
-    private func acquire(isRetry: Bool) async throws -> Lease<RPCClient> {
+    func acquire(isRetry: Bool) async throws -> Lease<RPCClient> {
         if Task.isCancelled { throw CancellationError() }
         let id: UInt64
         switch state.withLock({ $0.admit(isRetry: isRetry) }) {
@@ -230,7 +230,7 @@ public final class WorkerPool: Sendable {
         }
     }
 
-    private func giveBack(_ lease: Lease<RPCClient>, succeeded: Bool) {
+    func giveBack(_ lease: Lease<RPCClient>, succeeded: Bool) {
         carryOut(state.withLock { $0.finished(pid: lease.pid, succeeded: succeeded) })
     }
 
@@ -404,7 +404,7 @@ public final class WorkerPool: Sendable {
     }
 
     /// Does what the scheduler decided, outside its lock.
-    private func carryOut(_ effects: [PoolEffect<LivePool>]) {
+    func carryOut(_ effects: [PoolEffect<LivePool>]) {
         for effect in effects {
             switch effect {
             case .resume(let continuation, let lease):

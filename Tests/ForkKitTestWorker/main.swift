@@ -5,6 +5,8 @@ import ForkPool
 import Foundation
 import ForkRPC
 import ForkKitTestSupport
+import ForkActors
+import ForkKitTestActors
 import MessagePack
 import Synchronization
 import SystemPackage
@@ -22,6 +24,8 @@ if getenv("FORKKIT_TEST_DUPLICATE_ENTRY") != nil {
 }
 
 ForkTemplate.bootstrap([
+    // Hosts the distributed actors of ForkKitTestActors (ForkActorsTests).
+    .distributedActors,
     .rpcWorker("registers-twice") { server in
         server.register(RPCFunction<Int, Int>("square")) { $0 * $0 }
         server.register(RPCFunction<Int, Int>("square")) { $0 + $0 }
