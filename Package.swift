@@ -144,7 +144,8 @@ let package = Package(
         .executableTarget(
             name: "forkkit-bench",
             dependencies: [
-                "ForkKit", "ForkRPC", "ForkPool", "MessagePack", "MessagePackMacros", "CMsgPack", "DemoWorkloads", "LoopbackSSH", "AllocationCounter",
+                "ForkKit", "ForkRPC", "ForkPool", "ForkActors", "MessagePack", "MessagePackMacros", "CMsgPack", "DemoWorkloads", "LoopbackSSH",
+                "AllocationCounter",
                 .product(name: "SystemPackage", package: "swift-system"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],

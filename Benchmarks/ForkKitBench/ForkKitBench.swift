@@ -11,7 +11,7 @@ struct ForkKitBench: AsyncParsableCommand {
         commandName: "forkkit-bench",
         abstract: "Measure ForkKit against its peers (Perl AnyEvent::Fork, a C floor) in one run.",
         discussion: "Run in release mode: swift build -c release && .build/release/forkkit-bench spawn",
-        subcommands: [SpawnBenchmark.self, RPCBenchmark.self, PoolBenchmark.self, RemoteBenchmark.self, SoakTest.self, AllBenchmarks.self, ReportCommand.self]
+        subcommands: [SpawnBenchmark.self, RPCBenchmark.self, ActorBenchmark.self, PoolBenchmark.self, RemoteBenchmark.self, SoakTest.self, AllBenchmarks.self, ReportCommand.self]
     )
 
     static func main() async {
@@ -19,6 +19,11 @@ struct ForkKitBench: AsyncParsableCommand {
         // and it is the pool benchmark's template, whose workers run the demo's prime counting.
         ForkTemplate.bootstrap([
             .function("exit-now") { _ in },
+            // The actor benchmark's workers: distributed actors, and their RPC twin on the same backend.
+            .distributedActors,
+            .asyncRPCWorker("rpc-bench-async", maximumConcurrentCalls: 1024) { server in
+                server.register(ActorBenchmark.square) { $0 * $0 }
+            },
             .rpcWorker("pool-bench") { server in
                 server.register(PoolBenchmark.square) { $0 * $0 }
                 server.register(PoolBenchmark.scale, PoolBenchmark.Reading.scaled)
@@ -91,6 +96,8 @@ struct AllBenchmarks: AsyncParsableCommand {
         try await spawn.run()
         let rpc = try RPCBenchmark.parse(arguments)
         try await rpc.run()
+        let actors = try ActorBenchmark.parse(arguments)
+        try await actors.run()
         let pool = try PoolBenchmark.parse(arguments)
         try await pool.run()
         let remote = try RemoteBenchmark.parse(arguments)

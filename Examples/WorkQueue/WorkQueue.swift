@@ -69,6 +69,7 @@ func primeFactors(of number: Int) -> [Int] {
         var configuration = WorkerPool.Configuration()
         configuration.maximumWorkers = 2
         configuration.idleWorkers = 2
+        configuration.load = 1  // one drain per worker: a synchronous worker runs one call at a time
         // What the owner serves to every worker of the pool.
         configuration.handlers.register(nextNumber) { _ in await queue.next() }
         configuration.handlers.register(report) { pid, number, primes in

@@ -245,6 +245,10 @@ extension WorkerPool {
             // may each fit: they run one by one, and only an item too large by itself fails.
             configuration.logger?.notice("running the \(chunk.count) items of a chunk again one by one: \(error)")
             return .overran(start: start, inputs: chunk)
+        } catch var error as RPCError where chunk.count == 1 && error.itemIndex == nil {
+            // One item's call (run again alone, say) that timed out or lost its worker: it is that item's.
+            error.itemIndex = start
+            return .failed(error)
         } catch {
             return .failed(error)
         }

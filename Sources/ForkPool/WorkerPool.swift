@@ -153,9 +153,9 @@ public final class WorkerPool: Sendable {
     ///     ``Configuration/callTimeout``). A synchronous worker that exceeds it is killed and
     ///     replaced; an asynchronous one is told to cancel the call, and killed and replaced if it
     ///     does not answer within ``Configuration/cancellationGracePeriod``.
-    /// - Throws: the worker's error as an `RPCError` (naming function and pid), `RPCError` with
-    ///   `.workerDied` when the worker died and no retry was left, `CancellationError`, or
-    ///   ``WorkerPoolError``.
+    /// - Throws: the worker's error as an `RPCError` (naming function and pid), or as itself when
+    ///   its type is registered (`RPCError.register`); `RPCError` with `.workerDied` when the
+    ///   worker died and no retry was left, `CancellationError`, or ``WorkerPoolError``.
     public func call<each Input, Output>(
         _ function: RPCFunction<repeat each Input, Output>, _ input: repeat each Input, retries: Int? = nil, timeout: Duration? = nil
     ) async throws -> Output {

@@ -55,7 +55,9 @@ public final class AsyncRPCServer: Sendable {
         var ended = false
         var finished: CheckedContinuation<Void, Never>?
         /// This worker's own requests to the owner (``call(_:_:timeout:)``), waiting for answers.
-        var calling: [UInt32: CheckedContinuation<(error: MessagePackValue, result: MessagePackValue), any Error>] = [:]
+        /// Whether ``serve()`` has begun: answers from the owner are read only from then on.
+        var serving = false
+        var calling: [UInt32: (method: String, caller: CheckedContinuation<(error: MessagePackValue, result: MessagePackValue), any Error>)] = [:]
         var nextCallID: UInt32 = 0
     }
 
@@ -155,7 +157,7 @@ public final class AsyncRPCServer: Sendable {
             defer { state.nextCallID &+= 1 }
             return state.nextCallID
         }
-        let request = RPCMessage.request(id: id, method: method, params: params)
+        let request = try RPCArguments.ownerRequest(id: id, method: method, params: params, maximumMessageSize: responseLimit.load(ordering: .relaxed))
         // Started once the call is held, so that even a timeout of zero finds it to give up on.
         var timer: Task<Void, any Error>?
         defer { timer?.cancel() }
@@ -163,20 +165,25 @@ public final class AsyncRPCServer: Sendable {
             try await withCheckedThrowingContinuation { continuation in
                 let refusal: (any Error)? = state.withLock { state in
                     if state.ended { return RPCError(.closed, "the owner closed the connection before this call", function: method) }
+                    guard state.serving else {
+                        return RPCError(
+                            .closed, "the asynchronous server reads the owner's answers only once it serves: call the owner from a "
+                                + "registered function, not from the worker's set-up (a synchronous rpcWorker can)", function: method)
+                    }
                     // A cancellation that came before the call was held found nothing to give up on.
                     if Task.isCancelled { return CancellationError() }
-                    state.calling[id] = continuation
+                    state.calling[id] = (method, continuation)
                     return nil
                 }
                 if let refusal { return continuation.resume(throwing: refusal) }
                 timer = timeout.map { limit in
                     Task { [weak self] in
                         try await Task.sleep(for: limit)
-                        self?.stopWaiting(for: id, with: RPCError(.timeout, "the owner did not answer within \(limit); it was sent $cancel", function: method))
+                        self?.stopWaiting(for: id, with: RPCArguments.ownerDidNotAnswer(within: limit, function: method))
                     }
                 }
                 do {
-                    try send(request)
+                    try sendOrder.withLock { _ throws(Errno) in try socket.sendAll(request) }
                 } catch {
                     stopWaiting(for: id, with: RPCError(.closed, "cannot send to the owner: \(error)", function: method), tellOwner: false)
                 }
@@ -188,7 +195,7 @@ public final class AsyncRPCServer: Sendable {
 
     /// Gives up on this worker's request `id`: its caller gets `error`, and the owner is told.
     private func stopWaiting(for id: UInt32, with error: any Error, tellOwner: Bool = true) {
-        guard let caller = state.withLock({ $0.calling.removeValue(forKey: id) }) else { return }
+        guard let caller = state.withLock({ $0.calling.removeValue(forKey: id)?.caller }) else { return }
         caller.resume(throwing: error)
         if tellOwner { try? send(.cancel(id)) }
     }
@@ -210,7 +217,10 @@ public final class AsyncRPCServer: Sendable {
     public func serve() async throws {
         let failure = Mutex<(any Error)?>(nil)
         await withCheckedContinuation { (finished: CheckedContinuation<Void, Never>) in
-            state.withLock { $0.finished = finished }
+            state.withLock { state in
+                state.finished = finished
+                state.serving = true
+            }
             // Blocking reads belong on a thread of their own, not on Swift's cooperative pool.
             Self.startThread { [self] in
                 do {
@@ -233,7 +243,7 @@ public final class AsyncRPCServer: Sendable {
                     defer { state.calling = [:] }
                     return state.calling.values
                 }
-                for caller in waiting { caller.resume(throwing: RPCError(.closed, "the owner closed the connection before it answered")) }
+                for call in waiting { call.caller.resume(throwing: RPCArguments.ownerClosed(function: call.method)) }
                 finishIfIdle()
             }
         }
@@ -296,7 +306,7 @@ public final class AsyncRPCServer: Sendable {
             case .limits(let limit):
                 responseLimit.store(limit, ordering: .relaxed)
             case .response(let id, let error, let result):
-                state.withLock { $0.calling.removeValue(forKey: id) }?.resume(returning: (error, result))
+                state.withLock { $0.calling.removeValue(forKey: id) }?.caller.resume(returning: (error, result))
             case .ignored:
                 continue
             }

@@ -69,3 +69,8 @@ public struct PassedDescriptor: Codable, Sendable, Hashable, MessagePackValueCon
         }
     }
 }
+
+extension MessagePackValue {
+    /// Whether a descriptor marker (``PassedDescriptor``) is somewhere in the value.
+    var containsDescriptor: Bool { !PassedDescriptor.descriptors(in: self).isEmpty }
+}

@@ -64,7 +64,7 @@ enum RPCArguments {
     private static func encodeResult<Output: Encodable>(_ output: Output, into writer: inout MessagePackWriter) throws {
         var direct: [MessagePackValue] = []
         try MessagePackEncoder().encode(output, into: &writer, directValues: &direct)
-        if direct.contains(where: { !PassedDescriptor.descriptors(in: $0).isEmpty }) {
+        if direct.contains(where: { $0.containsDescriptor }) {
             throw Failure(type: "InvalidResult", message: "results cannot carry descriptors; only arguments can")
         }
     }
@@ -246,9 +246,10 @@ enum RPCArguments {
     /// is answered, so that the owner can tell a worker that skipped a call from one that is stuck.
     static let cancelledBeforeStart = Failure(type: "Cancelled", message: "the owner cancelled this call before it started")
 
-    static func noSuchMethod(_ method: String, known: [String]) -> Failure {
+    /// The answer to a request for a function nobody serves, in `place` (this worker by default).
+    static func noSuchMethod(_ method: String, known: [String], in place: String = "worker \(getpid())") -> Failure {
         let served = known.filter { !$0.hasPrefix("$") }.sorted().joined(separator: ", ")
-        return Failure(type: "NoSuchMethod", message: "no function named '\(method)' in worker \(getpid()); it serves: \(served)")
+        return Failure(type: "NoSuchMethod", message: "no function named '\(method)' in \(place); it serves: \(served.isEmpty ? "nothing" : served)")
     }
 
     /// The params of a worker's typed request to its owner: one value per argument.
@@ -262,6 +263,33 @@ enum RPCArguments {
             }
         }
         return params
+    }
+
+    /// A worker's request to its owner, encoded; refused before anything is sent when it holds a
+    /// descriptor (they travel from the owner to its workers only) or is over the size limit.
+    static func ownerRequest(id: UInt32, method: String, params: [MessagePackValue], maximumMessageSize: Int) throws(RPCError) -> [UInt8] {
+        if params.contains(where: { $0.containsDescriptor }) {
+            throw RPCError(
+                .codingFailed, "descriptors travel from the owner to its workers only, not back; write into one the owner passed "
+                    + "this worker instead (it was not sent)", function: method)
+        }
+        let bytes = RPCMessage.request(id: id, method: method, params: params).value.encoded()
+        guard bytes.count <= maximumMessageSize else {
+            throw RPCError(
+                .messageTooLarge, "the request is \(bytes.count) bytes, over the maximumMessageSize of \(maximumMessageSize) bytes "
+                    + "that the owner set; it was not sent. Send less per call, or raise the owner's limit", function: method)
+        }
+        return bytes
+    }
+
+    /// A worker's call to its owner that was not answered within `limit`.
+    static func ownerDidNotAnswer(within limit: Duration, function: String) -> RPCError {
+        RPCError(.timeout, "the owner did not answer within \(limit); it was sent $cancel", function: function)
+    }
+
+    /// A worker's call to its owner whose connection ended first.
+    static func ownerClosed(function: String) -> RPCError {
+        RPCError(.closed, "the owner closed the connection before it answered", function: function)
     }
 
     /// The owner's answer to a worker's request: the result as `Output`, or the error the owner

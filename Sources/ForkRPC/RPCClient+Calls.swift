@@ -110,7 +110,7 @@ extension RPCClient {
                 throw RPCError(.protocolViolation, "answered a batch item with \(pair.typeName), not [error, result]", function: function.name, pid: pid)
             }
             guard pair[0].isNil else {
-                throw remoteError((try? pair[0].value()) ?? .nil, function: function.name)
+                throw RPCError(answer: (try? pair[0].value()) ?? .nil, function: function.name, pid: pid)
             }
             return try decode(Output.self, of: function.name, from: pair[1])
         } catch {
@@ -168,7 +168,7 @@ extension RPCClient {
                 } catch {
                     throw RPCError(.protocolViolation, "sent an error that is not MessagePack (\(error))", function: function, pid: pid)
                 }
-                let failure = remoteError(error, function: function)
+                let failure = RPCError(answer: error, function: function, pid: pid)
                 throw failure.registeredError ?? failure
             }
             return try read(message[3])

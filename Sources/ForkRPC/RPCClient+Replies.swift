@@ -68,10 +68,6 @@ extension RPCClient {
         }
     }
 
-    func remoteError(_ error: MessagePackValue, function: String) -> RPCError {
-        RPCError(answer: error, function: function, pid: pid)
-    }
-
     /// The connection is over: every call fails, with the worker's exit status when it has one.
     /// Runs once; `error` says how the worker broke the protocol, nil when it went away.
     func end(_ error: RPCError?) {
@@ -80,6 +76,8 @@ extension RPCClient {
         guard let watchers = state.withLock({ $0.table.end(error ?? RPCError(.workerDied, "the worker has gone", pid: pid)) }) else { return }
         connection.stopReading(breaking: error != nil)
         cancelServingAll()
+        // A handler that holds this client (it calls the worker back) would keep it alive for ever.
+        state.withLock { $0.handlers = RPCHandlers() }
         eventSink.finish()
         settleAnnouncement()
         for watcher in watchers { watcher.resume(returning: true) }

@@ -25,19 +25,25 @@ extension RPCClient {
     /// reads every connection) and answers it: with the result, the error it threw, or
     /// `NoSuchMethod` when nothing serves `method`.
     func serve(request id: UInt32, method: String, params: [MessagePackValue]) {
-        let handler = state.withLock { $0.handlers.table[method] }
-        guard let handler else {
-            let served = state.withLock { $0.handlers.names }.joined(separator: ", ")
-            let reason = served.isEmpty ? "it serves no functions (RPCHandlers)" : "it serves: \(served)"
-            return answer(id, .failure(RPCArguments.Failure(
-                type: "NoSuchMethod", message: "no function named '\(method)' in the owner (pid \(getpid())); \(reason)")))
-        }
         // Held under the lock as it is made, so that even a handler that ends at once finds itself held.
         state.withLock { state in
             guard !state.table.ended else { return }
+            let handler = state.handlers.table[method]
+            let served = handler == nil ? state.handlers.names : []
             state.serving[id] = Task { [weak self] in
                 let outcome: Result<MessagePackValue, any Error>
-                do { outcome = .success(try await handler(params)) } catch { outcome = .failure(error) }
+                do {
+                    guard let handler else {
+                        throw RPCArguments.noSuchMethod(method, known: served, in: "the owner (pid \(getpid()), RPCHandlers)")
+                    }
+                    // Descriptors travel from the owner to its workers only (see PassedDescriptor).
+                    guard !params.contains(where: { $0.containsDescriptor }) else {
+                        throw RPCArguments.Failure(type: "InvalidArguments", message: "descriptors cannot be passed to the owner; only the owner passes them")
+                    }
+                    outcome = .success(try await handler(params))
+                } catch {
+                    outcome = .failure(error)
+                }
                 guard let self else { return }
                 // Cancelled by the worker's `$cancel` (or the end of the connection): it stopped waiting.
                 guard self.state.withLock({ $0.serving.removeValue(forKey: id) }) != nil else { return }
@@ -61,14 +67,24 @@ extension RPCClient {
         for task in tasks { task.cancel() }
     }
 
-    /// Sends the response to the worker's request `id`. A result over the size limit is answered
-    /// with `MessageTooLarge` instead, as a worker answers the owner's.
+    /// Sends the response to the worker's request `id`. A result that cannot go as it is (over the
+    /// size limit, holding a descriptor, not encodable) is answered with an error instead: the
+    /// worker waits for an answer, so one is always sent while the connection lives.
     private func answer(_ id: UInt32, _ outcome: Result<MessagePackValue, any Error>) {
-        let response: RPCMessage = switch outcome {
+        var response: RPCMessage = switch outcome {
+        case .success(let result) where result.containsDescriptor:
+            .response(id: id, error: RPCArguments.errorValue(RPCArguments.Failure(
+                type: "InvalidResult", message: "results cannot carry descriptors; only the owner's requests can")), result: .nil)
         case .success(let result): .response(id: id, error: .nil, result: result)
         case .failure(let error): .response(id: id, error: RPCArguments.errorValue(error), result: .nil)
         }
-        guard let failure = send(response), failure.kind == .messageTooLarge else { return }
-        send(.response(id: id, error: RPCArguments.errorValue(RPCArguments.Failure(type: "MessageTooLarge", message: failure.message)), result: .nil))
+        // The worker is reading (it waits for this): room comes, for a large answer too, unless it is stopped.
+        let patience = max(state.withLock { $0.cancellationGracePeriod } ?? .seconds(1), .seconds(30))
+        for _ in 0..<2 {
+            guard let failure = send(until: .now + patience, cancellable: false, { writer, _ in writer.write(response.value) }),
+                  failure.kind == .messageTooLarge || failure.kind == .codingFailed else { return }
+            // Nothing went: the error goes in its place.
+            response = .response(id: id, error: [.string(failure.kind == .messageTooLarge ? "MessageTooLarge" : "InvalidResult"), .string(failure.message)], result: .nil)
+        }
     }
 }

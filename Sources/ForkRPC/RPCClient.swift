@@ -21,8 +21,10 @@ import Glibc
 /// try await worker.close()          // queued calls finish, then the worker exits
 /// ```
 ///
-/// Every call ends: with its result, the worker's error, or an ``RPCError`` when the worker dies,
-/// breaks the protocol, the timeout passes or the task is cancelled.
+/// Every call ends: with its result, the worker's error (an ``RPCError``, or the error itself when
+/// its type is registered with ``RPCError/register(_:)``), or an ``RPCError`` when the worker dies,
+/// breaks the protocol, the timeout passes or the task is cancelled. The worker may call the owner
+/// too: see ``RPCHandlers``.
 public final class RPCClient: Sendable {
     /// The worker's process id, when the worker is a forked child.
     public var pid: Int32? { worker?.pid }

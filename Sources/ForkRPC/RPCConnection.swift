@@ -93,8 +93,8 @@ final class RPCConnection: Sendable {
             } catch MessagePackError.messageTooLarge(let size, let limit) {
                 // Well-formed, only too large: an event or log record (a worker checks its results, not
                 // those), or a peer that was never told the limit.
-                return "sent a message of at least \(size) bytes, over the maximumMessageSize of \(limit) bytes (an event or log "
-                    + "record that large, or a peer that was not told the limit); the connection was closed. Raise the limit, or send less at once"
+                return "sent a message of at least \(size) bytes, over the maximumMessageSize of \(limit) bytes (an event, log "
+                    + "record or request to the owner that large, or a peer that was not told the limit); the connection was closed. Raise the limit, or send less at once"
             } catch {
                 return "sent bytes that are not MessagePack-RPC (\(error)); the connection was closed"
             }

@@ -71,16 +71,30 @@ public struct RPCError: Error, Sendable, CustomStringConvertible {
         self.exitStatus = exitStatus
     }
 
-    /// A sentence for people, naming the function, the item and the worker.
+    /// A sentence for people, naming the function, the item and the worker:
+    /// `Math.MathError: 'divide' in worker 4242 threw: division by zero`, or for the other kinds
+    /// `'square' in worker 4242: the worker took none of the message in time ...`.
     public var description: String {
-        var text = ""
-        if kind == .remote, let origin = remoteType ?? remoteCode.map({ "error \($0)" }) { text += "\(origin): " }
-        if let itemIndex { text += "item \(itemIndex) of " }
-        if let function { text += "'\(function)' " }
-        if let pid { text += "in worker \(pid) " }
-        if kind == .remote { text += "threw: " }
-        return text + message
+        var context: [String] = []
+        if let itemIndex { context.append("item \(itemIndex) of") }
+        if let function { context.append("'\(function)'") }
+        if let pid { context.append("in worker \(pid)") }
+        let origin = kind == .remote ? (remoteType ?? remoteCode.map { "error \($0)" }).map { "\($0): " } ?? "" : ""
+        // Something the function threw, not one of the protocol's own errors (InvalidResult...).
+        let threw = kind == .remote && !Self.protocolErrorNames.contains(remoteType ?? "")
+        switch (context.isEmpty, threw) {
+        case (true, true): return origin + "threw: " + message
+        case (true, false): return origin + message
+        case (false, true): return origin + context.joined(separator: " ") + " threw: " + message
+        case (false, false): return origin + context.joined(separator: " ") + ": " + message
+        }
     }
+
+    /// The error names that ForkKit's workers send for failures of the protocol rather than of
+    /// the function (protocol/README.md).
+    static let protocolErrorNames: Set<String> = [
+        "NoSuchMethod", "InvalidArguments", "InvalidResult", "MessageTooLarge", "DuplicateFunction", "Cancelled",
+    ]
 }
 
 extension RPCError {

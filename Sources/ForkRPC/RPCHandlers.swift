@@ -18,7 +18,17 @@ import MessagePack
 /// ```
 ///
 /// Each request runs in a task of its own, so handlers may suspend and several may run at once.
-/// Registering a name again replaces its handler.
+/// What a handler throws reaches the worker as a function's error does (`[type, message]`, with
+/// the error's encoding when it is `Encodable`; the worker re-throws it as itself when it
+/// registered the type with ``RPCError/register(_:)``).
+///
+/// Unlike a worker's set-up, where a name registered twice is an error, registering a name again
+/// here replaces its handler (a client's handlers can change while it runs).
+///
+/// A handler that holds the client or pool it serves (to call a worker back) makes a cycle that
+/// ends only when the connection does: capture it `weak`. And a handler must not wait for a call
+/// to the synchronous worker that is waiting for the handler: that worker runs one call at a time,
+/// so the two wait for each other until a timeout ends one.
 public struct RPCHandlers: Sendable {
     /// Answers a request's params with its result (or throws the error to answer with).
     typealias Handler = @Sendable (_ params: [MessagePackValue]) async throws -> MessagePackValue
@@ -34,13 +44,9 @@ public struct RPCHandlers: Sendable {
         _ function: RPCFunction<repeat each Input, Output>, _ body: @escaping @Sendable (repeat each Input) async throws -> Output
     ) {
         table[function.name] = { params in
-            let input: (repeat each Input)
-            do {
-                input = try MessagePackObject.withObject(in: MessagePackValue.array(params).encoded()) {
-                    try RPCArguments.decode(repeat (each Input).self, from: $0)
-                }
-            } catch let failure as RPCArguments.Failure {
-                throw RPCArguments.Failure(type: failure.type, message: "'\(function.name)' in the owner \(failure.message)")
+            // Decoded as a worker decodes a call's params (the same errors), from their bytes.
+            let input = try MessagePackObject.withObject(in: MessagePackValue.array(params).encoded()) {
+                try RPCArguments.decode(repeat (each Input).self, from: $0)
             }
             return try MessagePackEncoder().encodeValue(try await body(repeat each input))
         }

@@ -39,6 +39,9 @@ public final class RPCServer {
     private var deferred: [IncomingMessage<Call>] = []
     /// The msgid of the next request to the owner.
     private var nextCallID: UInt32 = 0
+    /// The owner's request whose function runs now: a `$cancel` of it also gives up the calls
+    /// that function is making to the owner.
+    private var running: UInt32?
 
     /// Serves on one bidirectional socket (a forked child's socket).
     public convenience init(socket: FileDescriptor, maximumMessageSize: Int = 64 << 20, spinBeforeBlocking: Duration = .zero) {
@@ -149,25 +152,31 @@ public final class RPCServer {
     private func exchange(method: String, params: [MessagePackValue], timeout: Duration?) throws -> (error: MessagePackValue, result: MessagePackValue) {
         let id = nextCallID
         nextCallID &+= 1
-        try socket.send(.request(id: id, method: method, params: params))
+        try socket.sendAll(try RPCArguments.ownerRequest(id: id, method: method, params: params, maximumMessageSize: stream.maximumMessageSize))
         let deadline = timeout.map { ContinuousClock.now + $0 }
         while true {
             if let timeout, let deadline, !socket.waitUntilReadable(upTo: max(.zero, deadline - .now)) {
                 try socket.send(.cancel(id))
-                throw RPCError(.timeout, "the owner did not answer within \(timeout); it was sent $cancel", function: method)
+                throw RPCArguments.ownerDidNotAnswer(within: timeout, function: method)
             }
-            guard let batch = try read() else {
-                throw RPCError(.closed, "the owner closed the connection before it answered", function: method)
-            }
+            // From the socket, not `deferred`: what was put aside waits for `serve()`.
+            guard let batch = try readSocket() else { throw RPCArguments.ownerClosed(function: method) }
             var answer: (error: MessagePackValue, result: MessagePackValue)?
+            var runningCancelled = false
             for message in batch {
                 if answer == nil, case .response(id, let error, let result) = message {
                     answer = (error, result)
-                } else {
-                    deferred.append(message)
+                    continue
                 }
+                if case .cancel(let cancelled) = message, cancelled == running { runningCancelled = true }
+                deferred.append(message)
             }
             if let answer { return answer }
+            // The owner gave up on the function that is waiting: it gives up on its own call too.
+            if runningCancelled {
+                try socket.send(.cancel(id))
+                throw CancellationError()
+            }
         }
     }
 
@@ -177,23 +186,52 @@ public final class RPCServer {
             defer { deferred = [] }
             return deferred
         }
-        return try stream.read(from: socket, prepare: { method, params -> Call in
-            if let registeredTwice { return .failure(RPCArguments.registeredTwice(registeredTwice)) }
-            return RPCArguments.prepare(method, params, known: Array(handlers.keys)) { handlers[$0] }
+        return try readSocket()
+    }
+
+    /// The messages that the next read from the socket completes.
+    private func readSocket() throws -> [IncomingMessage<Call>]? {
+        try stream.read(from: socket, prepare: { method, params -> Call in
+            // Read while the set-up waits for the owner: its functions are not all registered yet.
+            guard serving else { return .failure(ArrivedBeforeServing(method: method, params: (try? params.value().encoded()) ?? [])) }
+            return prepare(method, params)
         })
     }
+
+    private func prepare(_ method: String, _ params: MessagePackObject) -> Call {
+        if let registeredTwice { return .failure(RPCArguments.registeredTwice(registeredTwice)) }
+        return RPCArguments.prepare(method, params, known: Array(handlers.keys)) { handlers[$0] }
+    }
+
+    /// A request that arrived before ``serve()`` began, kept as bytes to be prepared once it has.
+    private struct ArrivedBeforeServing: Error {
+        let method: String
+        let params: [UInt8]
+    }
+
+    /// Whether ``serve()`` has begun.
+    private var serving = false
 
     /// Answers requests until the owner closes its end. Throws (and the worker should exit) when the
     /// owner sends something that is not MessagePack-RPC: the stream can no longer be trusted.
     public func serve() throws {
         try socket.send(.worker(backend: "synchronous", maximumConcurrentCalls: 1))
-        while let batch = try read() {
+        serving = true
+        while var batch = try read() {
+            for index in batch.indices {
+                guard case .request(let id, .failure(let early as ArrivedBeforeServing)) = batch[index] else { continue }
+                let call = (try? MessagePackObject.withObject(in: early.params) { prepare(early.method, $0) })
+                    ?? .failure(RPCError(.protocolViolation, "the params of '\(early.method)' could not be read again"))
+                batch[index] = .request(id: id, call: call)
+            }
             // A cancel that arrived together with its request spares the work (the request is still
             // answered). One that comes later finds its request answered already: one call at a time.
             let cancelled = Set(batch.compactMap { message -> UInt32? in
                 if case .cancel(let id) = message { id } else { nil }
             })
             for case .request(let id, let call) in batch {
+                running = id
+                defer { running = nil }
                 // The function runs before the response is begun, so the events it emits go first.
                 let outcome: RPCArguments.Outcome = switch call {
                 case _ where cancelled.contains(id): .single(.failure(RPCArguments.cancelledBeforeStart))

@@ -6,10 +6,14 @@ extension RPCError {
     /// map) whose remote function throws one throws it in the owner, re-made from its `Codable`
     /// encoding, instead of an ``RPCError`` of kind ``Kind/remote``.
     ///
-    /// Register in the owner, before the calls. The worker needs nothing: a ForkKit worker sends
-    /// every `Encodable` error it throws with its encoding (the `value` of the error's details,
-    /// protocol/README.md), keyed by the type's full name, which must be the same on both sides:
-    /// the same type, in the same module, as a worker forked from the program itself has.
+    /// Register in the process that catches the error, before the calls: the owner for a worker's
+    /// errors, a worker for the errors of the owner's handlers (``RPCHandlers``). The thrower needs
+    /// nothing: ForkKit sends every `Encodable` error whole, with its encoding (the `value` of the
+    /// error's details, protocol/README.md; left out when over 64 KiB), keyed by the type's full
+    /// name, which must be the same on both sides: the same type in the same module, as a worker
+    /// forked from the program itself has (a separate worker program shares it through a library).
+    /// A registered error thrown in a pool's map is thrown as itself, without the failing item's
+    /// index that an ``RPCError`` would carry.
     ///
     /// ```swift
     /// struct BadShape: Error, Codable { var sides: Int }
@@ -68,6 +72,11 @@ enum RegisteredErrors {
     /// its `Codable` encoding, when it has one, under `value`.
     static func details(of error: any Error) -> MessagePackValue? {
         guard let encodable = error as? any Encodable, let value = try? MessagePackEncoder().encodeValue(encodable) else { return nil }
+        // An error that large would make the whole answer too large: its type and message still go.
+        guard value.encoded().count <= maximumDetailsSize else { return nil }
         return .map([MessagePackPair("value", value)])
     }
+
+    /// The largest encoding of an error sent along with it.
+    static let maximumDetailsSize = 64 << 10
 }

@@ -132,3 +132,13 @@ public func protocolExample(_ name: String, file: String = #filePath) -> String 
     URL(fileURLWithPath: file).deletingLastPathComponent().deletingLastPathComponent()
         .deletingLastPathComponent().appendingPathComponent("protocol/examples/\(name)").path
 }
+
+/// Waits for `process` to exit without blocking a thread of Swift's cooperative pool (two on this
+/// machine), failing after `seconds`.
+public func waitForExit(_ process: Process, seconds: Double = 30) async throws {
+    let deadline = ContinuousClock.now + .seconds(seconds)
+    while process.isRunning {
+        guard ContinuousClock.now < deadline else { throw TestTimeout(description: "process \(process.processIdentifier) still runs after \(seconds) s") }
+        try await Task.sleep(for: .milliseconds(5))
+    }
+}

@@ -107,6 +107,14 @@ ForkTemplate.bootstrap([
     // Workers that call their owner (RPCServer.call): the same functions on both backends.
     .rpcWorker("rpc-calls-owner") { server in
         RPCError.register(BadShape.self)
+        server.register(RPCFunction<String, String>("ask-twice")) { method in
+            let first = try server.call(RPCFunction<Int, String>(method), 1, timeout: .seconds(20))
+            let second = try server.call(RPCFunction<Int, String>(method), 2, timeout: .seconds(20))
+            return "\(first) \(second)"
+        }
+        server.register(RPCFunction<Int, String>("ask-with-descriptor")) { _ in
+            OwnerAnswer.describe { String(try server.call(RPCFunction<PassedDescriptor, Int>("take"), PassedDescriptor(.standardError))) }
+        }
         // Any number of arguments, both ways.
         server.register(RPCFunction<Int, Int, Int, Int>("add3")) { a, b, c in a + b + c }
         server.register(RPCFunction<String>("greet")) { "hello" }
@@ -126,6 +134,14 @@ ForkTemplate.bootstrap([
     },
     .asyncRPCWorker("async-calls-owner") { server in
         RPCError.register(BadShape.self)
+        server.register(RPCFunction<String, String>("ask-twice")) { method in
+            let first = try await server.call(RPCFunction<Int, String>(method), 1, timeout: .seconds(20))
+            let second = try await server.call(RPCFunction<Int, String>(method), 2, timeout: .seconds(20))
+            return "\(first) \(second)"
+        }
+        server.register(RPCFunction<Int, String>("ask-with-descriptor")) { _ in
+            await OwnerAnswer.describe { String(try await server.call(RPCFunction<PassedDescriptor, Int>("take"), PassedDescriptor(.standardError))) }
+        }
         // Any number of arguments, both ways.
         server.register(RPCFunction<Int, Int, Int, Int>("add3")) { a, b, c in a + b + c }
         server.register(RPCFunction<String>("greet")) { "hello" }
@@ -168,6 +184,24 @@ ForkTemplate.bootstrap([
         server.register(method: "sum") { params in .int(Int64(params.compactMap(\.integerValue).reduce(0, +))) }
         server.register(method: "ask-owner") { params in try await server.call(method: "owner-reverse", params: params) }
         server.register(RPCFunction<Int, PassedDescriptor>("descriptor-result")) { _ in PassedDescriptor(.standardError) }
+    },
+    // A synchronous worker whose set-up asks its owner something before it serves.
+    .rpcWorker("rpc-asks-at-setup") { server in
+        let greeting = try server.call(RPCFunction<String>("greeting"), timeout: .seconds(20))
+        server.register(RPCFunction<String>("greeting")) { greeting }
+    },
+    // The asynchronous one cannot (it reads answers only once it serves): it must say so at once.
+    .asyncRPCWorker("async-asks-at-setup") { server in
+        let refusal = Mutex("")
+        let done = DispatchSemaphore(value: 0)
+        Task {
+            let answer = await OwnerAnswer.describe { try await server.call(RPCFunction<String>("greeting"), timeout: .seconds(20)) }
+            refusal.withLock { $0 = answer }
+            done.signal()
+        }
+        done.wait()
+        let answer = refusal.withLock { $0 }
+        server.register(RPCFunction<String>("greeting")) { answer }
     },
     .rpcWorker("rpc-math") { server in
         server.register(RPCFunction<Int, Int>("square")) { $0 * $0 }

@@ -11,7 +11,7 @@ import Testing
 /// of pynvim (PyPI), driven by protocol/examples/interop_peer.py. Its server is called by an
 /// `RPCClient`, and its client calls a ForkKit worker; requests go both ways, with notifications
 /// and errors.
-@Suite("Interop with pynvim's MessagePack-RPC (protocol/examples/interop_peer.py)", .noZombieChildren)
+@Suite("Interop with pynvim's MessagePack-RPC (protocol/examples/interop_peer.py)", .noZombieChildren, .timeLimit(.minutes(1)))
 struct InteropTests {
     static let script = protocolExample("interop_peer.py")
 
@@ -53,7 +53,7 @@ struct InteropTests {
         #expect(try await client.call(RPCFunction<Int, Int, Int>("add"), 40, 2) == 42)
 
         _ = try await client.close()
-        process.waitUntilExit()
+        try await waitForExit(process)
         #expect(process.terminationStatus == 0)
     }
 
@@ -73,7 +73,7 @@ struct InteropTests {
         process.standardOutput = handle
         try process.run()
         try handle.close()
-        process.waitUntilExit()
+        try await waitForExit(process)
         #expect(process.terminationStatus == 0)
         // The client hung up: the worker saw the end of its input and exited.
         #expect(try await worker.exitStatus() == .exited(0))

@@ -396,7 +396,7 @@ struct RPCMessageTests {
         #expect(RPCMessage.response(id: 14, error: ["Shapes.BadShape", "a shape cannot have 2 sides", details], result: nil).value.encoded()
                 == vectors["error with details"])
         #expect(RPCMessage.request(id: 0, method: "next-item", params: [4242]).value.encoded() == vectors["request to the owner"])
-        let noSuchMethod: MessagePackValue = ["NoSuchMethod", "no function named 'next-item' in the owner (pid 100); it serves no functions (RPCHandlers)"]
+        let noSuchMethod: MessagePackValue = ["NoSuchMethod", "no function named 'next-item' in the owner (pid 100, RPCHandlers); it serves: nothing"]
         #expect(RPCMessage.response(id: 0, error: noSuchMethod, result: nil).value.encoded() == vectors["owner has no such method"])
         #expect(RPCMessage.response(id: 15, error: [404, "not found"], result: nil).value.encoded() == vectors["error as code and message"])
         #expect(RPCMessage.response(id: 16, error: "RuntimeError('boom')", result: nil).value.encoded() == vectors["error as a string"])
