@@ -138,6 +138,7 @@ let package = Package(
         .executableTarget(name: "forkkit-async-countdown", dependencies: ["ForkKit", "ForkRPC"], path: "Examples/AsyncCountDown"),
         .executableTarget(name: "forkkit-remote-pool", dependencies: ["ForkKit", "ForkPool"], path: "Examples/RemotePool"),
         .executableTarget(name: "forkkit-work-queue", dependencies: ["ForkPool"], path: "Examples/WorkQueue"),
+        .executableTarget(name: "forkkit-distributed-actors", dependencies: ["ForkActors"], path: "Examples/DistributedActors"),
         .executableTarget(name: "forkkit-shared-table", dependencies: ["ForkKit", "ForkRPC", "ForkPool"], path: "Examples/SharedTable"),
         .target(name: "ForkKitWordCountPlugin", dependencies: ["ForkKit", "ForkRPC"], path: "Examples/Plugin/Library"),
         .executableTarget(name: "forkkit-plugin-host", dependencies: ["ForkKit", "ForkRPC"], path: "Examples/Plugin/Host"),

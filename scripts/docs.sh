@@ -9,10 +9,10 @@ output=${DOCS_OUTPUT:-docs/api}
 if [[ "${1:-}" == "--preview" ]]; then
     exec swift package --disable-sandbox preview-documentation --target "${2:-ForkKit}"
 fi
-for module in MessagePack ForkKit ForkRPC ForkPool; do
+for module in MessagePack ForkKit ForkRPC ForkPool ForkActors; do
     mkdir -p "$output/$module"
     swift package --allow-writing-to-directory "$output" generate-documentation \
         --target "$module" --output-path "$output/$module" --warnings-as-errors \
         --transform-for-static-hosting --hosting-base-path "$module"
 done
-echo "documentation in $output/{MessagePack,ForkKit,ForkRPC,ForkPool}" >&2
+echo "documentation in $output/{MessagePack,ForkKit,ForkRPC,ForkPool,ForkActors}" >&2

@@ -375,7 +375,7 @@ struct RPCMessageTests {
             ($0["name"] as! String, bytes($0["hex"] as! String))
         })
         let encoder = MessagePackEncoder()
-        #expect(vectors.count == 20)
+        #expect(vectors.count == 23)
         #expect(RPCMessage.request(id: 7, method: "square", params: [try encoder.encodeValue(12345)]).value.encoded() == vectors["request"])
         #expect(RPCMessage.response(id: 7, error: nil, result: try encoder.encodeValue(152_399_025)).value.encoded() == vectors["response"])
         #expect(RPCMessage.response(id: 8, error: ["MathError", "division by zero"], result: nil).value.encoded() == vectors["error response"])
@@ -400,6 +400,12 @@ struct RPCMessageTests {
         #expect(RPCMessage.response(id: 0, error: noSuchMethod, result: nil).value.encoded() == vectors["owner has no such method"])
         #expect(RPCMessage.response(id: 15, error: [404, "not found"], result: nil).value.encoded() == vectors["error as code and message"])
         #expect(RPCMessage.response(id: 16, error: "RuntimeError('boom')", result: nil).value.encoded() == vectors["error as a string"])
+        // ForkActors' requests (Sources/ForkActors/WorkerActorSystem.swift builds them so).
+        #expect(RPCMessage.request(id: 20, method: "$actor.make", params: ["4Demo6HasherC"]).value.encoded() == vectors["actor make"])
+        let target = "$s4Demo6HasherC6digest_6roundsSays5UInt8VGAH_SitYaKFTE"
+        #expect(RPCMessage.request(id: 21, method: "$actor.call", params: [1, .string(target), [], [try encoder.encodeValue([UInt8]("hi".utf8)), 3]])
+                .value.encoded() == vectors["actor call"])
+        #expect(RPCMessage.request(id: 22, method: "$actor.release", params: [1]).value.encoded() == vectors["actor release"])
         // Every vector reads back as a message.
         for (name, encoded) in vectors {
             #expect(throws: Never.self, "\(name)") { _ = try RPCMessage(MessagePackValue(decoding: encoded)) }
