@@ -2,7 +2,7 @@ import Distributed
 
 /// A distributed actor that ForkActors can make in a worker process: declare it once, in the
 /// program that is also the template, and make it with
-/// ``WorkerActorSystem/make(_:in:)-(_,any ChildLauncher)`` or
+/// ``WorkerActorSystem/make(_:in:)`` or
 /// ``WorkerActorSystem/make(_:in:onWorker:)``.
 ///
 /// ```swift

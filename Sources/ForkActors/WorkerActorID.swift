@@ -1,7 +1,7 @@
 /// The identity of a distributed actor that lives in a worker: the worker's process id and the
 /// actor's number there.
 ///
-/// In the owner, an actor's ID also holds its ``ActorLease``: when the last reference to the actor
+/// In the owner, an actor's ID also holds its `ActorLease`: when the last reference to the actor
 /// (and to its ID) goes, the worker is told to release the actor. The lease is not part of the
 /// identity: it does not travel and does not take part in equality.
 public struct WorkerActorID: Hashable, Codable, Sendable, CustomStringConvertible {

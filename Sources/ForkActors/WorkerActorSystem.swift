@@ -31,11 +31,11 @@ import Glibc
 /// Arguments and results are `Codable`, any number of them; a distributed function may be
 /// `async` and may throw, and its errors arrive as ForkRPC's do (an `RPCError`, or the error
 /// itself when its type is registered with `RPCError.register`). Cancelling the calling task
-/// cancels the call in the worker; ``withCallTimeout(_:_:)`` bounds the calls made in its body.
+/// cancels the call in the worker; ``withCallTimeout(_:_:isolation:)`` bounds the calls made in its body.
 /// A worker that dies fails its actors' calls with its exit status.
 ///
 /// Lifetimes: an actor released in the owner (its last reference gone) is released in its worker;
-/// a worker started for actors (``make(_:in:)-(_,any ChildLauncher)``, ``startWorker(_:)``) goes
+/// a worker started for actors (``make(_:in:)``, ``startWorker(_:)``) goes
 /// when its last actor goes; a pool (``startPool(template:configuration:)``) keeps its workers.
 public final class WorkerActorSystem: DistributedActorSystem, Sendable {
     public typealias ActorID = WorkerActorID
@@ -57,7 +57,7 @@ public final class WorkerActorSystem: DistributedActorSystem, Sendable {
     private let actors = Mutex<[UInt64: any DistributedActor]>([:])
     private let nextNumber = Atomic<UInt64>(1)
 
-    /// The timeout of the distributed calls made in ``withCallTimeout(_:_:)``'s body.
+    /// The timeout of the distributed calls made in ``withCallTimeout(_:_:isolation:)``'s body.
     @TaskLocal static var callTimeout: Duration?
 
     /// A system that makes actors in workers and calls them (in the owner).
