@@ -370,6 +370,10 @@ public final class AsyncRPCServer: Sendable {
 extension ForkEntryPoint {
     /// A function that serves MessagePack-RPC on the child's socket with the asynchronous backend:
     /// `setUp` registers `async` functions; up to `maximumConcurrentCalls` run at once.
+    ///
+    /// `setUp` itself is synchronous, and runs before the server reads anything: it cannot call
+    /// the owner (``AsyncRPCServer/call(_:_:timeout:)`` fails at once, saying so); a synchronous
+    /// `rpcWorker`'s set-up can.
     public static func asyncRPCWorker(
         _ name: String, maximumConcurrentCalls: Int = 16, _ setUp: @escaping @Sendable (AsyncRPCServer) throws -> Void
     ) -> ForkEntryPoint {

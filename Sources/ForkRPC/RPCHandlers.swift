@@ -25,6 +25,9 @@ import MessagePack
 /// Unlike a worker's set-up, where a name registered twice is an error, registering a name again
 /// here replaces its handler (a client's handlers can change while it runs).
 ///
+/// Nothing bounds a handler's time but the worker's `timeout:`: a worker that calls a handler that
+/// never returns waits as long, unless it gave its call a timeout (`server.call(f, x, timeout: .seconds(5))`).
+///
 /// A handler that holds the client or pool it serves (to call a worker back) makes a cycle that
 /// ends only when the connection does: capture it `weak`. And a handler must not wait for a call
 /// to the synchronous worker that is waiting for the handler: that worker runs one call at a time,
