@@ -5,6 +5,28 @@ import MessagePack
 import Synchronization
 import Testing
 
+/// An owner handler that sleeps for 30 s and notes whether it was cancelled instead.
+final class CancellationNote: Sendable {
+    private let cancelled = Mutex(false)
+
+    @Sendable func sleepingHandler(_: Int) async throws -> String {
+        do {
+            try await Task.sleep(for: .seconds(30))
+        } catch {
+            cancelled.withLock { $0 = true }
+            throw error
+        }
+        return "too late"
+    }
+
+    /// Whether the handler was cancelled within `seconds`.
+    func noted(within seconds: Double = 10) async throws -> Bool {
+        let deadline = ContinuousClock.now + .seconds(seconds)
+        while !cancelled.withLock({ $0 }), ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(10)) }
+        return cancelled.withLock { $0 }
+    }
+}
+
 /// MessagePack-RPC in the other direction: a worker calls functions that its owner serves
 /// (`RPCServer.call`, `AsyncRPCServer.call`, `RPCHandlers`), on both backends.
 @Suite("Requests from the worker to its owner", .noZombieChildren)
@@ -60,23 +82,13 @@ struct RequestsFromWorkerTests {
 
     @Test("a worker's call to its owner times out, cancels the owner's handler, and the worker serves on", arguments: backends)
     func timeout(function: String) async throws {
-        let cancelled = Mutex(false)
+        let cancelled = CancellationNote()
         var handlers = RPCHandlers()
-        handlers.register(RPCFunction<Int, String>("slow")) { _ in
-            do {
-                try await Task.sleep(for: .seconds(30))
-            } catch {
-                cancelled.withLock { $0 = true }
-                throw error
-            }
-            return "too late"
-        }
+        handlers.register(RPCFunction<Int, String>("slow"), cancelled.sleepingHandler)
         let worker = try await RPCClient.start(try await workerTemplate(), running: function, handlers: handlers)
         let answer = try await worker.call(ask, "slow", timeout: .seconds(10))
         #expect(answer.hasPrefix("timeout: the owner did not answer within"), "\(answer)")
-        let deadline = ContinuousClock.now + .seconds(5)
-        while !cancelled.withLock({ $0 }), ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(10)) }
-        #expect(cancelled.withLock { $0 }, "the owner's handler was not cancelled after the worker's $cancel")
+        #expect(try await cancelled.noted(), "the owner's handler was not cancelled after the worker's $cancel")
         worker.register(RPCFunction<Int, String>("fast")) { "\($0 + 1)" }
         let fast = try await worker.call(ask, "fast")
         #expect(fast == "ok: 2", "\(fast)")
@@ -151,24 +163,14 @@ struct RequestsToOwnerEdgeTests {
 
     @Test("a call given up on while its function waits for the owner cancels the owner's handler", arguments: RequestsFromWorkerTests.backends)
     func cancelledWhileWaiting(function: String) async throws {
-        let cancelled = Mutex(false)
+        let cancelled = CancellationNote()
         var handlers = RPCHandlers()
-        handlers.register(RPCFunction<Int, String>("very-slow")) { _ in
-            do {
-                try await Task.sleep(for: .seconds(30))
-            } catch {
-                cancelled.withLock { $0 = true }
-                throw error
-            }
-            return "too late"
-        }
+        handlers.register(RPCFunction<Int, String>("very-slow"), cancelled.sleepingHandler)
         handlers.register(RPCFunction<Int, String>("fast")) { "\($0)" }
         let worker = try await RPCClient.start(try await workerTemplate(), running: function, handlers: handlers)
         let timeout = try await #require(throws: RPCError.self) { try await worker.call(ask, "very-slow", timeout: .milliseconds(300)) }
         #expect(timeout.kind == .timeout)
-        let deadline = ContinuousClock.now + .seconds(10)
-        while !cancelled.withLock({ $0 }), ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(10)) }
-        #expect(cancelled.withLock { $0 }, "the owner's handler ran on after the worker's caller gave up")
+        #expect(try await cancelled.noted(), "the owner's handler ran on after the worker's caller gave up")
         // The worker is free again.
         #expect(try await worker.call(ask, "fast") == "ok: 1")
         #expect(try await worker.close() == .exited(0))
