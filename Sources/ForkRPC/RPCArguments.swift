@@ -30,9 +30,11 @@ enum RPCArguments {
     /// The arguments of a typed call, one per element of its params array, or an
     /// `InvalidArguments` failure naming the expected types.
     static func decode<each Input: Decodable>(_ types: repeat (each Input).Type, from params: MessagePackObject) throws -> (repeat each Input) {
-        let expected = argumentTypes(repeat (each Input).self)
-        guard let count = params.count, count == expected.count else {
-            let list = expected.isEmpty ? "no arguments" : "\(expected.count) argument\(expected.count == 1 ? "" : "s") (\(expected.joined(separator: ", ")))"
+        // Counted, not named: this runs for every call (and every item of a map's batch).
+        let expected = count(repeat (each Input).self)
+        guard let received = params.count, received == expected else {
+            let names = argumentTypes(repeat (each Input).self)
+            let list = names.isEmpty ? "no arguments" : "\(names.count) argument\(names.count == 1 ? "" : "s") (\(names.joined(separator: ", ")))"
             throw Failure(type: "InvalidArguments", message: "expects \(list), got \(params.count.map(String.init) ?? params.typeName)")
         }
         var index = 0
@@ -41,7 +43,7 @@ enum RPCArguments {
             do {
                 return try params[index].decode(Argument.self)
             } catch {
-                let position = expected.count == 1 ? "" : " as argument \(index + 1)"
+                let position = expected == 1 ? "" : " as argument \(index + 1)"
                 throw Failure(type: "InvalidArguments", message: "expects \(Argument.self)\(position): \(describe(error))")
             }
         }
