@@ -13,6 +13,16 @@ public final class ActorWorker: Sendable {
 
     init(client: RPCClient) {
         self.client = client
+        // A worker whose function ignores cancellation must not outlive its actors for ever.
+        client.cancellationGracePeriod = .seconds(1)
+    }
+
+    /// Closes the worker now, whatever actors still live in it (their calls then fail), and
+    /// returns how it ended: the way to wait for it, where releasing its actors lets it go in the
+    /// background.
+    @discardableResult
+    public func close() async throws -> ExitStatus? {
+        try await client.close()
     }
 
     deinit {

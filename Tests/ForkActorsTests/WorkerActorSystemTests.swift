@@ -156,9 +156,12 @@ struct RemoteActorTests {
         defer { sshd.stop() }
         let system = WorkerActorSystem()
         let remote = RemoteTemplate.ssh(host: "127.0.0.1", executable: Built.worker, options: sshd.clientOptions)
-        let hasher = try await system.make(Hasher.self, in: remote)
+        let worker = try await system.startWorker(remote)
+        let hasher = try await system.make(Hasher.self, on: worker)
         #expect(try await hasher.add(40, 1, 1) == 42)
         #expect(try await hasher.digest([9], rounds: 1).count == 8)
         #expect(try await hasher.count() == 1)
+        // The ssh session ends before sshd stops (stopping waits for its sessions, blocking a thread).
+        #expect(try await worker.close() == .exited(0))
     }
 }
