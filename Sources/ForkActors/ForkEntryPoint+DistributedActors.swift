@@ -5,7 +5,7 @@ extension ForkEntryPoint {
     /// The entry point that hosts distributed actors (``WorkerActor``) in workers: add it to the
     /// program's bootstrap, `ForkTemplate.bootstrap([.distributedActors, ...])`, and make actors
     /// with ``WorkerActorSystem``. Its workers use the asynchronous backend: many calls at once,
-    /// each actor running its own calls one at a time.
+    /// each actor isolating its own state as any actor does (its calls interleave at `await`s).
     public static var distributedActors: ForkEntryPoint {
         .asyncRPCWorker(WorkerActorSystem.hostFunction, maximumConcurrentCalls: 1024) { server in
             let system = WorkerActorSystem(hosting: ())

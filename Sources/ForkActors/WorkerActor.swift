@@ -14,7 +14,9 @@ import Distributed
 ///
 /// The worker makes it with the initializer every distributed actor has, `init(actorSystem:)`,
 /// found by its type: an actor with stored properties gives them initial values (set them later
-/// with a distributed function).
+/// with a distributed function). Declaring another designated initializer removes the implicit
+/// one, so declare `init(actorSystem:)` too; a `public` actor (one shared with a separate worker
+/// program through a library) declares `public init(actorSystem:)`.
 public protocol WorkerActor: DistributedActor where ActorSystem == WorkerActorSystem {
     /// Makes the actor in this process (the worker calls it; the owner never does).
     init(actorSystem: ActorSystem)

@@ -11,4 +11,9 @@ public struct WorkerActorError: Error, Codable, Sendable, CustomStringConvertibl
 
     /// The message.
     public var description: String { message }
+
+    /// A distributed actor passed as an argument or returned as a result.
+    static let actorReferencesStayPut = WorkerActorError(
+        "a distributed actor cannot be passed to or returned from a worker's actor: its reference holds the owner's lease on "
+            + "it, which does not travel; pass what it computes, or make the actor where it is used")
 }

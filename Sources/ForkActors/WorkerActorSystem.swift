@@ -38,10 +38,15 @@ import Glibc
 /// a worker started for actors (``make(_:in:)``, ``startWorker(_:)``) goes
 /// when its last actor goes; a pool (``startPool(template:configuration:)``) keeps its workers.
 public final class WorkerActorSystem: DistributedActorSystem, Sendable {
+    /// A worker's process id and the actor's number there.
     public typealias ActorID = WorkerActorID
+    /// Arguments and results are `Codable`, carried as MessagePack.
     public typealias SerializationRequirement = Codable
+    /// Records a call in the owner.
     public typealias InvocationEncoder = WorkerInvocationEncoder
+    /// Reads a call in the worker.
     public typealias InvocationDecoder = WorkerInvocationDecoder
+    /// Takes a call's outcome in the worker.
     public typealias ResultHandler = WorkerResultHandler
 
     /// The name of the entry point that hosts actors in a worker (`ForkEntryPoint.distributedActors`).
@@ -53,12 +58,20 @@ public final class WorkerActorSystem: DistributedActorSystem, Sendable {
 
     /// Whether this system hosts actors for an owner (in a worker) or calls them (in the owner).
     private let hosting: Bool
-    /// In a worker: its actors, kept until the owner releases them.
+    /// In a worker: the actors its owner made, kept until the owner releases them.
     private let actors = Mutex<[UInt64: any DistributedActor]>([:])
+    /// Numbers of actors made in this process without an owner's number: from the top half, so
+    /// that they never meet the numbers an owner chooses.
+    private let nextLocalNumber = Atomic<UInt64>(1 << 63)
+    /// In the owner: the number of the next actor it makes (chosen here, so that a make that fails
+    /// or is given up on can still be released).
     private let nextNumber = Atomic<UInt64>(1)
 
     /// The timeout of the distributed calls made in ``withCallTimeout(_:_:isolation:)``'s body.
     @TaskLocal static var callTimeout: Duration?
+
+    /// The number `host` is making an actor under, for ``assignID(_:)``.
+    @TaskLocal private static var assigning: UInt64?
 
     /// A system that makes actors in workers and calls them (in the owner).
     public init() {
@@ -92,25 +105,29 @@ public final class WorkerActorSystem: DistributedActorSystem, Sendable {
 
     /// Makes an actor of type `type` in `worker`.
     public func make<Actor: WorkerActor>(_ type: Actor.Type, on worker: ActorWorker) async throws -> Actor {
-        let number = try await create(type, with: worker.client)
-        return try resolve(type, pid: worker.pid, lease: ActorLease(client: worker.client, number: number, host: .worker(worker)))
+        try await make(type, with: worker.client, pid: worker.pid, host: .worker(worker))
     }
 
     /// Makes an actor of type `type` in a worker of `pool`: worker `pid` when given, otherwise the
     /// one that hosts the fewest actors. The pool keeps that worker while the actor lives.
     ///
-    /// The pool's workers must run ``hostFunction`` on the asynchronous backend:
-    /// ``startPool(template:configuration:)`` makes such a pool.
+    /// The pool's workers must run ``hostFunction`` on the asynchronous backend, and should all be
+    /// started (a pool places actors only in workers it has): ``startPool(template:configuration:)``
+    /// makes such a pool. Calls to actors go straight to their worker: the pool's `callTimeout`,
+    /// `retries`, `load` and statistics are for its own calls (use ``withCallTimeout(_:_:isolation:)``).
     public func make<Actor: WorkerActor>(_ type: Actor.Type, in pool: WorkerPool, onWorker pid: Int32? = nil) async throws -> Actor {
         let (client, placed) = try await pool.placeActor(onWorker: pid)
-        let number: UInt64
-        do {
-            number = try await create(type, with: client)
-        } catch {
-            pool.actorReleased(fromWorker: placed)
-            throw error
-        }
-        return try resolve(type, pid: placed, lease: ActorLease(client: client, number: number, host: .pool(pool, pid: placed)))
+        return try await make(type, with: client, pid: placed, host: .pool(pool, pid: placed))
+    }
+
+    /// Asks the worker to make an actor of `type` under a number chosen here, and returns the
+    /// reference that holds its lease. A make that fails (or is given up on) after it was sent is
+    /// released all the same: the worker may have made the actor.
+    private func make<Actor: WorkerActor>(_ type: Actor.Type, with client: RPCClient, pid: Int32, host: ActorLease.Host) async throws -> Actor {
+        let number = nextNumber.wrappingAdd(1, ordering: .relaxed).oldValue
+        let lease = ActorLease(client: client, number: number, host: host)
+        try await create(type, number: number, with: client)
+        return try Actor.resolve(id: WorkerActorID(pid: pid, number: number, lease: lease), using: self)
     }
 
     /// A pool whose workers host actors: `configuration` with the asynchronous backend, every
@@ -122,35 +139,29 @@ public final class WorkerActorSystem: DistributedActorSystem, Sendable {
     ) async throws -> WorkerPool {
         var configuration = configuration
         configuration.backend = .asynchronous
-        configuration.idleWorkers = configuration.maximumWorkers
+        // Every worker, local and remote, starts now; none is recycled under its actors.
+        configuration.idleWorkers = configuration.maximumWorkers + configuration.remoteHosts.reduce(0) { $0 + $1.maximumWorkers }
+        configuration.maximumCallsPerWorker = nil
         let forkTemplate = if let template { template } else { try await ForkTemplate.shared }
-        let pool = try await WorkerPool(template: forkTemplate, running: hostFunction, configuration: configuration)
-        let deadline = ContinuousClock.now + .seconds(30)
-        while pool.statistics.workers.count < configuration.maximumWorkers, ContinuousClock.now < deadline {
-            try await Task.sleep(for: .milliseconds(2))
+        do {
+            // The pool returns once its first workers have started (or failed to).
+            return try await WorkerPool(template: forkTemplate, running: hostFunction, configuration: configuration)
+        } catch let error as ForkError where error.kind == .unknownFunction {
+            throw WorkerActorError(
+                "the template does not host distributed actors: add .distributedActors to its ForkTemplate.bootstrap([...]) (\(error))")
         }
-        return pool
     }
 
-    /// Asks the worker to make an actor of `type`; returns its number there.
-    private func create<Actor: WorkerActor>(_ type: Actor.Type, with client: RPCClient) async throws -> UInt64 {
+    /// Asks the worker to make an actor of `type` with the number `number`.
+    private func create<Actor: WorkerActor>(_ type: Actor.Type, number: UInt64, with client: RPCClient) async throws {
         guard let name = _mangledTypeName(type) else { throw WorkerActorError("the type \(type) has no mangled name to send to the worker") }
-        let answer: MessagePackValue
         do {
-            answer = try await client.call(method: Self.makeMethod, params: [.string(name)], timeout: Self.callTimeout)
+            _ = try await client.call(method: Self.makeMethod, params: [.string(name), .uint(number)], timeout: Self.callTimeout)
         } catch let error as RPCError where error.kind == .unknownFunction {
             throw WorkerActorError(
                 "worker \(client.pid.map(String.init) ?? "?") does not host distributed actors: its function is not "
                     + "WorkerActorSystem.hostFunction (make the pool with WorkerActorSystem.startPool, or add .distributedActors to the bootstrap)")
         }
-        guard let number = answer.integerValue.flatMap(UInt64.init(exactly:)) else {
-            throw RPCError(.protocolViolation, "answered \(Self.makeMethod) with \(answer), not an actor number", pid: client.pid)
-        }
-        return number
-    }
-
-    private func resolve<Actor: WorkerActor>(_ type: Actor.Type, pid: Int32, lease: ActorLease) throws -> Actor {
-        try Actor.resolve(id: WorkerActorID(pid: pid, number: lease.number, lease: lease), using: self)
     }
 
     /// Runs `body` with a timeout on each distributed call it makes: a call that takes longer fails
@@ -171,25 +182,22 @@ public final class WorkerActorSystem: DistributedActorSystem, Sendable {
 
     /// The local actor with `id` (in a worker), or nil: a reference that forwards calls to it.
     public func resolve<Act>(id: ActorID, as actorType: Act.Type) throws -> Act? where Act: DistributedActor, Act.ID == ActorID {
-        guard hosting else { return nil }
+        guard hosting, id.pid == getpid() else { return nil }
         return actors.withLock { $0[id.number] } as? Act
     }
 
-    /// A new actor's identity.
+    /// A new actor's identity: the number its owner chose (`$actor.make`), or one of this process's.
     public func assignID<Act>(_ actorType: Act.Type) -> ActorID where Act: DistributedActor, Act.ID == ActorID {
-        WorkerActorID(pid: hosting ? getpid() : 0, number: nextNumber.wrappingAdd(1, ordering: .relaxed).oldValue)
+        WorkerActorID(pid: hosting ? getpid() : 0, number: Self.assigning ?? nextLocalNumber.wrappingAdd(1, ordering: .relaxed).oldValue)
     }
 
-    /// A worker keeps its actors until its owner releases them; an owner's own actors are not kept.
-    public func actorReady<Act>(_ actor: Act) where Act: DistributedActor, Act.ID == ActorID {
-        guard hosting else { return }
-        actors.withLock { $0[actor.id.number] = actor }
-    }
+    /// Nothing to do: a worker keeps the actors its owner made (`$actor.make`), and no others.
+    public func actorReady<Act>(_ actor: Act) where Act: DistributedActor, Act.ID == ActorID {}
 
     /// An actor has gone.
     public func resignID(_ id: ActorID) {
         guard hosting else { return }
-        _ = actors.withLock { $0.removeValue(forKey: id.number) }
+        forget(id.number)
     }
 
     /// A fresh encoder for one call.
@@ -201,6 +209,7 @@ public final class WorkerActorSystem: DistributedActorSystem, Sendable {
     public func remoteCall<Act, Err, Res>(
         on actor: Act, target: RemoteCallTarget, invocation: inout InvocationEncoder, throwing: Err.Type, returning: Res.Type
     ) async throws -> Res where Act: DistributedActor, Act.ID == ActorID, Err: Error, Res: Codable {
+        guard !(Res.self is any DistributedActor.Type) else { throw WorkerActorError.actorReferencesStayPut }
         let result = try await send(target, invocation, to: actor.id)
         do {
             return try MessagePackDecoder().decode(Res.self, from: result)
@@ -234,27 +243,33 @@ public final class WorkerActorSystem: DistributedActorSystem, Sendable {
     /// How many actors this system hosts (in a worker; 0 in the owner).
     public var hostedActorCount: Int { actors.withLock { $0.count } }
 
-    /// `$actor.make [type]`: makes an actor of the type with that mangled name; answers its number.
+    /// `$actor.make [type, number]`: makes an actor of the type with that mangled name under the
+    /// owner's number, and keeps it until the owner releases it.
     func host(_ params: [MessagePackValue]) throws -> MessagePackValue {
-        guard let name = params.first?.stringValue else { throw WorkerActorError("\(Self.makeMethod) expects [type name]") }
+        guard params.count == 2, let name = params[0].stringValue, let number = params[1].actorNumber else {
+            throw WorkerActorError("\(Self.makeMethod) expects [type name, actor number]")
+        }
         guard let type = _typeByName(name) as? any WorkerActor.Type else {
             throw WorkerActorError(
                 "worker \(getpid()) has no distributed actor type named \(name) that conforms to WorkerActor; "
                     + "is it running the same program as the owner?")
         }
-        return .uint(type.init(actorSystem: self).id.number)
+        let actor = Self.$assigning.withValue(number) { type.init(actorSystem: self) }
+        actors.withLock { $0[number] = actor }
+        return .nil
     }
 
     /// `$actor.call [actor, target, [generic types], [arguments]]`: runs the distributed function
     /// on the actor; answers its result or throws its error.
     func execute(_ params: [MessagePackValue]) async throws -> MessagePackValue {
-        guard params.count == 4, let number = params[0].integerValue.flatMap(UInt64.init(exactly:)),
-              let target = params[1].stringValue, let generics = params[2].arrayValue, let arguments = params[3].arrayValue
-        else { throw WorkerActorError("\(Self.callMethod) expects [actor, target, [generic types], [arguments]]") }
+        guard params.count == 4, let number = params[0].actorNumber, let target = params[1].stringValue,
+              let generics = params[2].arrayValue?.compactMap(\.stringValue), generics.count == params[2].arrayValue?.count,
+              let arguments = params[3].arrayValue
+        else { throw WorkerActorError("\(Self.callMethod) expects [actor, target, [generic type names], [arguments]]") }
         guard let actor = actors.withLock({ $0[number] }) else {
             throw WorkerActorError("worker \(getpid()) has no actor \(number): it was released, or never made here")
         }
-        var decoder = WorkerInvocationDecoder(genericSubstitutions: generics.compactMap(\.stringValue), arguments: arguments)
+        var decoder = WorkerInvocationDecoder(genericSubstitutions: generics, arguments: arguments)
         let handler = WorkerResultHandler()
         try await executeDistributedTarget(on: actor, target: RemoteCallTarget(target), invocationDecoder: &decoder, handler: handler)
         guard let outcome = handler.outcome.result.withLock({ $0 }) else {
@@ -263,11 +278,18 @@ public final class WorkerActorSystem: DistributedActorSystem, Sendable {
         return try outcome.get()
     }
 
-    /// `$actor.release [actor]`: the owner let go of the actor.
+    /// `$actor.release [actor]`: the owner let go of the actor (or of a make it gave up on).
     func release(_ params: [MessagePackValue]) -> MessagePackValue {
-        if let number = params.first?.integerValue.flatMap(UInt64.init(exactly:)) {
-            _ = actors.withLock { $0.removeValue(forKey: number) }
-        }
+        if let number = params.first?.actorNumber { forget(number) }
         return .nil
     }
+
+    private func forget(_ number: UInt64) {
+        _ = actors.withLock { $0.removeValue(forKey: number) }
+    }
+}
+
+extension MessagePackValue {
+    /// An actor's number, as `$actor.*` requests carry it.
+    fileprivate var actorNumber: UInt64? { integerValue.flatMap(UInt64.init(exactly:)) }
 }

@@ -22,6 +22,7 @@ public struct WorkerInvocationEncoder: DistributedTargetInvocationEncoder {
 
     /// Records an argument, encoded.
     public mutating func recordArgument<Value: Codable>(_ argument: RemoteCallArgument<Value>) throws {
+        guard !(Value.self is any DistributedActor.Type) else { throw WorkerActorError.actorReferencesStayPut }
         arguments.append(try MessagePackEncoder().encodeValue(argument.value))
     }
 

@@ -540,7 +540,8 @@ struct PoolState<Types: PoolStateTypes> {
         }
         // Close the retiring workers that are idle (assigning may have just retired one: recycling).
         workers.removeAll { worker in
-            guard worker.draining, worker.inFlight == 0 else { return false }
+            // A worker that hosts actors is closed only by a shutdown: closing it would end them.
+            guard worker.draining, worker.inFlight == 0, worker.hosted == 0 || shutdown != nil else { return false }
             effects.append(.close(worker.handle))
             return true
         }

@@ -133,7 +133,7 @@ public final class WorkerPool: Sendable {
     public var statistics: WorkerPoolStatistics { state.withLock { $0.statistics } }
 
     /// Most workers at once, here and on every remote host.
-    var maximumWorkers: Int { state.withLock { $0.maximumWorkers } }
+    package var maximumWorkers: Int { state.withLock { $0.maximumWorkers } }
 
     /// A map is about to keep `calls` calls in flight: starts the workers they need at once.
     func prepareForMap(calls: Int) {

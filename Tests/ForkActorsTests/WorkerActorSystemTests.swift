@@ -64,7 +64,9 @@ struct WorkerActorSystemTests {
     func cancellation() async throws {
         let hasher = try await system.make(Hasher.self, in: try await workerTemplate())
         let nap = Task { try await hasher.nap(milliseconds: 30_000) }
-        try await Task.sleep(for: .milliseconds(200))
+        // Cancelled once it runs in the worker (the actor takes other calls while it sleeps).
+        let begun = ContinuousClock.now + .seconds(10)
+        while try await !hasher.hasBegunNap(), ContinuousClock.now < begun { try await Task.sleep(for: .milliseconds(10)) }
         nap.cancel()
         await #expect(throws: CancellationError.self) { try await nap.value }
         let deadline = ContinuousClock.now + .seconds(10)
@@ -94,22 +96,50 @@ struct WorkerActorSystemTests {
     @Test("an actor released in the owner is released in its worker; the worker goes with its last actor")
     func release() async throws {
         let worker = try await system.startWorker(try await workerTemplate())
-        let pid = worker.pid
-        var first: Hasher? = try await system.make(Hasher.self, on: worker)
         let second = try await system.make(Hasher.self, on: worker)
-        #expect(try await second.actorsInWorker() == 2)
-        first = nil
+        do {
+            let first = try await system.make(Hasher.self, on: worker)
+            #expect(try await first.actorsInWorker() == 2)
+        }
         let deadline = ContinuousClock.now + .seconds(10)
         while try await second.actorsInWorker() != 1, ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(10)) }
         #expect(try await second.actorsInWorker() == 1)
-        #expect(first == nil)
         // A worker started for one actor goes when that actor goes.
-        var alone: Hasher? = try await system.make(Hasher.self, in: try await workerTemplate())
-        let alonePID = try await alone!.pid()
-        alone = nil
+        let alonePID = try await Self.pidOfShortLivedActor(system)
         #expect(try await processEnds(alonePID), "worker \(alonePID) outlived its only actor")
-        #expect(alone == nil)
-        _ = pid
+    }
+
+    /// Makes an actor in a worker of its own, and lets it go.
+    static func pidOfShortLivedActor(_ system: WorkerActorSystem) async throws -> Int32 {
+        let alone = try await system.make(Hasher.self, in: try await workerTemplate())
+        return try await alone.pid()
+    }
+
+    @Test("a pool keeps a worker while it hosts an actor, and may stop it once the actor is released")
+    func poolKeepsHostingWorkers() async throws {
+        var configuration = WorkerPool.Configuration()
+        configuration.maximumWorkers = 1
+        configuration.metricsPrefix = nil
+        configuration.backend = .asynchronous
+        configuration.stopDelay = .milliseconds(50)
+        let pool = try await WorkerPool(template: try await workerTemplate(), running: WorkerActorSystem.hostFunction, configuration: configuration)
+        do {
+            let hasher = try await system.make(Hasher.self, in: pool)
+            try await Task.sleep(for: .milliseconds(300))  // six stop delays
+            #expect(try await hasher.count() == 1, "the pool stopped the worker that hosts an actor")
+        }
+        let deadline = ContinuousClock.now + .seconds(10)
+        while !pool.statistics.workers.isEmpty, ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(20)) }
+        #expect(pool.statistics.workers.isEmpty, "an idle worker that hosts nothing was kept")
+        await pool.shutdown()
+    }
+
+    @Test("an actor reference passed to a worker's actor is refused, saying why")
+    func actorReferencesStayPut() async throws {
+        let hasher = try await system.make(Hasher.self, in: try await workerTemplate())
+        let error = try await #require(throws: WorkerActorError.self) { try await hasher.befriend(hasher) }
+        #expect(error.message.hasPrefix("a distributed actor cannot be passed to or returned from a worker's actor"), "\(error)")
+        #expect(try await hasher.count() == 1)
     }
 
     @Test("in a pool: actors spread over the workers, or go to a chosen one; the pool keeps its workers")
@@ -134,7 +164,7 @@ struct WorkerActorSystemTests {
         await pool.shutdown()
     }
 
-    @Test("a pool that does not host actors, and a template without .distributedActors, say so")
+    @Test("a pool whose workers do not host actors says so")
     func mistakes() async throws {
         var configuration = WorkerPool.Configuration()
         configuration.maximumWorkers = 1

@@ -13,6 +13,7 @@ public distributed actor Hasher: WorkerActor {
     public typealias ActorSystem = WorkerActorSystem
 
     private var calls = 0
+    private var napping = false
     private var cancelled = false
 
     public init(actorSystem: WorkerActorSystem) {
@@ -61,6 +62,7 @@ public distributed actor Hasher: WorkerActor {
 
     /// Sleeps, noting whether it was cancelled.
     public distributed func nap(milliseconds: Int) async throws -> Bool {
+        napping = true
         do {
             try await Task.sleep(for: .milliseconds(milliseconds))
             return true
@@ -69,6 +71,12 @@ public distributed actor Hasher: WorkerActor {
             throw error
         }
     }
+
+    /// Whether a ``nap(milliseconds:)`` has begun.
+    public distributed func hasBegunNap() -> Bool { napping }
+
+    /// Takes another actor: its reference cannot travel, so the call fails in the owner.
+    public distributed func befriend(_ other: Hasher) -> Bool { true }
 
     /// Whether a ``nap(milliseconds:)`` was cancelled.
     public distributed func wasCancelled() -> Bool { cancelled }

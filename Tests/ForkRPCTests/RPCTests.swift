@@ -401,7 +401,7 @@ struct RPCMessageTests {
         #expect(RPCMessage.response(id: 15, error: [404, "not found"], result: nil).value.encoded() == vectors["error as code and message"])
         #expect(RPCMessage.response(id: 16, error: "RuntimeError('boom')", result: nil).value.encoded() == vectors["error as a string"])
         // ForkActors' requests (Sources/ForkActors/WorkerActorSystem.swift builds them so).
-        #expect(RPCMessage.request(id: 20, method: "$actor.make", params: ["4Demo6HasherC"]).value.encoded() == vectors["actor make"])
+        #expect(RPCMessage.request(id: 20, method: "$actor.make", params: ["4Demo6HasherC", 1]).value.encoded() == vectors["actor make"])
         let target = "$s4Demo6HasherC6digest_6roundsSays5UInt8VGAH_SitYaKFTE"
         #expect(RPCMessage.request(id: 21, method: "$actor.call", params: [1, .string(target), [], [try encoder.encodeValue([UInt8]("hi".utf8)), 3]])
                 .value.encoded() == vectors["actor call"])
