@@ -46,7 +46,7 @@ struct ActorBenchmark: AsyncParsableCommand {
             samples["actor_2_workers_calls_per_s", default: []].append(
                 try await Self.throughput(lanes: actors.count, calls: calls * 10) { lane, value in try await actors[lane].square(value) })
         }
-        for (name, values) in samples.sorted(by: { $0.key < $1.key }) { run.report.record(name, median(values)) }
+        for (name, values) in samples.sorted(by: { $0.key < $1.key }) { run.report.record(name, rounds: values) }
         for client in clients { _ = try await client.close() }
 
         run.report.target("actor_rtt_vs_rpc_call", "actor_call_rtt_us", over: "rpc_async_call_rtt_us", atMost: 1.2,

@@ -11,7 +11,7 @@ struct ForkKitBench: AsyncParsableCommand {
         commandName: "forkkit-bench",
         abstract: "Measure ForkKit against its peers (Perl AnyEvent::Fork, a C floor) in one run.",
         discussion: "Run in release mode: swift build -c release && .build/release/forkkit-bench spawn",
-        subcommands: [SpawnBenchmark.self, RPCBenchmark.self, ActorBenchmark.self, PoolBenchmark.self, RemoteBenchmark.self, SoakTest.self, AllBenchmarks.self, ReportCommand.self]
+        subcommands: [SpawnBenchmark.self, RPCBenchmark.self, ActorBenchmark.self, PoolBenchmark.self, SweepBenchmark.self, StartupBenchmark.self, RemoteBenchmark.self, SoakTest.self, AllBenchmarks.self, ReportCommand.self]
     )
 
     static func main() async {
@@ -26,6 +26,8 @@ struct ForkKitBench: AsyncParsableCommand {
             },
             .rpcWorker("pool-bench") { server in
                 server.register(PoolBenchmark.square) { $0 * $0 }
+                server.register(SweepBenchmark.spin, SweepBenchmark.spinFor)
+                server.register(SweepBenchmark.size) { $0.count }
                 server.register(PoolBenchmark.scale, PoolBenchmark.Reading.scaled)
                 server.register(PrimeCounting.countPrimes, PrimeCounting.count(in:))
                 server.register(SoakTest.echo) { $0 }
@@ -100,6 +102,10 @@ struct AllBenchmarks: AsyncParsableCommand {
         try await actors.run()
         let pool = try PoolBenchmark.parse(arguments)
         try await pool.run()
+        let sweep = try SweepBenchmark.parse(arguments)
+        try await sweep.run()
+        let startup = try StartupBenchmark.parse(arguments)
+        try await startup.run()
         let remote = try RemoteBenchmark.parse(arguments)
         try await remote.run()
         // The soak is ten minutes unless quick; `all` runs it only as a smoke run.

@@ -193,6 +193,82 @@ struct Peer {
                 print("python_pool_map_dataclass_items_per_s %.1f" % (n / elapsed))
         """
 
+    /// Python's `Pool(2).map` over the sweep's levels: CPU work per item (a busy wait on the
+    /// monotonic clock, as the Swift side does) and payload per item (bytes, whose length comes back).
+    static func pythonSweep(in directory: URL) -> Result<Peer, PeerFailure> {
+        guard let python = executable("python3") else { return .failure(PeerFailure(description: "python3 is not installed")) }
+        let script = directory.appendingPathComponent("sweep.py")
+        try? sweepScript.write(to: script, atomically: true, encoding: .utf8)
+        return .success(Peer(metric: "python_sweep", command: [python, script.path]))
+    }
+
+    private static let sweepScript = """
+        import multiprocessing, signal, sys, time
+
+        signal.pthread_sigmask(signal.SIG_SETMASK, [])  # see pool.py: inherited blocked signals
+
+        def spin(nanoseconds):
+            end = time.monotonic_ns() + nanoseconds
+            looks = 0
+            while time.monotonic_ns() < end:
+                looks += 1
+            return looks
+
+        if __name__ == "__main__":
+            with multiprocessing.Pool(2) as pool:
+                pool.map(spin, [0] * 1000)
+                for argument in sys.argv[1:]:
+                    kind, level, count = argument.split(":")
+                    level, count = int(level), int(count)
+                    if kind == "work":
+                        items, function, name = [level] * count, spin, "work_%dns" % level
+                    else:
+                        # Distinct objects: pickle would send a repeated one once per chunk.
+                        items, function, name = [bytes(level) for _ in range(count)], len, "payload_%db" % level
+                    start = time.perf_counter()
+                    pool.map(function, items)
+                    elapsed = time.perf_counter() - start
+                    print("%s_python_items_per_s %.1f" % (name, count / elapsed))
+        """
+
+    /// Python's `Pool(2)` with each start method: from creating the pool to its first result, and
+    /// an idle worker's USS after one call.
+    static func pythonStartup(in directory: URL) -> Result<Peer, PeerFailure> {
+        guard let python = executable("python3") else { return .failure(PeerFailure(description: "python3 is not installed")) }
+        let script = directory.appendingPathComponent("startup.py")
+        try? startupScript.write(to: script, atomically: true, encoding: .utf8)
+        return .success(Peer(metric: "python_pool_first_result_ms", command: [python, script.path]))
+    }
+
+    private static let startupScript = """
+        import multiprocessing, signal, time
+
+        signal.pthread_sigmask(signal.SIG_SETMASK, [])  # see pool.py: inherited blocked signals
+
+        def square(x):
+            return x * x
+
+        def uss_kb(pid):
+            total = 0
+            with open("/proc/%d/smaps_rollup" % pid) as rollup:
+                for line in rollup:
+                    if line.startswith(("Private_Clean:", "Private_Dirty:")):
+                        total += int(line.split()[1])
+            return total
+
+        if __name__ == "__main__":
+            for method in ("fork", "forkserver", "spawn"):
+                context = multiprocessing.get_context(method)
+                start = time.perf_counter()
+                with context.Pool(2) as pool:
+                    pool.apply(square, (3,))
+                    elapsed = time.perf_counter() - start
+                    time.sleep(0.1)
+                    pids = [process.pid for process in pool._pool]
+                    print("python_pool_%s_first_result_ms %.3f" % (method, elapsed * 1000))
+                    print("python_pool_%s_idle_worker_uss_kb %.1f" % (method, uss_kb(pids[0])))
+        """
+
     /// Perl's `AnyEvent::Fork->new->run("CORE::exit")`, waiting for each child's socket to close
     /// (Debian: libanyevent-fork-perl).
     static func perlAnyEventFork(in directory: URL) -> Result<Peer, PeerFailure> {

@@ -84,7 +84,7 @@ struct RPCBenchmark: AsyncParsableCommand {
         samples["codable_request_encode_decode_ns"] = (1...rounds).map { _ in Self.codableCost(iterations: iterations) }
         samples["msgpack_c_request_pack_unpack_ns"] = (1...rounds).map { _ in Self.rawCost(iterations: iterations) }
         samples["macro_request_encode_decode_ns"] = (1...rounds).map { _ in Self.macroCost(iterations: iterations) }
-        for (name, values) in samples.sorted(by: { $0.key < $1.key }) { run.report.record(name, median(values)) }
+        for (name, values) in samples.sorted(by: { $0.key < $1.key }) { run.report.record(name, rounds: values) }
         _ = try await first.close()
         _ = try await second.close()
         _ = try await spinning.close()

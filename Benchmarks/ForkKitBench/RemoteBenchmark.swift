@@ -61,7 +61,7 @@ struct RemoteBenchmark: AsyncParsableCommand {
         }
         await pools.local.shutdown()
         await pools.mixed.shutdown()
-        for (name, values) in samples.sorted(by: { $0.key < $1.key }) { run.report.record(name, median(values)) }
+        for (name, values) in samples.sorted(by: { $0.key < $1.key }) { run.report.record(name, rounds: values) }
 
         run.report.target("mixed_vs_local_primes_time", "mixed_pool_primes_ms", over: "local_pool_primes_ms", atMost: 1.15,
                           "CPU-bound map (primes, 100 uneven ranges): 1 local + 1 ssh worker over 2 local workers (same 2 cores)")

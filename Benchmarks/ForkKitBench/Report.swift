@@ -1,8 +1,9 @@
 import Foundation
 import Synchronization
 
-/// What one benchmark measured: raw medians (unit in the name), peers that were skipped and why,
-/// and the issue targets, each a ratio of two medians from this same run.
+/// What one benchmark measured: raw medians (unit in the name) with the least and greatest round
+/// (this VM's noise), peers that were skipped and why, and the issue targets, each a ratio of two
+/// medians from this same run.
 struct Report: Sendable {
     /// Every report finished in this process, in order, for `forkkit-bench report`.
     static let finished = Mutex<[Report]>([])
@@ -17,13 +18,28 @@ struct Report: Sendable {
         var met: Bool? { value.map { isCeiling ? $0 <= target : $0 >= target } }
     }
 
+    /// One figure: the median of its rounds, and how far the rounds spread (nil for one round).
+    struct Metric: Sendable {
+        let name: String
+        let value: Double
+        var least: Double?
+        var greatest: Double?
+        var rounds = 1
+    }
+
     let benchmark: String
-    var metrics: [(name: String, value: Double)] = []
+    var metrics: [Metric] = []
     var skipped: [(name: String, reason: String)] = []
     var targets: [Target] = []
     var notes: [String] = []
 
-    mutating func record(_ name: String, _ value: Double) { metrics.append((name, value)) }
+    mutating func record(_ name: String, _ value: Double) { metrics.append(Metric(name: name, value: value)) }
+
+    /// Records the median of `values` (one per round), with their least and greatest.
+    mutating func record(_ name: String, rounds values: [Double]) {
+        guard !values.isEmpty else { return }
+        metrics.append(Metric(name: name, value: median(values), least: values.min(), greatest: values.max(), rounds: values.count))
+    }
 
     func metric(_ name: String) -> Double? { metrics.first { $0.name == name }?.value }
 
@@ -54,9 +70,10 @@ struct Report: Sendable {
     func printTable() {
         print("\n\(benchmark) — \(Machine.description), \(Machine.date)")
         let width = max(metrics.map(\.name.count).max() ?? 0, skipped.map(\.name.count).max() ?? 0)
-        print("\nmedian of rounds:")
-        for (name, value) in metrics {
-            print("  \(name.padding(toLength: width, withPad: " ", startingAt: 0))  \(String(format: "%12.1f", value))")
+        print("\nmedian of rounds (least .. greatest):")
+        for metric in metrics {
+            let spread = metric.least.map { least in String(format: "   (%.1f .. %.1f, %d rounds)", least, metric.greatest ?? least, metric.rounds) } ?? ""
+            print("  \(metric.name.padding(toLength: width, withPad: " ", startingAt: 0))  \(String(format: "%12.1f", metric.value))\(spread)")
         }
         for (name, reason) in skipped {
             print("  \(name.padding(toLength: width, withPad: " ", startingAt: 0))  skipped: \(reason)")
@@ -72,7 +89,7 @@ struct Report: Sendable {
 
     func printJSON() throws {
         var metricsObject: [String: Double] = [:]
-        for (name, value) in metrics { metricsObject[name] = (value * 10).rounded() / 10 }
+        for metric in metrics { metricsObject[metric.name] = (metric.value * 10).rounded() / 10 }
         var targetsObject: [String: Any] = [:]
         for target in targets {
             targetsObject[target.name] = [

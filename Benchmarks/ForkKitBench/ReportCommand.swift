@@ -38,6 +38,8 @@ struct ReportCommand: AsyncParsableCommand {
             ("scaling.svg", Self.scalingChart(scaling)),
             ("latency.svg", Self.latencyChart(latency, floor: metric("rpc", "c_pingpong_rtt_us"))),
             ("creation-rate.svg", Self.creationChart(creation, perl: metric("spawn", "perl_anyevent_fork_new_run_exit_per_s"))),
+            ("work-per-item.svg", Self.sweepChart(.work, metric: { metric("sweep", $0) })),
+            ("payload-per-item.svg", Self.sweepChart(.payload, metric: { metric("sweep", $0) })),
         ]
         for (name, chart) in files {
             try chart.render().write(to: chartDirectory.appendingPathComponent(name), atomically: true, encoding: .utf8)
@@ -47,7 +49,77 @@ struct ReportCommand: AsyncParsableCommand {
         print("wrote \(directory.appendingPathComponent("benchmarks.md").path) and \(files.count) charts in \(chartDirectory.path)")
     }
 
+    /// The sweeps' charts and tables: items/s of each way at each level, and the ratios.
+    static func sweepSection(_ report: Report) -> String {
+        var text = """
+
+            ## Processes or threads: from what work per item?
+
+            `forkkit-bench sweep`: a map over 2 worker processes (ForkPool, automatic chunks), 2 threads (a \
+            TaskGroup of two lanes, no task per item) and Python's `Pool(2).map` (default chunks), measured \
+            in the same rounds. First the CPU work per item (a busy wait on the monotonic clock, the same in \
+            Swift and Python), then the payload per item (that many bytes in, its length back).
+
+            """
+        for sweep in [Sweep.work, .payload] {
+            let chart = sweep == .work ? "work-per-item" : "payload-per-item"
+            text += """
+
+                ![\(chart)](charts/\(chart).svg)
+
+                | \(sweep == .work ? "work per item" : "payload per item") | processes (items/s) | threads (items/s) | Python Pool(2) (items/s) | processes / threads | processes / Python |
+                |---:|---:|---:|---:|---:|---:|
+
+                """
+            for level in sweep.levels {
+                let values = ["processes", "threads", "python"].map { report.metric(sweep.metric(level, $0)) }
+                func cell(_ value: Double?) -> String { value.map { String(format: "%.0f", $0) } ?? "n/a" }
+                func ratio(_ top: Double?, _ bottom: Double?) -> String {
+                    guard let top, let bottom, bottom > 0 else { return "n/a" }
+                    return String(format: "%.2f", top / bottom)
+                }
+                text += "| \(sweep.label(level)) | \(cell(values[0])) | \(cell(values[1])) | \(cell(values[2])) | \(ratio(values[0], values[1])) | \(ratio(values[0], values[2])) |\n"
+            }
+        }
+        for note in report.notes { text += "\n\(note).\n" }
+        return text
+    }
+
     // MARK: - Charts
+
+    /// One of the two sweeps of `forkkit-bench sweep`.
+    enum Sweep {
+        case work, payload
+
+        var levels: [Int] { self == .work ? SweepBenchmark.workLevels : SweepBenchmark.payloadLevels }
+
+        func label(_ level: Int) -> String { self == .work ? SweepBenchmark.duration(level) : SweepBenchmark.bytes(level) }
+
+        /// The metric of `way` (processes, threads, python) at `level`.
+        func metric(_ level: Int, _ way: String) -> String {
+            self == .work ? "work_\(level)ns_\(way)_items_per_s" : "payload_\(level)b_\(way)_items_per_s"
+        }
+    }
+
+    /// Throughput relative to 2 threads at each level of a sweep: processes and Python's Pool(2).
+    static func sweepChart(_ sweep: Sweep, metric: (String) -> Double?) -> SVGChart {
+        var chart = SVGChart(
+            title: sweep == .work ? "Map throughput by CPU work per item, relative to 2 threads" : "Map throughput by payload per item, relative to 2 threads",
+            xLabel: sweep == .work ? "CPU work per item" : "payload per item (bytes in, an Int back)", yLabel: "items/s over 2 threads' items/s")
+        func ratios(_ way: String) -> [(x: Double, y: Double)] {
+            sweep.levels.enumerated().compactMap { index, level in
+                guard let value = metric(sweep.metric(level, way)), let threads = metric(sweep.metric(level, "threads")), threads > 0 else { return nil }
+                return (Double(index), value / threads)
+            }
+        }
+        chart.series = [
+            .init(name: "ForkPool, 2 processes", points: ratios("processes")),
+            .init(name: "Python Pool(2)", points: ratios("python")),
+            .init(name: "2 threads", points: sweep.levels.indices.map { (Double($0), 1.0) }, isReference: true),
+        ]
+        chart.xTickLabels = sweep.levels.enumerated().map { (Double($0), sweep.label($1)) }
+        return chart
+    }
 
     static func scalingChart(_ scaling: ChartMeasurements.Scaling) -> SVGChart {
         var chart = SVGChart(title: "CPU-bound map: processes vs threads", xLabel: "workers (processes or threads)", yLabel: "ranges of primes per second")
@@ -96,7 +168,8 @@ struct ReportCommand: AsyncParsableCommand {
 
             Written by `scripts/bench.sh report` (`forkkit-bench report`, release build) on \(Machine.date), \
             \(Machine.description). Every figure is the median of its rounds; peers ran in the same rounds. \
-            A target is a ratio of two figures of this same run.\(quick ? "\n\n**Smoke run (`--quick`): too few iterations for the figures to mean much.**" : "")
+            A target is a ratio of two figures of this same run. This shared 2-core VM is noisy: each \
+            benchmark's table gives the least and the greatest round beside the median.\(quick ? "\n\n**Smoke run (`--quick`): too few iterations for the figures to mean much.**" : "")
 
             ## Targets
 
@@ -158,9 +231,15 @@ struct ReportCommand: AsyncParsableCommand {
         for (index, size) in creation.parentMegabytes.enumerated() {
             text += "| \(size) | \(String(format: "%.0f", creation.template[index])) | \(String(format: "%.0f", creation.manualFork[index])) |\n"
         }
+        if let sweep = reports.first(where: { $0.benchmark == "sweep" }) {
+            text += sweepSection(sweep)
+        }
         for report in reports {
-            text += "\n## \(report.benchmark)\n\n| metric | median |\n|---|---:|\n"
-            for (name, value) in report.metrics { text += "| `\(name)` | \(String(format: "%.1f", value)) |\n" }
+            text += "\n## \(report.benchmark)\n\n| metric | median | least | greatest | rounds |\n|---|---:|---:|---:|---:|\n"
+            for metric in report.metrics {
+                let spread = [metric.least, metric.greatest].map { $0.map { String(format: "%.1f", $0) } ?? "" }
+                text += "| `\(metric.name)` | \(String(format: "%.1f", metric.value)) | \(spread[0]) | \(spread[1]) | \(metric.rounds) |\n"
+            }
             for (name, reason) in report.skipped { text += "| `\(name)` | skipped: \(reason) |\n" }
             for note in report.notes { text += "\nNote: \(note)\n" }
         }

@@ -48,7 +48,7 @@ struct SpawnBenchmark: AsyncParsableCommand {
             }
         }
         for (name, values) in samples.sorted(by: { $0.key < $1.key }) where !values.isEmpty {
-            run.report.record(name, median(values))
+            run.report.record(name, rounds: values)
         }
 
         // 2. The parent grows: the template does not care; a manual fork of the parent does.
@@ -64,7 +64,7 @@ struct SpawnBenchmark: AsyncParsableCommand {
             grownMegabytes = size
             var rates: [Double] = []
             for _ in 1...rounds { rates.append(try await Self.forkRate(template, iterations: iterations)) }
-            run.report.record("template_fork_run_exit_parent_\(size)mb_per_s", median(rates))
+            run.report.record("template_fork_run_exit_parent_\(size)mb_per_s", rounds: rates)
             run.report.record("manual_fork_parent_\(size)mb_per_s", Self.manualForkRate(iterations: options.quick ? 5 : 20))
         }
         grown.forEach { free($0) }
@@ -81,8 +81,8 @@ struct SpawnBenchmark: AsyncParsableCommand {
             emptyRates.append(try await Self.forkRate(empty, iterations: iterations))
             sharedRates.append(try await Self.forkRate(shared, iterations: iterations))
         }
-        run.report.record("template_fork_run_exit_empty_template_per_s", median(emptyRates))
-        run.report.record("template_fork_run_exit_shared_\(sharedSize)mb_per_s", median(sharedRates))
+        run.report.record("template_fork_run_exit_empty_template_per_s", rounds: emptyRates)
+        run.report.record("template_fork_run_exit_shared_\(sharedSize)mb_per_s", rounds: sharedRates)
         let heavy = try await ForkTemplate.spawn(executable: templatePath)
         try await heavy.initialize("private-heap", arguments: ["\(sharedSize)"])
         run.report.record("template_fork_run_exit_private_heap_\(sharedSize)mb_per_s",
@@ -98,7 +98,7 @@ struct SpawnBenchmark: AsyncParsableCommand {
             for _ in 0..<count { _ = try await ForkTemplate.spawn(executable: templatePath) }
             spawnRates.append(Double(count) / (clock.now - start).seconds)
         }
-        run.report.record("template_spawn_per_s", median(spawnRates))
+        run.report.record("template_spawn_per_s", rounds: spawnRates)
 
         run.report.target("vs_perl_anyevent_fork", ours, over: "perl_anyevent_fork_new_run_exit_per_s", atLeast: 1.5,
                       "fork+run+exit through a template vs Perl's AnyEvent::Fork->new->run")
