@@ -17,6 +17,15 @@ ForkTemplate.bootstrap([
         server.register(RPCFunction<[UInt8], [UInt8]>("echo-bytes")) { $0 }
         server.register(RPCFunction<Int, [UInt8]>("bytes")) { [UInt8](repeating: 0x5a, count: $0) }
     },
+    // Reads the table that the "shared-region" initializer put in the template: one byte per page.
+    .rpcWorker("table-reader") { server in
+        server.register(RPCFunction<Int, Int>("read-table")) { _ in
+            guard let region = SharedMemoryRegion.named("data") else { return -1 }
+            var sum = 0
+            for offset in stride(from: 0, to: region.size, by: 4096) { sum &+= Int(region.bytes[offset]) }
+            return sum
+        }
+    },
     .rpcWorker("rpc-bench-spin", spinBeforeBlocking: .microseconds(100)) { server in
         server.register(RPCFunction<Int, Int>("square")) { $0 * $0 }
     },

@@ -256,7 +256,51 @@ struct Peer {
                         total += int(line.split()[1])
             return total
 
+        def pss_kb(pid):
+            with open("/proc/%d/smaps_rollup" % pid) as rollup:
+                return sum(int(line.split()[1]) for line in rollup if line.startswith("Pss:"))
+
+        TABLE_SIZE = 100 << 20
+        TABLE = None
+
+        def load_table():
+            # What an initializer loading a table does: resident pages, not untouched zeros.
+            global TABLE
+            TABLE = b"\\x01" * TABLE_SIZE
+
+        def read_table(started, finish):
+            total = sum(TABLE[offset] for offset in range(0, len(TABLE), 4096))
+            started.release()
+            finish.acquire()
+            return total
+
+        def reader(started, finish, load):
+            if load:
+                load_table()
+            read_table(started, finish)
+
+        def table_pss_mb(method):
+            # fork: the parent loads the table and its 4 workers inherit it; spawn: each loads its own.
+            context = multiprocessing.get_context(method)
+            if method == "fork":
+                load_table()
+            started, finish = context.Semaphore(0), context.Semaphore(0)
+            workers = [context.Process(target=reader, args=(started, finish, method != "fork")) for _ in range(4)]
+            for worker in workers:
+                worker.start()
+            for _ in workers:
+                started.acquire()
+            total = pss_kb(multiprocessing.current_process().pid) + sum(pss_kb(worker.pid) for worker in workers)
+            for _ in workers:
+                finish.release()
+            for worker in workers:
+                worker.join()
+            return total / 1024
+
         if __name__ == "__main__":
+            for method in ("fork", "spawn"):
+                print("python_%s_table_100mb_4_workers_total_pss_mb %.1f" % (method, table_pss_mb(method)))
+            TABLE = None  # module level: the pools below start without it
             for method in ("fork", "forkserver", "spawn"):
                 context = multiprocessing.get_context(method)
                 start = time.perf_counter()

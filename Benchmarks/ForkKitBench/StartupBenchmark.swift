@@ -48,6 +48,7 @@ struct StartupBenchmark: AsyncParsableCommand {
                 samples["idle_sync_worker_uss_kb", default: []].append(uss)
             }
             await warmPool.shutdown()
+            samples["table_100mb_4_workers_total_pss_mb", default: []].append(try await Self.sharedTablePSS(templatePath: templatePath))
             if let python {
                 for (name, value) in try python.measure(arguments: []) { samples[name, default: []].append(value) }
             }
@@ -57,16 +58,40 @@ struct StartupBenchmark: AsyncParsableCommand {
                           "a fresh pool of 2 to its first result, template start included, vs Python's Pool(2) with fork")
         run.report.target("first_result_template_running_ms", "pool_first_result_template_running_ms", atMost: 1,
                           "the same with the template already running, in milliseconds")
+        run.report.target("table_total_pss_mb", "table_100mb_4_workers_total_pss_mb", atMost: 150,
+                          "a 100 MB table loaded into the template, read by 4 workers: total PSS of the template and the workers, in MB")
         run.report.target("idle_worker_uss_kb", "idle_sync_worker_uss_kb", atMost: 2048,
                           "an idle synchronous worker's private memory (USS, Private_Clean + Private_Dirty of smaps_rollup), in KiB")
         try run.finish(json: options.json)
     }
 
+    /// A 100 MB table loaded into a template (a `SharedMemoryRegion`), read by 4 workers forked
+    /// from it: the total PSS of the template and the workers, in MB.
+    static func sharedTablePSS(templatePath: String) async throws -> Double {
+        let template = try await ForkTemplate.spawn(executable: templatePath)
+        try await template.initialize("shared-region", arguments: ["100"])
+        var workers: [RPCClient] = []
+        for _ in 0..<4 {
+            let worker = try await RPCClient.start(template, running: "table-reader")
+            guard try await worker.call(RPCFunction<Int, Int>("read-table"), 0) > 0 else { throw PeerFailure(description: "the table is missing") }
+            workers.append(worker)
+        }
+        let pids = [template.pid] + workers.compactMap(\.pid)
+        let total = pids.compactMap { kilobytes(of: $0, fields: ["Pss:"]) }.reduce(0, +) / 1024
+        for worker in workers { _ = try await worker.close() }
+        return total
+    }
+
     /// A process's unique set size (memory no other process shares), in KiB, from /proc.
     static func uniqueKilobytes(of pid: Int32) -> Double? {
+        kilobytes(of: pid, fields: ["Private_Clean:", "Private_Dirty:"])
+    }
+
+    /// The sum of `fields` of a process's /proc/PID/smaps_rollup, in KiB.
+    static func kilobytes(of pid: Int32, fields: [String]) -> Double? {
         guard let text = try? String(contentsOfFile: "/proc/\(pid)/smaps_rollup", encoding: .utf8) else { return nil }
         var total = 0.0
-        for line in text.split(separator: "\n") where line.hasPrefix("Private_Clean:") || line.hasPrefix("Private_Dirty:") {
+        for line in text.split(separator: "\n") where fields.contains(where: { line.hasPrefix($0) }) {
             total += Double(line.split(separator: " ").dropFirst().first ?? "0") ?? 0
         }
         return total
