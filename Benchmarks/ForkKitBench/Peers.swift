@@ -51,10 +51,15 @@ struct Peer {
 
     /// Python's multiprocessing Pool(2): `apply` one at a time, and `map` with chunksize 1.
     static func pythonMultiprocessing(in directory: URL) -> Result<Peer, PeerFailure> {
+        python(script: poolScript, named: "pool.py", metric: "python_pool_apply_rtt_us", in: directory)
+    }
+
+    /// A Python peer: `script` written into `directory` as `name`, run by python3.
+    private static func python(script: String, named name: String, metric: String, in directory: URL) -> Result<Peer, PeerFailure> {
         guard let python = executable("python3") else { return .failure(PeerFailure(description: "python3 is not installed")) }
-        let script = directory.appendingPathComponent("pool.py")
-        try? poolScript.write(to: script, atomically: true, encoding: .utf8)
-        return .success(Peer(metric: "python_pool_apply_rtt_us", command: [python, script.path]))
+        let path = directory.appendingPathComponent(name)
+        try? script.write(to: path, atomically: true, encoding: .utf8)
+        return .success(Peer(metric: metric, command: [python, path.path]))
     }
 
     private static func compile(_ source: String, named name: String, metric: String, in directory: URL) -> Result<Peer, PeerFailure> {
@@ -150,10 +155,7 @@ struct Peer {
 
     /// Python's multiprocessing Pool(2).map of x*x with its default chunk size.
     static func pythonPoolMap(in directory: URL) -> Result<Peer, PeerFailure> {
-        guard let python = executable("python3") else { return .failure(PeerFailure(description: "python3 is not installed")) }
-        let script = directory.appendingPathComponent("pool-map.py")
-        try? poolMapScript.write(to: script, atomically: true, encoding: .utf8)
-        return .success(Peer(metric: "python_pool_map_items_per_s", command: [python, script.path]))
+        python(script: poolMapScript, named: "pool-map.py", metric: "python_pool_map_items_per_s", in: directory)
     }
 
     private static let poolMapScript = """
@@ -196,10 +198,7 @@ struct Peer {
     /// Python's `Pool(2).map` over the sweep's levels: CPU work per item (a busy wait on the
     /// monotonic clock, as the Swift side does) and payload per item (bytes, whose length comes back).
     static func pythonSweep(in directory: URL) -> Result<Peer, PeerFailure> {
-        guard let python = executable("python3") else { return .failure(PeerFailure(description: "python3 is not installed")) }
-        let script = directory.appendingPathComponent("sweep.py")
-        try? sweepScript.write(to: script, atomically: true, encoding: .utf8)
-        return .success(Peer(metric: "python_sweep", command: [python, script.path]))
+        python(script: sweepScript, named: "sweep.py", metric: "python_sweep", in: directory)
     }
 
     private static let sweepScript = """
@@ -234,10 +233,7 @@ struct Peer {
     /// Python's `Pool(2)` with each start method: from creating the pool to its first result, and
     /// an idle worker's USS after one call.
     static func pythonStartup(in directory: URL) -> Result<Peer, PeerFailure> {
-        guard let python = executable("python3") else { return .failure(PeerFailure(description: "python3 is not installed")) }
-        let script = directory.appendingPathComponent("startup.py")
-        try? startupScript.write(to: script, atomically: true, encoding: .utf8)
-        return .success(Peer(metric: "python_pool_first_result_ms", command: [python, script.path]))
+        python(script: startupScript, named: "startup.py", metric: "python_pool_first_result_ms", in: directory)
     }
 
     private static let startupScript = """
