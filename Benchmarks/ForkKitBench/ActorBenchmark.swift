@@ -42,9 +42,9 @@ struct ActorBenchmark: AsyncParsableCommand {
                 try await PoolBenchmark.latency(calls: calls) { try await clients[0].call(Self.square, $0) })
             samples["actor_call_rtt_us", default: []].append(try await PoolBenchmark.latency(calls: calls) { try await actors[0].square($0) })
             samples["rpc_async_2_workers_calls_per_s", default: []].append(
-                try await Self.throughput(lanes: clients.count, calls: calls * 10) { lane, value in try await clients[lane].call(Self.square, value) })
+                try await RPCBenchmark.throughput(clients, calls: calls * 10))
             samples["actor_2_workers_calls_per_s", default: []].append(
-                try await Self.throughput(lanes: actors.count, calls: calls * 10) { lane, value in try await actors[lane].square(value) })
+                try await RPCBenchmark.throughput(lanes: actors.count, calls: calls * 10) { lane, value in try await actors[lane].square(value) })
         }
         for (name, values) in samples.sorted(by: { $0.key < $1.key }) { run.report.record(name, rounds: values) }
         for client in clients { _ = try await client.close() }
@@ -54,24 +54,5 @@ struct ActorBenchmark: AsyncParsableCommand {
         run.report.target("actor_throughput_vs_rpc", "actor_2_workers_calls_per_s", over: "rpc_async_2_workers_calls_per_s", atLeast: 0.8,
                           "x*x on 2 workers with 64 calls in flight: distributed actors vs RPCClient.call")
         try run.finish(json: options.json)
-    }
-
-    /// Calls per second with 64 calls in flight, spread over `lanes` workers; `call(lane, value)`
-    /// squares `value` on worker `lane`.
-    static func throughput(lanes: Int, calls: Int, _ call: @escaping @Sendable (Int, Int) async throws -> Int) async throws -> Double {
-        let clock = ContinuousClock()
-        let start = clock.now
-        let inFlight = 64
-        try await withThrowingTaskGroup(of: Void.self) { group in
-            for lane in 0..<inFlight {
-                group.addTask {
-                    for value in stride(from: lane, to: calls, by: inFlight) {
-                        guard try await call(lane % lanes, value) == value * value else { throw PeerFailure(description: "wrong square") }
-                    }
-                }
-            }
-            try await group.waitForAll()
-        }
-        return Double(calls) / (clock.now - start).seconds
     }
 }

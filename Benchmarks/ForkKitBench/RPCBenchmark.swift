@@ -150,15 +150,20 @@ struct RPCBenchmark: AsyncParsableCommand {
 
     /// Calls per second with many calls in flight, spread over the workers.
     static func throughput(_ clients: [RPCClient], calls: Int) async throws -> Double {
+        try await throughput(lanes: clients.count, calls: calls) { lane, value in try await clients[lane].call(square, value) }
+    }
+
+    /// Calls per second with 64 calls in flight, spread over `lanes` workers; `call(lane, value)`
+    /// squares `value` on worker `lane` (an RPC client's call, or a distributed actor's).
+    static func throughput(lanes: Int, calls: Int, _ call: @escaping @Sendable (Int, Int) async throws -> Int) async throws -> Double {
         let clock = ContinuousClock()
         let start = clock.now
-        let lanes = 64
+        let inFlight = 64
         try await withThrowingTaskGroup(of: Void.self) { group in
-            for lane in 0..<lanes {
-                let client = clients[lane % clients.count]
+            for lane in 0..<inFlight {
                 group.addTask {
-                    for value in stride(from: lane, to: calls, by: lanes) {
-                        guard try await client.call(square, value) == value * value else { throw PeerFailure(description: "wrong square") }
+                    for value in stride(from: lane, to: calls, by: inFlight) {
+                        guard try await call(lane % lanes, value) == value * value else { throw PeerFailure(description: "wrong square") }
                     }
                 }
             }
