@@ -28,6 +28,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
         .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
         .package(url: "https://github.com/apple/swift-collections", from: "1.6.0"),
+        // A pool runs as a `Service` in a `ServiceGroup` (graceful shutdown on SIGTERM).
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
         // `swift package generate-documentation` for the DocC catalogs (scripts/docs.sh).
         .package(url: "https://github.com/swiftlang/swift-docc-plugin", from: "1.5.0"),
         // Only for the `@MessagePackCodable` macro (MessagePackMacros): fetched by every user, built by its users only.
@@ -56,6 +58,7 @@ let package = Package(
             dependencies: [
                 "MessagePack", "CForkSupport",
                 .product(name: "SystemPackage", package: "swift-system"),
+                .product(name: "Logging", package: "swift-log"),
             ]
         ),
         .target(
@@ -73,6 +76,7 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "DequeModule", package: "swift-collections"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]
         ),
         // Distributed actors that live in worker processes, on ForkRPC's wire, placed by ForkPool.
@@ -177,7 +181,9 @@ let package = Package(
         // What the test targets share (paths of the built test programs, process and descriptor checks).
         .target(
             name: "ForkKitTestSupport",
-            dependencies: ["ForkKit", .product(name: "SystemPackage", package: "swift-system")],
+            dependencies: [
+                "ForkKit", .product(name: "SystemPackage", package: "swift-system"), .product(name: "Logging", package: "swift-log"),
+            ],
             path: "Tests/ForkKitTestSupport"
         ),
         // Distributed actors that both the tests and the test worker know (one module, one name).

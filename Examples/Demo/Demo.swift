@@ -8,7 +8,6 @@ import ForkKit
 import ForkPool
 import ForkRPC
 import Foundation
-import Synchronization
 
 @main
 struct Demo: AsyncParsableCommand {
@@ -79,7 +78,7 @@ struct Demo: AsyncParsableCommand {
         let progress = MapProgress()
         let bar = ProgressBar(label: "worker processes (\(workers))")
         let start = ContinuousClock.now
-        let (counts, statistics) = try await bar.show(progress: { (progress.completed, ranges.count) }) {
+        let (counts, statistics) = try await bar.show(progress: progress) {
             try await withWorkerPool(running: "primes", configuration: configuration) { pool in
                 (try await pool.map(PrimeCounting.countPrimes, ranges, progress: progress), pool.statistics)
             }
@@ -93,25 +92,26 @@ struct Demo: AsyncParsableCommand {
 
     /// Threads: a TaskGroup on Swift's cooperative thread pool (one thread per core).
     func onThreads(_ ranges: [PrimeRange]) async -> Outcome {
-        let completed = Atomic<Int>(0)
+        // Not a pool map, but the same progress type, so that one bar serves all three ways.
+        let progress = MapProgress(total: ranges.count)
         let bar = ProgressBar(label: "threads (TaskGroup)")
         let start = ContinuousClock.now
-        let primes = await bar.show(progress: { (completed.load(ordering: .relaxed), ranges.count) }) {
-            await PrimeCounting.countOnThreads(ranges, width: workers) { completed.add(1, ordering: .relaxed) }
+        let primes = await bar.show(progress: progress) {
+            await PrimeCounting.countOnThreads(ranges, width: workers) { progress.advance() }
         }
         return Outcome(way: "threads (TaskGroup, \(workers))", primes: primes, time: ContinuousClock.now - start)
     }
 
     /// One thread, for the speed-up's baseline.
     func onOneThread(_ ranges: [PrimeRange]) async -> Outcome {
-        let completed = Atomic<Int>(0)
+        let progress = MapProgress(total: ranges.count)
         let bar = ProgressBar(label: "one thread")
         let start = ContinuousClock.now
-        let primes = await bar.show(progress: { (completed.load(ordering: .relaxed), ranges.count) }) {
+        let primes = await bar.show(progress: progress) {
             var total = 0
             for range in ranges {
                 total += PrimeCounting.count(in: range)
-                completed.add(1, ordering: .relaxed)
+                progress.advance()
             }
             return total
         }

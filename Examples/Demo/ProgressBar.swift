@@ -1,40 +1,43 @@
+import ForkPool
+
 #if canImport(Glibc)
 import Glibc
 #endif
 
-/// A one-line progress bar on standard error, redrawn ten times a second while work runs; on a
-/// terminal only, so that logs stay clean.
+/// A one-line progress bar on standard error, drawn from a ``MapProgress`` read as a stream of
+/// updates (at most ten redraws a second); on a terminal only, so that logs stay clean.
 struct ProgressBar {
     let label: String
     let isTerminal = isatty(STDERR_FILENO) == 1
 
-    /// Runs `body`, drawing the bar from `progress` (completed, total) until it ends.
-    func show<Result>(
-        progress: @escaping @Sendable () -> (completed: Int, total: Int), _ body: () async throws -> Result
-    ) async rethrows -> Result {
+    /// Runs `body`, drawing the bar from every update of `progress` until `progress` finishes (a
+    /// pool map finishes its own; other work calls `finish()`).
+    func show<Result>(progress: MapProgress, _ body: () async throws -> Result) async rethrows -> Result {
         guard isTerminal else { return try await body() }
         let drawing = Task { [self] in
-            while !Task.isCancelled {
-                draw(progress())
-                try? await Task.sleep(for: .milliseconds(100))
+            var lastDrawn = ContinuousClock.now - .seconds(1)
+            for await update in progress where update.isFinished || ContinuousClock.now - lastDrawn >= .milliseconds(100) {
+                draw(update)
+                lastDrawn = .now
             }
-        }
-        defer {
-            drawing.cancel()
-            draw(progress())
             Self.write("\n")
         }
-        return try await body()
+        defer { progress.finish() }
+        let result = try await body()
+        progress.finish()
+        await drawing.value
+        return result
     }
 
-    private func draw(_ progress: (completed: Int, total: Int)) {
+    private func draw(_ update: MapProgress.Update) {
         let width = 30
-        let fraction = progress.total == 0 ? 1 : Double(progress.completed) / Double(progress.total)
+        let total = update.total ?? 0
+        let fraction = update.fractionCompleted ?? 0
         let filled = min(width, Int(fraction * Double(width)))
         let bar = String(repeating: "#", count: filled) + String(repeating: "-", count: width - filled)
         let percent = Int(fraction * 100)
         let padded = label + String(repeating: " ", count: max(0, 26 - label.count))
-        Self.write("\r\(padded) [\(bar)] \(percent)% \(progress.completed)/\(progress.total)")
+        Self.write("\r\(padded) [\(bar)] \(percent)% \(update.completed)/\(total)")
     }
 
     /// Unbuffered, so the bar appears at once.

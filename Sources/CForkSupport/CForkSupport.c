@@ -1,3 +1,5 @@
+// On other systems this file compiles to nothing: CMsgPack/shim.h stops the build with one sentence.
+#ifdef __linux__
 #define _GNU_SOURCE
 #include "CForkSupport.h"
 
@@ -75,10 +77,10 @@ ssize_t forkkit_receive_with_descriptors(int socket, void *bytes, size_t length,
 }
 
 /// posix_spawn (or posix_spawnp with `search`) with `connection` duplicated onto each descriptor in
-/// `targets` (descriptors 0-2 kept otherwise), every descriptor above the highest target closed,
-/// and the signal mask and dispositions reset.
+/// `targets` and `error_output` (unless -1) onto descriptor 2 (descriptors 0-2 kept otherwise),
+/// every descriptor above the highest target closed, and the signal mask and dispositions reset.
 static int forkkit_spawn(const char *path, char *const argv[], char *const envp[], int connection,
-                         const int *targets, int target_count, int search, pid_t *pid) {
+                         const int *targets, int target_count, int error_output, int search, pid_t *pid) {
     // dup2(n, n) would keep close-on-exec set, so move the descriptor out of the way first.
     int source = connection;
     if (connection <= 3) {
@@ -94,6 +96,7 @@ static int forkkit_spawn(const char *path, char *const argv[], char *const envp[
         posix_spawn_file_actions_adddup2(&actions, source, targets[index]);
         if (targets[index] > highest) highest = targets[index];
     }
+    if (error_output >= 0) posix_spawn_file_actions_adddup2(&actions, error_output, 2);
     posix_spawn_file_actions_addclosefrom_np(&actions, highest + 1);
 
     sigset_t none, all;
@@ -114,12 +117,25 @@ static int forkkit_spawn(const char *path, char *const argv[], char *const envp[
 int forkkit_spawn_template(const char *path, char *const argv[], char *const envp[],
                            int control, pid_t *pid) {
     const int targets[] = { 3 };
-    return forkkit_spawn(path, argv, envp, control, targets, 1, 0, pid);
+    return forkkit_spawn(path, argv, envp, control, targets, 1, -1, 0, pid);
 }
 
-int forkkit_spawn_command(char *const argv[], char *const envp[], int connection, pid_t *pid) {
+void forkkit_redirect_output(int output, int error) {
+    fflush(NULL);
+    dup2(output, 1);
+    dup2(error, 2);
+    if (output > 2) close(output);
+    if (error > 2) close(error);
+    forkkit_line_buffer_standard_output();
+}
+
+void forkkit_line_buffer_standard_output(void) {
+    setvbuf(stdout, NULL, _IOLBF, 0);
+}
+
+int forkkit_spawn_command(char *const argv[], char *const envp[], int connection, int error_output, pid_t *pid) {
     const int targets[] = { 0, 1 };
-    return forkkit_spawn(argv[0], argv, envp, connection, targets, 2, 1, pid);
+    return forkkit_spawn(argv[0], argv, envp, connection, targets, 2, error_output, 1, pid);
 }
 
 static int forkkit_start_kind = FORKKIT_STARTED_NORMALLY;
@@ -322,3 +338,5 @@ void forkkit_decode_wait_status(int status, int *code, int *signal) {
     *code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
     *signal = WIFSIGNALED(status) ? WTERMSIG(status) : 0;
 }
+
+#endif /* __linux__ */

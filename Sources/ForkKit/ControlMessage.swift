@@ -14,8 +14,10 @@ enum ControlMessage: Equatable, Sendable {
     case fork(parentDeathSignal: Int32)
     /// Forks a child that at once runs `function` with `arguments` and `descriptorCount` descriptors
     /// added; SCM_RIGHTS carries the child's socket, then those descriptors. Nothing travels on the
-    /// child's socket before the function owns it.
-    case forkRun(parentDeathSignal: Int32, function: String, arguments: [[UInt8]], descriptorCount: Int)
+    /// child's socket before the function owns it. With `capturesOutput`, the two descriptors right
+    /// after the socket become the child's standard output and standard error (an optional fifth
+    /// operand, `true`, so the message is unchanged without capture).
+    case forkRun(parentDeathSignal: Int32, function: String, arguments: [[UInt8]], descriptorCount: Int, capturesOutput: Bool = false)
     case run(name: String)
     /// Resource limits for the receiving process (and every child it forks afterwards).
     case limits(ResourceLimits)
@@ -38,8 +40,9 @@ enum ControlMessage: Equatable, Sendable {
         case .arguments(let arguments): ["arguments", .array(arguments.map(MessagePackValue.binary))]
         case .descriptors(let count): ["descriptors", .uint(UInt64(count))]
         case .fork(let signal): ["fork", .int64(Int64(signal))]
-        case .forkRun(let signal, let function, let arguments, let count):
-            ["fork-run", .int64(Int64(signal)), .string(function), .array(arguments.map(MessagePackValue.binary)), .uint(UInt64(count))]
+        case .forkRun(let signal, let function, let arguments, let count, let capturesOutput):
+            .array(["fork-run", .int64(Int64(signal)), .string(function), .array(arguments.map(MessagePackValue.binary)), .uint(UInt64(count))]
+                + (capturesOutput ? [true] : []))
         case .run(let name): ["run", .string(name)]
         case .limits(let limits):
             .array([.string("limits")] + [limits.addressSpaceBytes, limits.cpuSeconds, limits.openFiles, limits.niceness].map { .int64(Int64($0 ?? -1)) })
@@ -123,12 +126,21 @@ enum ControlMessage: Equatable, Sendable {
             try expect(1)
             self = .fork(parentDeathSignal: try signal(0))
         case "fork-run":
-            try expect(4)
+            let capturesOutput = operands.count == 5
+            if capturesOutput {
+                guard operands[4] == true else {
+                    throw ControlProtocolError("operand 5 of 'fork-run' (capture output) must be true or absent, got \(operands[4])")
+                }
+            } else {
+                try expect(4)
+            }
             let count = try integer(3)
             guard (0...252).contains(count) else {
                 throw ControlProtocolError("'fork-run' announces \(count) descriptors; 0 to 252 may travel with the child's socket")
             }
-            self = .forkRun(parentDeathSignal: try signal(0), function: try string(1), arguments: try byteStrings(2), descriptorCount: count)
+            self = .forkRun(
+                parentDeathSignal: try signal(0), function: try string(1), arguments: try byteStrings(2), descriptorCount: count,
+                capturesOutput: capturesOutput)
         case "run": try expect(1); self = .run(name: try string(0))
         case "limits":
             try expect(4)

@@ -66,7 +66,8 @@ extension ForkTemplate {
 
     /// Serves the control protocol on standard input and output, for a ``RemoteTemplate`` (started by
     /// `ssh host program --forkkit-remote`). The function's own descriptor 1 goes to standard error,
-    /// so that what it prints travels back as the command's error output, not into the stream.
+    /// so that what it prints travels back as the command's error output, not into the stream, a line
+    /// at a time.
     private static func serveRemotely() -> Never {
         let input = fcntl(0, F_DUPFD_CLOEXEC, 3)
         let output = fcntl(1, F_DUPFD_CLOEXEC, 3)
@@ -81,6 +82,8 @@ extension ForkTemplate {
             close(empty)
         }
         dup2(2, 1)
+        // Lines then reach the owner (or its capture) when they are printed, not at exit.
+        forkkit_line_buffer_standard_output()
         TemplateServer.serve(input: input, output: output, isRemote: true)
     }
 }

@@ -270,29 +270,49 @@ public final class ForkTemplate: Sendable {
     /// let child = try await template.fork(running: "resize", arguments: ["photo.jpg"])
     /// let status = try await child.exitStatus()
     /// ```
+    ///
+    /// With `output`, the child's standard output and standard error are captured line by line
+    /// (see ``ChildOutput``) instead of going where this template's go.
     public func fork(
         running function: String, arguments: [[UInt8]] = [], descriptors: [FileDescriptor] = [],
-        parentDeathSignal: Int32? = SIGKILL
+        parentDeathSignal: Int32? = SIGKILL, output: ChildOutput? = nil
     ) async throws -> RunningChild {
-        guard descriptors.count <= 252 else {
-            throw ForkError(.invalidState, "fork(running:) passes at most 252 descriptors (one message); send more with send(descriptors:) first")
+        guard descriptors.count <= 250 || (output == nil && descriptors.count <= 252) else {
+            throw ForkError(.invalidState, "fork(running:) passes at most 252 descriptors (250 with output captured) in one message; send more with send(descriptors:) first")
         }
-        let (ours, theirs) = try Self.socketPair()
+        let pipes = output == nil ? [] : try ChildOutputReader.makePipes()
+        // The write ends are in flight (or the request failed); either way these copies are done with.
+        defer { pipes.forEach { close($0.write) } }
+        let (ours, theirs): (Int32, Int32)
+        do {
+            (ours, theirs) = try Self.socketPair()
+        } catch {
+            pipes.forEach { close($0.read) }
+            throw error
+        }
         let reply: ControlMessage
         do {
             let message = ControlMessage.forkRun(
                 parentDeathSignal: parentDeathSignal ?? 0, function: function, arguments: arguments,
-                descriptorCount: descriptors.count)
-            let forked = connection.submit(message, descriptors: [FileDescriptor(rawValue: theirs)] + descriptors)
+                descriptorCount: descriptors.count, capturesOutput: output != nil)
+            let sent = [FileDescriptor(rawValue: theirs)] + pipes.map { FileDescriptor(rawValue: $0.write) } + descriptors
+            let forked = connection.submit(message, descriptors: sent)
             close(theirs)
             reply = try await forked.value()
         } catch {
             close(ours)
+            pipes.forEach { close($0.read) }
             throw error
         }
         guard case .forked(let childPid) = reply else {
             close(ours)
+            pipes.forEach { close($0.read) }
             throw ForkError(.protocolViolation, "process \(pid) answered 'fork-run' with \(reply)")
+        }
+        if let output {
+            for (pipe, stream) in zip(pipes, [ChildOutput.Stream.standardOutput, .standardError]) {
+                ChildOutputReader.start(reading: pipe.read, pid: childPid, place: placeName, stream: stream, into: output)
+            }
         }
         return RunningChild(pid: childPid, socket: FileDescriptor(rawValue: ours), keeping: self)
     }

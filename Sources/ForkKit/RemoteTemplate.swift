@@ -125,10 +125,14 @@ public final class RemoteTemplate: ChildLauncher {
     /// - Throws: ``ForkError/Kind/notATemplate`` when the command does not start a ForkKit program
     ///   in time (ssh cannot connect or log in, the program is missing), the error of a replayed
     ///   step (an unknown initializer, say), or ``ForkError/Kind/unknownFunction``.
-    public func fork(running function: String, arguments: [[UInt8]] = []) async throws -> RunningChild {
+    ///
+    /// With `output`, the command's standard error, which carries the remote program's standard
+    /// output and error, is captured line by line as the child's ``ChildOutput/Stream/standardError``
+    /// (see ``ChildOutput``); without it, it goes where this process's goes.
+    public func fork(running function: String, arguments: [[UInt8]] = [], output: ChildOutput? = nil) async throws -> RunningChild {
         var last: [ControlMessage] = arguments.isEmpty ? [] : [.arguments(arguments)]
         last.append(.run(name: function))
-        let (pid, connection, reply) = try await start(then: last)
+        let (pid, connection, reply) = try await start(then: last, output: output)
         guard case .running = reply else {
             _ = await endUnstarted(pid)
             throw ForkError(.protocolViolation, "\(placeName) answered 'run' with \(reply)")
@@ -139,6 +143,11 @@ public final class RemoteTemplate: ChildLauncher {
     /// Starts a child running `function` (``fork(running:arguments:)``).
     public func launch(running function: String, arguments: [[UInt8]]) async throws -> RunningChild {
         try await fork(running: function, arguments: arguments)
+    }
+
+    /// Starts a child running `function`, capturing its output (``fork(running:arguments:output:)``).
+    public func launch(running function: String, arguments: [[UInt8]], output: ChildOutput?) async throws -> RunningChild {
+        try await fork(running: function, arguments: arguments, output: output)
     }
 
     /// Starts one process, replays what was sent to this template, and ends it: a quick check that
@@ -152,10 +161,22 @@ public final class RemoteTemplate: ChildLauncher {
 
     /// Runs the command, waits for its `hello`, and sends the recorded steps and then `last`, all at
     /// once (one round trip over the network, not one per step); returns the last reply.
-    private func start(then last: [ControlMessage]) async throws -> (Int32, ControlConnection, ControlMessage) {
-        let (ours, theirs) = try ForkTemplate.socketPair()
-        let pid = try spawn(connection: theirs)
+    private func start(then last: [ControlMessage], output: ChildOutput? = nil) async throws -> (Int32, ControlConnection, ControlMessage) {
+        let errorPipe = output == nil ? nil : try ChildOutputReader.makePipes(count: 1)[0]
+        let (ours, theirs): (Int32, Int32)
+        let pid: Int32
+        do {
+            defer { if let errorPipe { close(errorPipe.write) } }
+            (ours, theirs) = try ForkTemplate.socketPair()
+            pid = try spawn(connection: theirs, errorOutput: errorPipe?.write ?? -1)
+        } catch {
+            if let errorPipe { close(errorPipe.read) }
+            throw error
+        }
         close(theirs)
+        if let output, let errorPipe {
+            ChildOutputReader.start(reading: errorPipe.read, pid: pid, place: placeName, stream: .standardError, into: output)
+        }
         ChildExitBook.expect(pid: pid, family: ObjectIdentifier(self))
         Self.reapWhenExited(pid)
         let connection = ControlConnection(
@@ -187,11 +208,11 @@ public final class RemoteTemplate: ChildLauncher {
                 + "remote child's connection is its command's byte stream; open the file or socket on the remote side instead")
     }
 
-    private func spawn(connection: Int32) throws(ForkError) -> Int32 {
+    private func spawn(connection: Int32, errorOutput: Int32) throws(ForkError) -> Int32 {
         ForkTemplate.refuseIfBootstrapWasForgotten(toStart: "a remote template")
         var pid: pid_t = 0
         let result = ForkTemplate.withCStrings(command) { argv in
-            forkkit_spawn_command(argv, environ, connection, &pid)
+            forkkit_spawn_command(argv, environ, connection, errorOutput, &pid)
         }
         guard result == 0 else {
             close(connection)

@@ -145,20 +145,23 @@ struct TemplateServer: ~Copyable {
         case .fork(let parentDeathSignal):
             let childSocket = claim(1, for: "fork")[0]
             _ = fork(childSocket: childSocket, parentDeathSignal: parentDeathSignal)
-        case .forkRun(let parentDeathSignal, let name, let newArguments, let count):
-            let claimed = claim(1 + count, for: "fork-run")
-            let passed = Array(claimed.dropFirst())
+        case .forkRun(let parentDeathSignal, let name, let newArguments, let count, let capturesOutput):
+            let outputs = capturesOutput ? 2 : 0
+            let claimed = claim(1 + outputs + count, for: "fork-run")
+            let output = Array(claimed.dropFirst().prefix(outputs))
+            let passed = Array(claimed.dropFirst(1 + outputs))
             guard case .function(let body) = ForkRegistry.entry(named: name)?.body else {
                 claimed.forEach { try? $0.close() }
                 return send(unknownEntry(name, kind: "function"))
             }
             if fork(childSocket: claimed[0], parentDeathSignal: parentDeathSignal) {
+                if capturesOutput { forkkit_redirect_output(output[0].rawValue, output[1].rawValue) }
                 arguments += newArguments
                 descriptors += passed
                 run(name: name, body, announce: false)
             }
             // The descriptors were for the child alone.
-            passed.forEach { try? $0.close() }
+            (output + passed).forEach { try? $0.close() }
         case .run(let name):
             guard case .function(let body) = ForkRegistry.entry(named: name)?.body else {
                 // A child that cannot run its function has nothing left to do.

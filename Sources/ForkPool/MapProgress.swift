@@ -1,22 +1,70 @@
 import Synchronization
 
-/// How far a running map has come, for a progress bar: read it from any task while the map runs.
+/// How far a running map has come, for a progress bar: read it as a stream of updates, or poll it.
+///
+/// It is an `AsyncSequence` of ``Update``s, so a progress bar is a `for await`; the sequence ends
+/// after the update that says the map has finished:
 ///
 /// ```swift
 /// let progress = MapProgress()
 /// async let squares = pool.map(square, 1...100_000, progress: progress)
-/// while !progress.isFinished {
-///     print("\(progress.completed) of \(progress.total.map(String.init) ?? "?")")
-///     try await Task.sleep(for: .milliseconds(100))
+/// for await update in progress {
+///     print("\(update.completed) of \(update.total.map(String.init) ?? "?")")
 /// }
+/// print(try await squares.count)
 /// ```
+///
+/// Updates are not queued: a reader that is slower than the map skips to the latest state, so a
+/// stream never falls behind or grows. Several tasks may read the same progress, each seeing every
+/// state it has not seen yet. ``completed``, ``total`` and ``isFinished`` read the same state
+/// without waiting.
+///
+/// Work that is not a pool map (a baseline on threads, say) can report through the same type with
+/// ``advance(by:)`` and ``finish()``, so one progress bar serves both.
 public final class MapProgress: Sendable {
+    /// One state of a map: what a progress bar draws.
+    public struct Update: Sendable, Hashable {
+        /// Items whose results have arrived.
+        public let completed: Int
+        /// How many items the map has, once known.
+        public let total: Int?
+        /// True in the last update: the map has ended, with its results or with an error.
+        public let isFinished: Bool
+
+        /// A state with these values (what a test compares with).
+        public init(completed: Int, total: Int?, isFinished: Bool) {
+            self.completed = completed
+            self.total = total
+            self.isFinished = isFinished
+        }
+
+        /// `completed / total`, when the total is known.
+        public var fractionCompleted: Double? {
+            guard let total else { return nil }
+            return total == 0 ? 1 : Double(completed) / Double(total)
+        }
+    }
+
     private let completedCount = Atomic<Int>(0)
     private let totalCount = Atomic<Int>(-1)
     private let finished = Atomic<Bool>(false)
+    /// Counts changes, and holds the readers waiting for the next one.
+    private let changes = Mutex(Changes())
+
+    private struct Changes {
+        var version = 0
+        var nextReader = 0
+        var waiting: [Int: CheckedContinuation<Void, Never>] = [:]
+    }
 
     /// A progress with nothing done and no total yet.
     public init() {}
+
+    /// A progress of `total` items, for work reported with ``advance(by:)``.
+    public convenience init(total: Int) {
+        self.init()
+        setTotal(total)
+    }
 
     /// Items whose results have arrived.
     public var completed: Int { completedCount.load(ordering: .relaxed) }
@@ -29,15 +77,101 @@ public final class MapProgress: Sendable {
     }
 
     /// `completed / total`, when the total is known.
-    public var fractionCompleted: Double? {
-        guard let total else { return nil }
-        return total == 0 ? 1 : Double(completed) / Double(total)
-    }
+    public var fractionCompleted: Double? { current.fractionCompleted }
 
     /// True once the map has ended, with its results or with an error.
     public var isFinished: Bool { finished.load(ordering: .acquiring) }
 
-    func add(_ count: Int) { completedCount.add(count, ordering: .relaxed) }
-    func setTotal(_ total: Int) { totalCount.store(total, ordering: .relaxed) }
-    func finish() { finished.store(true, ordering: .releasing) }
+    /// The state now, as one ``Update``.
+    public var current: Update {
+        // `finished` first: once it is seen, the counts it follows are final.
+        let isFinished = isFinished
+        return Update(completed: completed, total: total, isFinished: isFinished)
+    }
+
+    /// Records `count` more items done, for work that is not a pool map (a map records its own).
+    public func advance(by count: Int = 1) {
+        completedCount.add(count, ordering: .relaxed)
+        changed()
+    }
+
+    /// Records that the work has ended, which ends every stream of updates (a map does this itself).
+    public func finish() {
+        finished.store(true, ordering: .releasing)
+        changed()
+    }
+
+    func setTotal(_ total: Int) {
+        totalCount.store(total, ordering: .relaxed)
+        changed()
+    }
+
+    /// Wakes every waiting reader; called once per chunk of results, not per item.
+    private func changed() {
+        let woken = changes.withLock { changes in
+            changes.version += 1
+            defer { changes.waiting.removeAll() }
+            return Array(changes.waiting.values)
+        }
+        for reader in woken { reader.resume() }
+    }
+
+    fileprivate var version: Int { changes.withLock { $0.version } }
+
+    /// Returns once the version is past `seen`, or at once when the task is cancelled.
+    fileprivate func waitForChange(after seen: Int) async {
+        let reader = changes.withLock { changes in
+            defer { changes.nextReader += 1 }
+            return changes.nextReader
+        }
+        await withTaskCancellationHandler {
+            await withCheckedContinuation { continuation in
+                let resumeNow = changes.withLock { changes in
+                    guard changes.version == seen, !Task.isCancelled else { return true }
+                    changes.waiting[reader] = continuation
+                    return false
+                }
+                if resumeNow { continuation.resume() }
+            }
+        } onCancel: {
+            changes.withLock { $0.waiting.removeValue(forKey: reader) }?.resume()
+        }
+    }
+}
+
+extension MapProgress: AsyncSequence {
+    /// Reads the updates of one ``MapProgress``; see ``MapProgress``.
+    public struct Iterator: AsyncIteratorProtocol {
+        /// Progress streams never fail.
+        public typealias Failure = Never
+
+        private let progress: MapProgress
+        private var seen = -1
+        private var isDone = false
+
+        fileprivate init(progress: MapProgress) {
+            self.progress = progress
+        }
+
+        /// The next state not seen yet (the current one, the first time), waiting for a change when
+        /// there is none; `nil` after the finished state has been returned, or when the task is
+        /// cancelled.
+        public mutating func next() async -> Update? {
+            while !isDone {
+                let version = progress.version
+                if version != seen {
+                    seen = version
+                    let update = progress.current
+                    isDone = update.isFinished
+                    return update
+                }
+                await progress.waitForChange(after: seen)
+                if Task.isCancelled { return nil }
+            }
+            return nil
+        }
+    }
+
+    /// A stream of this progress's updates, starting with its current state.
+    public func makeAsyncIterator() -> Iterator { Iterator(progress: self) }
 }

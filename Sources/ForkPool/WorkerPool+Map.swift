@@ -180,7 +180,7 @@ extension WorkerPool {
                 switch outcome {
                 case .completed(let start, let outputs, let duration) where firstFailure == nil:
                     sizer.record(items: outputs.count, duration: duration)
-                    progress?.add(outputs.count)
+                    progress?.advance(by: outputs.count)
                     do {
                         try deliver(start, outputs)
                     } catch {

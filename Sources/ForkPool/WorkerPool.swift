@@ -316,7 +316,8 @@ public final class WorkerPool: Sendable {
     private func fork(from template: any ChildLauncher) async throws -> RPCClient {
         let client = try await RPCClient.start(
             template, running: workerFunction, arguments: configuration.arguments,
-            maximumMessageSize: configuration.maximumMessageSize, logger: configuration.logger, handlers: configuration.handlers)
+            maximumMessageSize: configuration.maximumMessageSize, logger: configuration.logger, handlers: configuration.handlers,
+            output: configuration.childOutput)
         // A worker of the other backend would be handled wrongly when stuck (killed at once, or kept
         // waiting for a grace period it cannot use): refuse it, saying which setting to change.
         let announced = await client.announcedBackend(within: .seconds(10))

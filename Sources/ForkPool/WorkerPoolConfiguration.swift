@@ -95,6 +95,15 @@ extension WorkerPool {
         /// Where the workers' log records go (see `RPCServer.makeLogger`), and the pool's own notes on
         /// workers that died or were replaced.
         public var logger: Logger?
+        /// Where every worker's standard output and error go, line by line with its pid and place
+        /// (`ChildOutput`, for example `.logging(to: logger)`), remote workers' included; `nil`
+        /// (the default): where the template's go, uncaptured. Capture costs two pipes per worker
+        /// and a wake-up of ForkKit's I/O thread per burst of output, nothing per call.
+        public var childOutput: ChildOutput?
+        /// How long ``WorkerPool/run()`` (the pool as a swift-service-lifecycle `Service`) lets
+        /// calls already made finish after graceful shutdown begins, before it kills the workers
+        /// that still run them. Calls made after shutdown began fail at once.
+        public var gracefulShutdownTimeout: Duration = .seconds(30)
         /// The prefix of the pool's swift-metrics names (`<prefix>_calls_total`, ...), `nil` for none.
         /// The figures are handed over when the workers change, when the pool falls idle, and while
         /// it is busy at most once a second, not on every call.

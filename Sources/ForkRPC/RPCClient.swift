@@ -129,12 +129,14 @@ public final class RPCClient: Sendable {
     /// Starts a child from `template` (a local `ForkTemplate` or a `RemoteTemplate`) that runs
     /// `function` (an `rpcWorker` or `asyncRPCWorker` entry point) and returns a client connected to
     /// it (AnyEvent::Fork::RPC's `run`). `arguments` reach the worker's set-up (`child.arguments`);
-    /// `handlers` answer the worker's own requests (see ``RPCHandlers``).
+    /// `handlers` answer the worker's own requests (see ``RPCHandlers``); `output`, when given,
+    /// captures the worker's standard output and error line by line (see `ChildOutput`).
     public static func start(
         _ template: any ChildLauncher, running function: String, arguments: [[UInt8]] = [],
-        maximumMessageSize: Int = 64 << 20, logger: Logger? = nil, handlers: RPCHandlers = RPCHandlers()
+        maximumMessageSize: Int = 64 << 20, logger: Logger? = nil, handlers: RPCHandlers = RPCHandlers(),
+        output: ChildOutput? = nil
     ) async throws -> RPCClient {
-        let child = try await template.launch(running: function, arguments: arguments)
+        let child = try await template.launch(running: function, arguments: arguments, output: output)
         guard let socket = child.takeSocket() else {
             child.send(signal: SIGKILL)
             throw RPCError(.workerDied, "the worker's socket was already closed by its RunningChild; the worker was killed", pid: child.pid)

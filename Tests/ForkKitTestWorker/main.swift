@@ -311,6 +311,18 @@ ForkTemplate.bootstrap([
             usleep(UInt32(milliseconds) * 1000)
             return milliseconds
         }
+        // For the output-capture tests: no fflush, so a line arrives only if standard output is
+        // line-buffered; standard error gets a second line.
+        server.register(RPCFunction<String, Int32>("print")) { text in
+            print(text)
+            FileHandle.standardError.write(Data("to stderr: \(text)\n".utf8))
+            return getpid()
+        }
+        server.register(RPCFunction<Int, Int32>("print-unterminated")) { length in
+            print(String(repeating: "x", count: length), terminator: "")
+            return getpid()
+        }
+        server.register(RPCFunction<Int, Int>("fatal")) { _ in fatalError("deliberate fatalError") }
         server.register(RPCFunction<Int, Int>("slow-fail-if-negative")) { number in
             // 1 ms per item, so that a map keeps both workers busy with small chunks.
             usleep(1000)

@@ -67,6 +67,53 @@ struct WorkerPoolTests {
         await pool.shutdown()
     }
 
+    @Test("progress read as a stream: counts rise to the total while the map runs, and the stream ends with it")
+    func progressAsStream() async throws {
+        let pool = try await makePool { $0.load = 1; $0.idleWorkers = 2 }
+        let progress = MapProgress()
+        async let outputs = pool.map(sleepMilliseconds, [Int](repeating: 20, count: 12), chunkSize: 1, progress: progress)
+        var updates: [MapProgress.Update] = []
+        for await update in progress { updates.append(update) }
+        #expect(try await outputs.count == 12)
+        #expect(updates.last == MapProgress.Update(completed: 12, total: 12, isFinished: true))
+        #expect(updates.dropLast().allSatisfy { !$0.isFinished })
+        #expect(zip(updates, updates.dropFirst()).allSatisfy { $0.completed <= $1.completed })
+        // 12 calls of 20 ms on 2 workers: the reader saw the map part-way, not only its end.
+        #expect(updates.contains { $0.completed > 0 && $0.completed < 12 }, "updates: \(updates)")
+        // A second reader after the end gets the final state at once, then the end.
+        var late: [MapProgress.Update] = []
+        for await update in progress { late.append(update) }
+        #expect(late == [updates.last!])
+
+        // A failing map ends the stream too.
+        let failing = MapProgress()
+        async let failed: [Int] = pool.map(RPCFunction<Int, Int>("sleep-ms-or-fail"), [5, -1, 5], chunkSize: 1, progress: failing)
+        var lastUpdate: MapProgress.Update?
+        for await update in failing { lastUpdate = update }
+        do {
+            _ = try await failed
+            Issue.record("a map with a failing item returned")
+        } catch {
+            #expect(error is RPCError)
+        }
+        #expect(lastUpdate?.isFinished == true)
+        await pool.shutdown()
+    }
+
+    @Test("a reader waiting on progress that never moves returns nil when its task is cancelled")
+    func progressStreamCancellation() async throws {
+        let progress = MapProgress(total: 3)
+        progress.advance()
+        let reader = Task {
+            var seen: [MapProgress.Update] = []
+            for await update in progress { seen.append(update) }
+            return seen
+        }
+        try await Task.sleep(for: .milliseconds(50))
+        reader.cancel()
+        #expect(await reader.value == [MapProgress.Update(completed: 1, total: 3, isFinished: false)])
+    }
+
     @Test("streaming results in input order and in completion order")
     func streaming() async throws {
         let pool = try await makePool { $0.load = 1; $0.idleWorkers = 2 }

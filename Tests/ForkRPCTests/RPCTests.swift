@@ -223,27 +223,6 @@ struct RPCTests {
     }
 }
 
-/// What reached the owner's logger.
-final class LogRecords: Sendable {
-    let records = Mutex<[(Logger.Level, String, Logger.Metadata, String)]>([])
-}
-
-/// Collects what reaches the owner's logger.
-struct CollectingLogHandler: LogHandler {
-    let sink: LogRecords
-    var logLevel: Logger.Level = .trace
-    var metadata: Logger.Metadata = [:]
-
-    func log(event: LogEvent) {
-        sink.records.withLock { $0.append((event.level, event.message.description, event.metadata ?? [:], event.source)) }
-    }
-
-    subscript(metadataKey key: String) -> Logger.Metadata.Value? {
-        get { metadata[key] }
-        set { metadata[key] = newValue }
-    }
-}
-
 @Suite("ForkRPC logging", .noZombieChildren)
 struct LoggingTests {
     @Test("a worker's log records come out of the owner's logger, with the worker's pid")

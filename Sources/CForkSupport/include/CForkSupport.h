@@ -31,9 +31,17 @@ int forkkit_spawn_template(const char *path, char *const argv[], char *const env
                            int control, pid_t *pid);
 
 /// posix_spawnp() of `argv[0]` (searched on PATH) with `connection` as its standard input and
-/// standard output, standard error inherited, every other descriptor closed, signal mask and
-/// dispositions reset. Returns 0 or an errno value.
-int forkkit_spawn_command(char *const argv[], char *const envp[], int connection, pid_t *pid);
+/// standard output, `error_output` as its standard error (-1: inherited), every other descriptor
+/// closed, signal mask and dispositions reset. Returns 0 or an errno value.
+int forkkit_spawn_command(char *const argv[], char *const envp[], int connection, int error_output, pid_t *pid);
+
+/// Makes `output` and `error` this process's descriptors 1 and 2 (closing the originals), with C's
+/// (and so Swift's `print`) standard output line-buffered, as on a terminal. For a child whose
+/// output its owner captures.
+void forkkit_redirect_output(int output, int error);
+
+/// Makes C's standard output (and so Swift's `print`) line-buffered, as on a terminal.
+void forkkit_line_buffer_standard_output(void);
 
 /// How this process was started, as read before `main` ran (see forkkit_started_as).
 enum {

@@ -1,0 +1,57 @@
+import ServiceLifecycle
+
+extension WorkerPool: Service {
+    /// Serves until graceful shutdown of the `ServiceGroup` begins, then shuts the pool down
+    /// gracefully: no new calls, and the calls already made (queued ones too) finish, for at most
+    /// ``Configuration/gracefulShutdownTimeout``; then the workers still running are killed and
+    /// their calls fail with ``WorkerPoolError/Kind/shutDown``. Cancellation of the group ends the
+    /// pool at once. It returns once every worker has exited (and a template the pool made with
+    /// `WorkerPool(executable:running:)` with them).
+    ///
+    /// List the pool before the services that call it: a `ServiceGroup` shuts its services down in
+    /// reverse order, so theirs begins first, and the pool still serves the calls they finish with.
+    ///
+    /// ```swift
+    /// let pool = try await WorkerPool(running: "math", configuration: configuration)
+    /// let group = ServiceGroup(
+    ///     services: [pool, api], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
+    /// try await group.run()   // SIGTERM: the API stops, then the pool drains and ends
+    /// ```
+    public func run() async throws {
+        do {
+            try await gracefulShutdown()
+        } catch {
+            // Cancelled: the group is not waiting for anything to finish.
+            await terminate()
+            return
+        }
+        await shutdown(within: configuration.gracefulShutdownTimeout)
+    }
+
+    /// Shuts down gracefully (``shutdown()``) for at most `limit`, then kills what still runs
+    /// (``terminate()``); returns whether everything finished in time. Cancelling the calling task
+    /// ends the wait early, as the limit would.
+    ///
+    /// ```swift
+    /// let finished = await pool.shutdown(within: .seconds(10))
+    /// if !finished { logger.warning("calls still running after 10 s were ended") }
+    /// ```
+    @discardableResult
+    public func shutdown(within limit: Duration) async -> Bool {
+        await withTaskGroup(of: Bool.self) { group in
+            group.addTask { [self] in
+                await shutdown()
+                return true
+            }
+            group.addTask {
+                try? await Task.sleep(for: limit)
+                return false
+            }
+            let finished = await group.next() ?? false
+            if !finished { await terminate() }
+            group.cancelAll()
+            await group.waitForAll()
+            return finished
+        }
+    }
+}
