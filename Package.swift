@@ -106,6 +106,12 @@ let package = Package(
             dependencies: ["ForkPool", .product(name: "ArgumentParser", package: "swift-argument-parser")],
             path: "Tests/ForkKitTestAsyncCommand"
         ),
+        // A pool as a swift-service-lifecycle Service, which the tests stop with SIGTERM.
+        .executableTarget(
+            name: "forkkit-test-service",
+            dependencies: ["ForkPool", .product(name: "ServiceLifecycle", package: "swift-service-lifecycle")],
+            path: "Tests/ForkKitTestService"
+        ),
 
         // The CPU-bound work the demo and the pool benchmark share.
         .target(name: "DemoWorkloads", dependencies: ["ForkRPC"], path: "Examples/Workloads"),

@@ -21,6 +21,8 @@ public enum Built {
     public static var command: String { directory + "/forkkit-test-command" }
     /// An AsyncParsableCommand that calls bootstrap from its main().
     public static var asyncCommand: String { directory + "/forkkit-test-async-command" }
+    /// A pool run as a swift-service-lifecycle Service (Tests/ForkKitTestService).
+    public static var service: String { directory + "/forkkit-test-service" }
     /// The plugin library.
     public static var plugin: String { directory + "/libForkKitTestPlugin.so" }
 }
