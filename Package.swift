@@ -149,6 +149,12 @@ let package = Package(
         .executableTarget(name: "forkkit-remote-pool", dependencies: ["ForkKit", "ForkPool"], path: "Examples/RemotePool"),
         .executableTarget(name: "forkkit-work-queue", dependencies: ["ForkPool"], path: "Examples/WorkQueue"),
         .executableTarget(name: "forkkit-distributed-actors", dependencies: ["ForkActors"], path: "Examples/DistributedActors"),
+        // Issue 17's example: a pool as a Service, workers' output in the Logger, progress as a stream.
+        .executableTarget(
+            name: "forkkit-pool-service",
+            dependencies: ["ForkPool", .product(name: "ServiceLifecycle", package: "swift-service-lifecycle")],
+            path: "Examples/PoolService"
+        ),
         .executableTarget(name: "forkkit-shared-table", dependencies: ["ForkKit", "ForkRPC", "ForkPool"], path: "Examples/SharedTable"),
         .target(name: "ForkKitWordCountPlugin", dependencies: ["ForkKit", "ForkRPC"], path: "Examples/Plugin/Library"),
         .executableTarget(name: "forkkit-plugin-host", dependencies: ["ForkKit", "ForkRPC"], path: "Examples/Plugin/Host"),

@@ -31,6 +31,8 @@ check remote-functions "area of 3 x 4: 12.0" "3 x 4 scaled by 2 and 0.5: 6.0 x 2
 check work-queue "factored 300 numbers" "every number's factors multiply back to it: true" -- $bin/forkkit-work-queue 300
 check distributed-actors "digest of hello, 3 rounds:" "caught TooManyRounds as itself: 5000 rounds" "200 digests in 2 workers; each actor made 100 and 100" \
     -- $bin/forkkit-distributed-actors
+check pool-service "factored 300 of 300" "factored 300 numbers; every product checks: true" "place=local stream=stdout" "is prime" \
+    "service group ended; the pool has 0 workers left" -- $bin/forkkit-pool-service 300
 check async-countdown "12 ticks" "they ran concurrently" -- $bin/forkkit-async-countdown
 check shared-table "all four read the same table: true" -- $bin/forkkit-shared-table 32
 check remote-pool "worker" ": direct command" "10000 squares, the last 100000000" "direct command:" -- $bin/forkkit-remote-pool
