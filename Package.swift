@@ -1,4 +1,7 @@
 // swift-tools-version: 6.1
+// ForkKit runs on Linux only, by design: it is built on epoll, memfd, pidfd, signalfd and prctl.
+// On another platform the build stops at Sources/CMsgPack/shim.h, which every module imports first,
+// with one sentence saying so (SwiftPM has no way to list Linux alone as a supported platform).
 import CompilerPluginSupport
 import PackageDescription
 
