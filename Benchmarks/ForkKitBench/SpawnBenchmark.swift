@@ -34,11 +34,15 @@ struct SpawnBenchmark: AsyncParsableCommand {
             }
         }
         let ours = "template_fork_run_exit_per_s"
+        // The same with the children's output captured (ChildOutput): two pipes per child.
+        let captured = "template_fork_run_exit_output_captured_per_s"
+        let discard = ChildOutput { _ in }
         var samples: [String: [Double]] = [:]
         _ = try await Self.forkRate(template, iterations: min(iterations, 100))  // warm-up
         for round in 1...rounds {
-            log.say("round \(round)/\(rounds): ForkKit, \(peers.map(\.metric).joined(separator: ", "))")
+            log.say("round \(round)/\(rounds): ForkKit, ForkKit capturing output, \(peers.map(\.metric).joined(separator: ", "))")
             samples[ours, default: []].append(try await Self.forkRate(template, iterations: iterations))
+            samples[captured, default: []].append(try await Self.forkRate(template, iterations: iterations, output: discard))
             for peer in peers {
                 do {
                     samples[peer.metric, default: []].append(try peer.rate(iterations: iterations))
@@ -104,6 +108,12 @@ struct SpawnBenchmark: AsyncParsableCommand {
                       "fork+run+exit through a template vs Perl's AnyEvent::Fork->new->run")
         run.report.target("vs_c_floor", ours, over: "c_socketpair_fork_exit_per_s", atLeast: 0.5,
                       "vs a plain C socketpair+fork+_exit+wait loop")
+        if let plainRounds = samples[ours], let capturedRounds = samples[captured] {
+            let (plain, withOutput) = (median(plainRounds), median(capturedRounds))
+            run.report.notes.append(String(
+                format: "Capturing the children's output (ChildOutput) costs %.0f%% of the fork+run+exit rate (%.0f vs %.0f per s, medians).",
+                (1 - withOutput / plain) * 100, withOutput, plain))
+        }
         run.report.target("parent_\(parentSizes.last!)mb_vs_small", "template_fork_run_exit_parent_\(parentSizes.last!)mb_per_s",
                       over: ours, atLeast: 0.9, "the template's rate with a \(parentSizes.last!) MB parent vs a small one")
         run.report.target("shared_\(sharedSize)mb_vs_empty", "template_fork_run_exit_shared_\(sharedSize)mb_per_s",
@@ -114,11 +124,11 @@ struct SpawnBenchmark: AsyncParsableCommand {
 
     /// Forks `iterations` children one at a time, each running a function that returns at once, and
     /// waits until the template has reaped each: processes per second.
-    static func forkRate(_ template: ForkTemplate, iterations: Int) async throws -> Double {
+    static func forkRate(_ template: ForkTemplate, iterations: Int, output: ChildOutput? = nil) async throws -> Double {
         let clock = ContinuousClock()
         let start = clock.now
         for _ in 0..<iterations {
-            let status = try await template.fork(running: "exit-now").exitStatus()
+            let status = try await template.fork(running: "exit-now", output: output).exitStatus()
             guard status.isSuccess else { throw PeerFailure(description: "a benchmark child ended with \(status)") }
         }
         return Double(iterations) / (clock.now - start).seconds

@@ -119,6 +119,12 @@ struct ControlProtocolTests {
         #expect(template.exitStatus() == 0)
     }
 
+    @Test("fork-run capturing output without its two pipes, and with a capture operand other than true")
+    func forkRunCaptureRefused() throws {
+        try expectRefusal((["fork-run", 9, "exit-now", [], 0, true] as MessagePackValue).encoded(), code: "protocol", mentioning: "'fork-run' announces 3")
+        try expectRefusal((["fork-run", 9, "exit-now", [], 0, false] as MessagePackValue).encoded(), code: "protocol", mentioning: "must be true or absent")
+    }
+
     @Test("fork-run with fewer descriptors than announced")
     func forkRunDescriptorsMissing() throws {
         try expectRefusal((["fork-run", 9, "exit-now", [], 2] as MessagePackValue).encoded(), code: "protocol", mentioning: "'fork-run' announces 3")
