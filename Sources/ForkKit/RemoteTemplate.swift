@@ -140,7 +140,7 @@ public final class RemoteTemplate: ChildLauncher {
         return RunningChild(pid: pid, socket: connection.takeSocket(), keeping: self, remoteName: placeName)
     }
 
-    /// Starts a child running `function` (``fork(running:arguments:)``).
+    /// Starts a child running `function` (``fork(running:arguments:output:)``).
     public func launch(running function: String, arguments: [[UInt8]]) async throws -> RunningChild {
         try await fork(running: function, arguments: arguments)
     }

@@ -3,7 +3,7 @@ import MessagePack
 /// Functions that the owner serves to its worker: the other direction of MessagePack-RPC, in which
 /// the worker (or any peer) sends a request and the owner answers it.
 ///
-/// Give them to ``RPCClient/start(_:running:arguments:maximumMessageSize:logger:handlers:)``, to a
+/// Give them to ``RPCClient/start(_:running:arguments:maximumMessageSize:logger:handlers:output:)``, to a
 /// pool's configuration (`handlers`, for all its workers), or add them later with
 /// ``RPCClient/register(_:_:)``. A worker calls them with `RPCServer.call(_:_:timeout:)` (or the
 /// asynchronous server's `call`); another peer with a plain request. A request for a name nobody
