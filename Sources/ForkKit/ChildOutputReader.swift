@@ -9,6 +9,7 @@ import Glibc
 final class ChildOutputReader: @unchecked Sendable {
     // Touched only on the monitor thread, in `drain`, once reading has started.
     private var pending: [UInt8] = []
+    private var buffer = [UInt8](repeating: 0, count: 64 << 10)
     private let descriptor: Int32
     private let pid: Int32
     private let place: String
@@ -54,7 +55,6 @@ final class ChildOutputReader: @unchecked Sendable {
     }
 
     private func drain() {
-        var buffer = [UInt8](repeating: 0, count: 64 << 10)
         let count = buffer.withUnsafeMutableBytes { Glibc.read(descriptor, $0.baseAddress, $0.count) }
         if count < 0, errno == EAGAIN || errno == EINTR { return }
         guard count > 0 else {
