@@ -90,6 +90,7 @@ let package = Package(
                 "ForkKit", "ForkRPC", "ForkPool", "MessagePack", "ForkKitTestSupport", "ForkKitTestActors",
                 .product(name: "SystemPackage", package: "swift-system"),
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "Tracing", package: "swift-distributed-tracing"),
             ],
             path: "Tests/ForkKitTestWorker"
         ),
@@ -198,6 +199,7 @@ let package = Package(
                 "ForkRPC", "ForkKit", "MessagePack", "ForkKitTestSupport", "FuzzHarness",
                 .product(name: "SystemPackage", package: "swift-system"),
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "InMemoryTracing", package: "swift-distributed-tracing"),
             ]
         ),
         .testTarget(
@@ -206,6 +208,7 @@ let package = Package(
                 "ForkPool", "ForkRPC", "ForkKit", "ForkKitTestSupport", "LoopbackSSH",
                 .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "MetricsTestKit", package: "swift-metrics"),
+                .product(name: "InMemoryTracing", package: "swift-distributed-tracing"),
             ]
         ),
         .testTarget(
