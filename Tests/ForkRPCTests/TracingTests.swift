@@ -1,5 +1,6 @@
 import ForkKit
 import ForkKitTestSupport
+import Foundation
 @testable import ForkRPC
 import InMemoryTracing
 import Synchronization
@@ -134,6 +135,60 @@ struct TracingTests {
         #expect(SpanRecord(.array([1, 2])) == nil)
     }
 
+    @Test("protocol/vectors/rpc.json: $context and $spans, byte for byte")
+    func vectors() throws {
+        let url = URL(fileURLWithPath: #filePath)
+            .deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+            .appendingPathComponent("protocol/vectors/rpc.json")
+        let root = try JSONSerialization.jsonObject(with: Data(contentsOf: url)) as! [String: Any]
+        let vectors = Dictionary(uniqueKeysWithValues: (root["vectors"] as! [[String: Any]]).map { vector in
+            let hex = Array((vector["hex"] as! String).utf8)
+            let bytes = stride(from: 0, to: hex.count, by: 2).map { UInt8(String(decoding: hex[$0..<$0 + 2], as: UTF8.self), radix: 16)! }
+            return (vector["name"] as! String, bytes)
+        })
+        let carrier = ["traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"]
+        var context = MessagePackWriter()
+        CallTrace(tracer: NoOpTracer(), context: .topLevel, carrier: carrier).writeContext(for: 7, into: &context)
+        #expect(context.bytes == vectors["context"])
+
+        let base: UInt64 = 1_700_000_000_000_000_000
+        func at(_ offset: UInt64) -> DefaultTracerClock.Timestamp { DefaultTracerClock.Timestamp(nanosecondsSinceEpoch: base + offset) }
+        let parse = SpanRecord(
+            id: 1, parent: 0, name: "parse", kind: .server, start: base, end: base + 500_000, attributes: ["items": 21],
+            events: [SpanEvent(name: "halfway", at: at(200_000), attributes: ["done": 10])], status: SpanStatus(code: .ok))
+        let tokenize = SpanRecord(
+            id: 2, parent: 1, name: "tokenize", kind: .internal, start: base + 100_000, end: base + 400_000, attributes: [:], events: [],
+            status: nil)
+        let spans = RPCMessage.notification(method: RPCMessage.spansMethod, params: [7, .array([parse.value, tokenize.value])])
+        #expect(spans.value.encoded() == vectors["spans"])
+
+        // A span that ended after the response, made by the worker's own tracer and trace.
+        let sent = Mutex<[RPCMessage]>([])
+        let call = WorkerCallTrace(id: 7, carrier: carrier) { message in sent.withLock { $0.append(message) } }
+        _ = call.finishCall()
+        call.run {
+            let span = WorkerTracer().startSpan("flush", at: at(600_000))
+            span.recordError(DiskFull(), attributes: [:], at: at(800_000))
+            span.setStatus(SpanStatus(code: .error, message: "disk full"))
+            span.end(at: at(900_000))
+        }
+        // Its attributes are a map of two keys, whose order a Swift dictionary does not keep: compared as values.
+        guard case .notification(RPCMessage.spansMethod, let params)? = sent.withLock({ $0 }).first, params.count == 3,
+              case .notification(RPCMessage.spansMethod, let expected) = try RPCMessage(MessagePackDecoder().decode(MessagePackValue.self, from: vectors["late spans"]!)),
+              let made = params[1].arrayValue?.compactMap(SpanRecord.init).first,
+              var vector = expected[1].arrayValue?.compactMap(SpanRecord.init).first
+        else {
+            Issue.record("no late $spans: \(sent.withLock { $0 })")
+            return
+        }
+        #expect(params[0] == expected[0] && params[2] == expected[2])
+        // The vector's error is of type App.DiskFull.
+        vector.events[0].attributes.set("exception.type", value: .string(String(reflecting: DiskFull.self)))
+        #expect(made.parent == vector.parent && made.name == vector.name && made.kind == vector.kind)
+        #expect(made.start == vector.start && made.end == vector.end && made.attributes == vector.attributes)
+        #expect(made.events == vector.events && made.status == vector.status)
+    }
+
     @Test("a worker holds a finished span back while its parent is open, and sends spans that end after the response with the carrier")
     func workerHoldsAndSendsLate() throws {
         let sent = Mutex<[RPCMessage]>([])
@@ -164,4 +219,9 @@ struct TracingTests {
         #expect(lateParams.count == 3 && lateParams[2] == ["k": "v"])
         #expect(lateParams[1].arrayValue?.compactMap(SpanRecord.init).map(\.name) == ["lingering"])
     }
+}
+
+/// The error of the `late spans` vector.
+struct DiskFull: Error, CustomStringConvertible {
+    var description: String { "disk full" }
 }
