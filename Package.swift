@@ -153,6 +153,8 @@ let package = Package(
                 "AllocationCounter",
                 .product(name: "SystemPackage", package: "swift-system"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Tracing", package: "swift-distributed-tracing"),
+                .product(name: "InMemoryTracing", package: "swift-distributed-tracing"),
             ],
             path: "Benchmarks/ForkKitBench"
         ),
@@ -161,7 +163,7 @@ let package = Package(
         // The small template the benchmarks fork from: no Foundation, Swift runtime linked in.
         .executableTarget(
             name: "forkkit-bench-template",
-            dependencies: ["ForkKit", "ForkRPC"],
+            dependencies: ["ForkKit", "ForkRPC", .product(name: "Tracing", package: "swift-distributed-tracing")],
             path: "Benchmarks/BenchTemplate",
             linkerSettings: staticRuntime
         ),
