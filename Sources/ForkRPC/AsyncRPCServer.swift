@@ -254,6 +254,12 @@ public final class AsyncRPCServer: Sendable {
         if let error = failure.withLock({ $0 }) { throw error }
     }
 
+    /// Writes `$spans` whole after any other task's message, unless it is over the owner's limit.
+    private func send(spans message: RPCMessage) {
+        let limit = responseLimit.load(ordering: .relaxed)
+        try? sendOrder.withLock { _ throws(Errno) in try socket.send(spans: message, limit: limit) }
+    }
+
     /// Writes a message whole, after any other task's message.
     private func send(_ message: RPCMessage) throws(Errno) {
         try sendOrder.withLock { _ throws(Errno) in try socket.send(message) }
@@ -321,10 +327,12 @@ public final class AsyncRPCServer: Sendable {
     }
 
     /// Sends the response to request `id`.
-    private func answer(_ id: UInt32, _ outcome: RPCArguments.Outcome) {
+    /// Sends the response to request `id`, after the `$spans` of a traced call in the same write.
+    private func answer(_ id: UInt32, _ outcome: RPCArguments.Outcome, spans: RPCMessage? = nil) {
         var response = MessagePackWriter()
-        outcome.write(id: id, into: &response, maximumMessageSize: responseLimit.load(ordering: .relaxed))
-        try? sendOrder.withLock { _ throws(Errno) in try socket.send(response) }
+        let limit = responseLimit.load(ordering: .relaxed)
+        outcome.write(id: id, into: &response, maximumMessageSize: limit)
+        try? sendOrder.withLock { _ throws(Errno) in try socket.send(spans: spans, then: response, limit: limit) }
     }
 
     /// Starts request `id` in a task of its own; with `carrier` (its `$context`) it is traced.
@@ -333,17 +341,18 @@ public final class AsyncRPCServer: Sendable {
         state.withLock { state in
             state.running[id] = Task { [self] in
                 let outcome: RPCArguments.Outcome
+                var spans: RPCMessage?
                 if let carrier {
                     // Spans that end after the response go out as they end.
-                    let trace = WorkerCallTrace(id: id, carrier: carrier) { [weak self] spans in try? self?.send(spans) }
+                    let trace = WorkerCallTrace(id: id, carrier: carrier) { [weak self] spans in self?.send(spans: spans) }
                     outcome = await trace.run { await Self.execute(call) }
                     // Before the response: the owner has the call's spans when the call returns.
-                    if let spans = trace.finishCall() { try? send(spans) }
+                    spans = trace.finishCall()
                 } else {
                     outcome = await Self.execute(call)
                 }
                 // The owner stopped waiting for a cancelled call; it drops a late answer anyway.
-                answer(id, outcome)
+                answer(id, outcome, spans: spans)
                 finish(id)
             }
         }

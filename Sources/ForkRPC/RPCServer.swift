@@ -258,18 +258,19 @@ public final class RPCServer {
                     }
                 }
                 let outcome: RPCArguments.Outcome
+                var spans: RPCMessage?
                 if !contexts.isEmpty, let carrier = contexts.removeValue(forKey: id) {
-                    // A traced call: its spans go out just before its response.
+                    // A traced call: its spans go out just before its response, in the same write.
                     traced = true
                     let trace = WorkerCallTrace(id: id, carrier: carrier) { [lateSpans] spans in lateSpans.messages.withLock { $0.append(spans) } }
                     outcome = trace.run(execute)
-                    if let spans = trace.finishCall() { try socket.send(spans) }
+                    spans = trace.finishCall()
                 } else {
                     outcome = execute()
                 }
                 if traced { try sendLateSpans() }
                 outcome.write(id: id, into: &response, maximumMessageSize: stream.maximumMessageSize)
-                try socket.send(response)
+                try socket.send(spans: spans, then: response, limit: stream.maximumMessageSize)
             }
         }
         if traced { try sendLateSpans() }
@@ -281,7 +282,7 @@ public final class RPCServer {
             defer { messages = [] }
             return messages
         }
-        for message in messages { try socket.send(message) }
+        for message in messages { try socket.send(spans: message, limit: stream.maximumMessageSize) }
     }
 }
 
