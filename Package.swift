@@ -33,6 +33,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-collections", from: "1.6.0"),
         // A pool runs as a `Service` in a `ServiceGroup` (graceful shutdown on SIGTERM).
         .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
+        // A call carries its caller's trace context to the worker, whose spans come back (ForkRPC).
+        .package(url: "https://github.com/apple/swift-distributed-tracing", from: "1.7.3"),
         // `swift package generate-documentation` for the DocC catalogs (scripts/docs.sh).
         .package(url: "https://github.com/swiftlang/swift-docc-plugin", from: "1.5.0"),
         // Only for the `@MessagePackCodable` macro (MessagePackMacros): fetched by every user, built by its users only.
@@ -70,6 +72,7 @@ let package = Package(
                 "ForkKit", "MessagePack",
                 .product(name: "SystemPackage", package: "swift-system"),
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "Tracing", package: "swift-distributed-tracing"),
             ]
         ),
         .target(
@@ -94,6 +97,7 @@ let package = Package(
                 "ForkKit", "ForkRPC", "ForkPool", "MessagePack", "ForkKitTestSupport", "ForkKitTestActors",
                 .product(name: "SystemPackage", package: "swift-system"),
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "Tracing", package: "swift-distributed-tracing"),
             ],
             path: "Tests/ForkKitTestWorker"
         ),
@@ -168,6 +172,8 @@ let package = Package(
                 "AllocationCounter",
                 .product(name: "SystemPackage", package: "swift-system"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Tracing", package: "swift-distributed-tracing"),
+                .product(name: "InMemoryTracing", package: "swift-distributed-tracing"),
             ],
             path: "Benchmarks/ForkKitBench"
         ),
@@ -176,7 +182,7 @@ let package = Package(
         // The small template the benchmarks fork from: no Foundation, Swift runtime linked in.
         .executableTarget(
             name: "forkkit-bench-template",
-            dependencies: ["ForkKit", "ForkRPC"],
+            dependencies: ["ForkKit", "ForkRPC", .product(name: "Tracing", package: "swift-distributed-tracing")],
             path: "Benchmarks/BenchTemplate",
             linkerSettings: staticRuntime
         ),
@@ -216,6 +222,7 @@ let package = Package(
                 "ForkRPC", "ForkKit", "MessagePack", "ForkKitTestSupport", "FuzzHarness",
                 .product(name: "SystemPackage", package: "swift-system"),
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "InMemoryTracing", package: "swift-distributed-tracing"),
             ]
         ),
         .testTarget(
@@ -224,6 +231,7 @@ let package = Package(
                 "ForkPool", "ForkRPC", "ForkKit", "ForkKitTestSupport", "LoopbackSSH",
                 .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "MetricsTestKit", package: "swift-metrics"),
+                .product(name: "InMemoryTracing", package: "swift-distributed-tracing"),
             ]
         ),
         .testTarget(

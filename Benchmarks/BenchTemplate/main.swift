@@ -2,6 +2,7 @@
 // so that its page tables stay small (DESIGN.md: fork cost is set by the template's mappings).
 import ForkKit
 import ForkRPC
+import Tracing
 
 #if canImport(Glibc)
 import Glibc
@@ -16,6 +17,8 @@ ForkTemplate.bootstrap([
         server.register(RPCFunction<Int, Int>("square")) { $0 * $0 }
         server.register(RPCFunction<[UInt8], [UInt8]>("echo-bytes")) { $0 }
         server.register(RPCFunction<Int, [UInt8]>("bytes")) { [UInt8](repeating: 0x5a, count: $0) }
+        // The traced variant: one span in the worker (a no-op unless the call carries a context).
+        server.register(RPCFunction<Int, Int>("square-traced")) { number in withSpan("square") { _ in number * number } }
     },
     // Reads the table that the "shared-region" initializer put in the template: one byte per page.
     .rpcWorker("table-reader") { server in

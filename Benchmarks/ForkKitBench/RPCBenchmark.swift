@@ -3,6 +3,8 @@ import CMsgPack
 import ForkKit
 import ForkRPC
 import Foundation
+import InMemoryTracing
+import Tracing
 import MessagePack
 import MessagePackMacros
 
@@ -19,6 +21,7 @@ struct RPCBenchmark: AsyncParsableCommand {
     static let square = RPCFunction<Int, Int>("square")
     static let echo = RPCFunction<[UInt8], [UInt8]>("echo-bytes")
     static let bytes = RPCFunction<Int, [UInt8]>("bytes")
+    static let squareTraced = RPCFunction<Int, Int>("square-traced")
 
     func run() async throws {
         let calls = options.quick ? 300 : 3000
@@ -44,6 +47,7 @@ struct RPCBenchmark: AsyncParsableCommand {
         for round in 1...rounds {
             log.say("round \(round)/\(rounds): latency, throughput, 1 MiB echo, peers")
             samples["forkkit_call_rtt_us", default: []].append(try await Self.latency(first, calls: calls))
+            samples["forkkit_call_rtt_traced_us", default: []].append(try await Self.tracedLatency(first, calls: calls))
             samples["forkkit_call_rtt_io_executor_us", default: []].append(
                 try await withTaskExecutorPreference(ForkTemplate.ioExecutor) { try await Self.latency(first, calls: calls) })
             samples["forkkit_call_rtt_spin_us", default: []].append(try await Self.spinningLatency(spinning, calls: calls))
@@ -119,6 +123,19 @@ struct RPCBenchmark: AsyncParsableCommand {
     /// Median round trip of one call at a time, in microseconds.
     static func latency(_ client: RPCClient, calls: Int) async throws -> Double {
         try await PoolBenchmark.latency(calls: calls) { try await client.call(square, $0) }
+    }
+
+    /// Median round trip of one traced call at a time, in microseconds: each call inside a span of
+    /// an in-memory tracer bound with `withTracer`, so that it carries `$context`; the worker opens
+    /// one span, which comes back (`$spans`) and is replayed into the tracer.
+    static func tracedLatency(_ client: RPCClient, calls: Int) async throws -> Double {
+        let tracer = InMemoryTracer(recordInjections: false, recordExtractions: false)
+        defer { tracer.clearAll() }
+        return try await withTracer(tracer) {
+            try await PoolBenchmark.latency(calls: calls) { number in
+                try await withSpan("call") { _ in try await client.call(squareTraced, number) }
+            }
+        }
     }
 
     /// The low-latency mode: the worker spins, the monitor thread spins, the caller runs on it.

@@ -8,6 +8,7 @@ import Glibc
 import MessagePack
 import Synchronization
 import SystemPackage
+import Tracing
 
 /// The worker side of MessagePack-RPC, asynchronous backend: `async` functions, several calls
 /// running at once up to a limit (AnyEvent::Fork::RPC's async backend), each cancelled when the
@@ -50,7 +51,10 @@ public final class AsyncRPCServer: Sendable {
 
     private struct State {
         var running: [UInt32: Task<Void, Never>] = [:]
-        var waiting: [(UInt32, Call)] = []
+        /// Requests waiting for a free slot, with their trace context when they came with one.
+        var waiting: [(UInt32, Call, [String: String]?)] = []
+        /// The trace contexts (`$context`) of requests not read yet, by msgid.
+        var contexts: [UInt32: [String: String]] = [:]
         var cancelledEarly: Set<UInt32> = []
         var ended = false
         var finished: CheckedContinuation<Void, Never>?
@@ -250,6 +254,12 @@ public final class AsyncRPCServer: Sendable {
         if let error = failure.withLock({ $0 }) { throw error }
     }
 
+    /// Writes `$spans` whole after any other task's message, unless it is over the owner's limit.
+    private func send(spans message: RPCMessage) {
+        let limit = responseLimit.load(ordering: .relaxed)
+        try? sendOrder.withLock { _ throws(Errno) in try socket.send(spans: message, limit: limit) }
+    }
+
     /// Writes a message whole, after any other task's message.
     private func send(_ message: RPCMessage) throws(Errno) {
         try sendOrder.withLock { _ throws(Errno) in try socket.send(message) }
@@ -275,19 +285,20 @@ public final class AsyncRPCServer: Sendable {
         for message in batch {
             switch message {
             case .request(let id, let call):
-                let (startNow, cancelledEarly) = state.withLock { state -> (Bool, Bool) in
+                let (startNow, cancelledEarly, carrier) = state.withLock { state -> (Bool, Bool, [String: String]?) in
+                    let carrier = state.contexts.isEmpty ? nil : state.contexts.removeValue(forKey: id)
                     if !state.cancelledEarly.isEmpty {
-                        if state.cancelledEarly.remove(id) != nil { return (false, true) }
+                        if state.cancelledEarly.remove(id) != nil { return (false, true, nil) }
                         // Requests come in msgid order: earlier cancels found their requests answered already.
                         state.cancelledEarly = state.cancelledEarly.filter { $0 > id }
                     }
                     guard state.running.count < maximumConcurrentCalls else {
-                        state.waiting.append((id, call))
-                        return (false, false)
+                        state.waiting.append((id, call, carrier))
+                        return (false, false, nil)
                     }
-                    return (true, false)
+                    return (true, false, carrier)
                 }
-                if startNow { start(id, call) }
+                if startNow { start(id, call, carrier: carrier) }
                 // Every request is answered, a skipped one too: the owner waits for the answer to
                 // tell a worker that skipped it from one that is stuck.
                 if cancelledEarly { answer(id, .single(.failure(RPCArguments.cancelledBeforeStart))) }
@@ -303,6 +314,8 @@ public final class AsyncRPCServer: Sendable {
                 }
                 task?.cancel()
                 if dequeued { answer(id, .single(.failure(RPCArguments.cancelledBeforeStart))) }
+            case .context(let id, let carrier):
+                state.withLock { $0.contexts[id] = carrier }
             case .limits(let limit):
                 responseLimit.store(limit, ordering: .relaxed)
             case .response(let id, let error, let result):
@@ -314,29 +327,42 @@ public final class AsyncRPCServer: Sendable {
     }
 
     /// Sends the response to request `id`.
-    private func answer(_ id: UInt32, _ outcome: RPCArguments.Outcome) {
+    /// Sends the response to request `id`, after the `$spans` of a traced call in the same write.
+    private func answer(_ id: UInt32, _ outcome: RPCArguments.Outcome, spans: RPCMessage? = nil) {
         var response = MessagePackWriter()
-        outcome.write(id: id, into: &response, maximumMessageSize: responseLimit.load(ordering: .relaxed))
-        try? sendOrder.withLock { _ throws(Errno) in try socket.send(response) }
+        let limit = responseLimit.load(ordering: .relaxed)
+        outcome.write(id: id, into: &response, maximumMessageSize: limit)
+        try? sendOrder.withLock { _ throws(Errno) in try socket.send(spans: spans, then: response, limit: limit) }
     }
 
-    private func start(_ id: UInt32, _ call: Call) {
+    /// Starts request `id` in a task of its own; with `carrier` (its `$context`) it is traced.
+    private func start(_ id: UInt32, _ call: Call, carrier: [String: String]?) {
         // Registered before it can finish, so that `finish` always finds it.
         state.withLock { state in
             state.running[id] = Task { [self] in
                 let outcome: RPCArguments.Outcome
-                switch call {
-                case .failure(let error):
-                    outcome = .single(.failure(error))
-                case .success(.single(let run)):
-                    outcome = .single(await Self.run(run))
-                case .success(.batch(let run)):
-                    outcome = .batch(await run())
+                var spans: RPCMessage?
+                if let carrier {
+                    // Spans that end after the response go out as they end.
+                    let trace = WorkerCallTrace(id: id, carrier: carrier) { [weak self] spans in self?.send(spans: spans) }
+                    outcome = await trace.run { await Self.execute(call) }
+                    // Before the response: the owner has the call's spans when the call returns.
+                    spans = trace.finishCall()
+                } else {
+                    outcome = await Self.execute(call)
                 }
                 // The owner stopped waiting for a cancelled call; it drops a late answer anyway.
-                answer(id, outcome)
+                answer(id, outcome, spans: spans)
                 finish(id)
             }
+        }
+    }
+
+    private static func execute(_ call: Call) async -> RPCArguments.Outcome {
+        switch call {
+        case .failure(let error): .single(.failure(error))
+        case .success(.single(let run)): .single(await Self.run(run))
+        case .success(.batch(let run)): .batch(await run())
         }
     }
 
@@ -349,11 +375,11 @@ public final class AsyncRPCServer: Sendable {
     }
 
     private func finish(_ id: UInt32) {
-        let next = state.withLock { state -> (UInt32, Call)? in
+        let next = state.withLock { state -> (UInt32, Call, [String: String]?)? in
             state.running[id] = nil
             return state.waiting.isEmpty ? nil : state.waiting.removeFirst()
         }
-        if let next { start(next.0, next.1) }
+        if let next { start(next.0, next.1, carrier: next.2) }
         finishIfIdle()
     }
 

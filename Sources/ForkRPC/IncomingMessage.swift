@@ -7,6 +7,8 @@ enum IncomingMessage<Call> {
     case request(id: UInt32, call: Call)
     /// `$cancel` of request `id`.
     case cancel(id: UInt32)
+    /// `$context`: the caller's trace context for request `id`, which comes next.
+    case context(id: UInt32, carrier: [String: String])
     /// `$limits`: the largest message either side may send from now on.
     case limits(maximumMessageSize: Int)
     /// The owner's answer to a request the worker sent (`RPCServer.call`).
@@ -33,6 +35,13 @@ enum IncomingMessage<Call> {
             self = .request(id: id, call: call)
         case .notification(RPCMessage.cancelMethod, let params):
             self = params.first?.integerValue.flatMap(UInt32.init(exactly:)).map { .cancel(id: $0) } ?? .ignored
+        case .notification(RPCMessage.contextMethod, let params):
+            guard params.count == 2, let id = params[0].integerValue.flatMap(UInt32.init(exactly:)),
+                  let carrier = CallTrace.carrier(from: params[1]), !carrier.isEmpty else {
+                self = .ignored
+                return
+            }
+            self = .context(id: id, carrier: carrier)
         case .notification(RPCMessage.limitsMethod, let params):
             self = params.first?.integerValue.flatMap { $0 > 0 ? .limits(maximumMessageSize: $0) : nil } ?? .ignored
         case .response(let id, let error, let result):

@@ -185,17 +185,25 @@ extension RPCClient {
         writeParams: (inout MessagePackWriter, inout [MessagePackValue]) throws -> Void
     ) async throws -> MessagePackMessage {
         let id = nextID.wrappingAdd(1, ordering: .relaxed).oldValue
+        // Read here, in the caller's task (a task-local read; more only when the caller is traced).
+        let trace = CallTrace.current()
         // Started once the call is held, so that even a timeout of zero finds it to give up on.
         var timer: Task<Void, any Error>?
         defer { timer?.cancel() }
         return try await withTaskCancellationHandler {
             try await withUnsafeThrowingContinuation { (caller: Caller) in
-                let refusal = state.withLock { $0.table.admit(id, function: function, caller: caller, cancelled: Task.isCancelled) }
+                let refusal = state.withLock { state in
+                    let refusal = state.table.admit(id, function: function, caller: caller, cancelled: Task.isCancelled)
+                    if refusal == nil, let trace { state.traces[id] = trace }
+                    return refusal
+                }
                 if let refusal {
                     return caller.resume(throwing: error(for: refusal, function: function))
                 }
                 timer = timeout.map { limit in startTimer(for: id, function: function, limit: limit, oneCallAtATime: oneCallAtATime) }
                 let failure = send(until: timeout.map { ContinuousClock.now + $0 }, cancellable: true) { writer, direct in
+                    // `$context` goes first, in the same write: the worker has it when the request comes.
+                    trace?.writeContext(for: id, into: &writer)
                     writer.writeArrayHeader(count: 4)
                     writer.write(0)
                     writer.write(Int(id))
@@ -205,7 +213,10 @@ extension RPCClient {
                 guard var failure else { return }
                 if failure.function == nil { failure.function = function }
                 // A close() waiting for the calls in flight may have been waiting for this one.
-                let withdrawal = state.withLock { $0.table.withdraw(id) }
+                let withdrawal = state.withLock { state in
+                    if trace != nil { state.traces[id] = nil }
+                    return state.table.withdraw(id)
+                }
                 withdrawal.call?.caller.resume(throwing: failure)
                 for watcher in withdrawal.drained + withdrawal.answered { watcher.resume(returning: true) }
             }

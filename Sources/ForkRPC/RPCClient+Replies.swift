@@ -38,7 +38,12 @@ extension RPCClient {
             defer { message.release() }
             return try dispatch(try RPCMessage(try message.withObject { try $0.value() }))
         }
-        switch state.withLock({ $0.table.responseArrived(id, at: .now) }) {
+        let outcome = state.withLock { state in
+            // A traced call's spans came before its response; later ones bring their own carrier.
+            if !state.traces.isEmpty { state.traces[id] = nil }
+            return state.table.responseArrived(id, at: .now)
+        }
+        switch outcome {
         case .deliver(let call, let drained):
             call.caller.resume(returning: message)
             for watcher in drained { watcher.resume(returning: true) }
@@ -60,12 +65,28 @@ extension RPCClient {
             settleAnnouncement()
         case .notification(RPCMessage.cancelMethod, let params):
             if let id = params.first?.integerValue.flatMap(UInt32.init(exactly:)) { cancelServing(id) }
+        case .notification(RPCMessage.spansMethod, let params):
+            replaySpans(params)
         case .notification(let method, let params):
             if method == RPCLogHandler.method, let logger, RPCLogHandler.forward(params, to: logger, pid: pid) { return }
             eventSink.yield(RPCEvent(name: method, params: params))
         case .request(let id, let method, let params):
             serve(request: id, method: method, params: params)
         }
+    }
+
+    /// Replays the spans of `$spans` (`[msgid, [record, ...]]`, or with the call's carrier as a third
+    /// element for spans that ended after the call's response) into the tracer of the call that made
+    /// them. Malformed spans are dropped: they never end a connection.
+    func replaySpans(_ params: [MessagePackValue]) {
+        guard params.count >= 2, let id = params[0].integerValue.flatMap(UInt32.init(exactly:)),
+              case .array(let values) = params[1] else { return }
+        let carrier = params.count > 2 ? CallTrace.carrier(from: params[2]) : nil
+        let known = state.withLock { $0.traces[id] }
+        // A carrier that is not the known call's own: the msgid was used again since.
+        guard let trace = carrier.map({ carrier in known.flatMap { $0.carrier == carrier ? $0 : nil } ?? .detached(carrier: carrier) }) ?? known
+        else { return }
+        trace.replay(values.compactMap(SpanRecord.init))
     }
 
     /// The connection is over: every call fails, with the worker's exit status when it has one.
@@ -77,7 +98,10 @@ extension RPCClient {
         connection.stopReading(breaking: error != nil)
         cancelServingAll()
         // A handler that holds this client (it calls the worker back) would keep it alive for ever.
-        state.withLock { $0.handlers = RPCHandlers() }
+        state.withLock { state in
+            state.handlers = RPCHandlers()
+            state.traces = [:]
+        }
         eventSink.finish()
         settleAnnouncement()
         for watcher in watchers { watcher.resume(returning: true) }

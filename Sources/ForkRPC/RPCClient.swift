@@ -68,6 +68,9 @@ public final class RPCClient: Sendable {
         var handlers: RPCHandlers
         /// The worker's requests being served, by their msgid (the worker's own numbering).
         var serving: [UInt32: Task<Void, Never>] = [:]
+        /// The traced calls (made in a task with a service context) until their responses arrive:
+        /// where the spans the worker sends back for them go.
+        var traces: [UInt32: CallTrace] = [:]
     }
 
     /// How long the worker has to answer a call it was told to cancel (after a timeout or a

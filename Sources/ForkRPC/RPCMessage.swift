@@ -45,6 +45,16 @@ public enum RPCMessage: Sendable, Equatable {
     /// The method name of ``worker(backend:maximumConcurrentCalls:)``.
     public static let workerMethod = "$worker"
 
+    /// The method name of the notification that carries a call's trace context to the worker,
+    /// `[2, "$context", [msgid, {carrier}]]`, written just before the request `msgid` it applies to
+    /// (see <doc:TracingAcrossProcesses>).
+    public static let contextMethod = "$context"
+
+    /// The method name of the notification that carries the spans a worker finished for request
+    /// `msgid` back to its owner, `[2, "$spans", [msgid, [record, ...]]]` (with the call's carrier as
+    /// a third element for spans that ended after the call's response).
+    public static let spansMethod = "$spans"
+
     /// The message as a MessagePack array.
     public var value: MessagePackValue {
         switch self {

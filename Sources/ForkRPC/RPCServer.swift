@@ -1,6 +1,7 @@
 import ForkKit
 import Logging
 import MessagePack
+import Synchronization
 import SystemPackage
 
 #if canImport(Glibc)
@@ -42,6 +43,20 @@ public final class RPCServer {
     /// The owner's request whose function runs now: a `$cancel` of it also gives up the calls
     /// that function is making to the owner.
     private var running: UInt32?
+    /// The trace contexts (`$context`) of requests that have not run yet, by msgid.
+    private var contexts: [UInt32: [String: String]] = [:]
+    /// Whether a traced call has run: from then on spans that end after their call's response
+    /// may wait in ``lateSpans``.
+    private var traced = false
+    /// `$spans` of spans that ended after their call's response, possibly on another thread: this
+    /// backend writes from the serving thread only, so they go out before the next response (or
+    /// when serving ends).
+    private let lateSpans = Outbox()
+
+    /// Messages other threads leave for the serving thread to send.
+    private final class Outbox: Sendable {
+        let messages = Mutex<[RPCMessage]>([])
+    }
 
     /// Serves on one bidirectional socket (a forked child's socket).
     public convenience init(socket: FileDescriptor, maximumMessageSize: Int = 64 << 20, spinBeforeBlocking: Duration = .zero) {
@@ -229,20 +244,45 @@ public final class RPCServer {
             let cancelled = Set(batch.compactMap { message -> UInt32? in
                 if case .cancel(let id) = message { id } else { nil }
             })
+            for case .context(let id, let carrier) in batch { contexts[id] = carrier }
             for case .request(let id, let call) in batch {
                 running = id
                 defer { running = nil }
                 // The function runs before the response is begun, so the events it emits go first.
-                let outcome: RPCArguments.Outcome = switch call {
-                case _ where cancelled.contains(id): .single(.failure(RPCArguments.cancelledBeforeStart))
-                case .failure(let error): .single(.failure(error))
-                case .success(.single(let run)): .single(Result { try run() })
-                case .success(.batch(let run)): .batch(run())
+                func execute() -> RPCArguments.Outcome {
+                    switch call {
+                    case _ where cancelled.contains(id): .single(.failure(RPCArguments.cancelledBeforeStart))
+                    case .failure(let error): .single(.failure(error))
+                    case .success(.single(let run)): .single(Result { try run() })
+                    case .success(.batch(let run)): .batch(run())
+                    }
                 }
+                let outcome: RPCArguments.Outcome
+                var spans: RPCMessage?
+                if !contexts.isEmpty, let carrier = contexts.removeValue(forKey: id) {
+                    // A traced call: its spans go out just before its response, in the same write.
+                    traced = true
+                    let trace = WorkerCallTrace(id: id, carrier: carrier) { [lateSpans] spans in lateSpans.messages.withLock { $0.append(spans) } }
+                    outcome = trace.run(execute)
+                    spans = trace.finishCall()
+                } else {
+                    outcome = execute()
+                }
+                if traced { try sendLateSpans() }
                 outcome.write(id: id, into: &response, maximumMessageSize: stream.maximumMessageSize)
-                try socket.send(response)
+                try socket.send(spans: spans, then: response, limit: stream.maximumMessageSize)
             }
         }
+        if traced { try sendLateSpans() }
+    }
+
+    /// Sends the `$spans` of spans that ended after their call's response.
+    private func sendLateSpans() throws {
+        let messages = lateSpans.messages.withLock { messages in
+            defer { messages = [] }
+            return messages
+        }
+        for message in messages { try socket.send(spans: message, limit: stream.maximumMessageSize) }
     }
 }
 

@@ -70,6 +70,28 @@ extension WireSocket {
         try sendAll(message.value.encoded())
     }
 
+    /// Writes `$spans` whole, unless it is larger than `limit` (the owner would close the
+    /// connection on it): spans are diagnostics, and too many of them are dropped, never fatal.
+    func send(spans message: RPCMessage, limit: Int) throws(Errno) {
+        let bytes = message.value.encoded()
+        guard bytes.count <= limit else { return }
+        try sendAll(bytes)
+    }
+
+    /// Writes a traced call's `$spans` (unless over `limit`) and its response (what `writer`
+    /// holds) in one write: the owner reads both with one wake-up, spans first.
+    func send(spans message: RPCMessage?, then writer: borrowing MessagePackWriter, limit: Int) throws(Errno) {
+        guard let message else { return try send(writer) }
+        var bytes = message.value.encoded()
+        if bytes.count > limit { bytes = [] }
+        _ = try writer.withBytes { response in
+            Result { () throws(Errno) in
+                bytes.append(contentsOf: response)
+                try sendAll(bytes)
+            }
+        }.get()
+    }
+
     /// Writes what `writer` holds, whole.
     func send(_ writer: borrowing MessagePackWriter) throws(Errno) {
         _ = try writer.withBytes { bytes in Result { () throws(Errno) in try sendAll(bytes) } }.get()

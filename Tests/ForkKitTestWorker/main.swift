@@ -10,6 +10,7 @@ import ForkKitTestActors
 import MessagePack
 import Synchronization
 import SystemPackage
+import Tracing
 
 #if canImport(Glibc)
 import Glibc
@@ -386,6 +387,45 @@ ForkTemplate.bootstrap([
             return microseconds
         }
     },
+    // Tracing across processes (ForkRPCTests' TracingTests, ForkPoolTests): spans made in the
+    // worker reach the caller's tracer.
+    .rpcWorker("rpc-traced") { server in
+        server.register(RPCFunction<Int, Int>("parse")) { items in
+            withSpan("parse", ofKind: .server) { span in
+                span.attributes["items"] = items
+                span.addEvent(SpanEvent(name: "halfway", attributes: ["done": .int64(Int64(items / 2))]))
+                let tokens = withSpan("tokenize") { span in
+                    span.attributes["tokens"] = items * 2
+                    return items * 2
+                }
+                span.setStatus(SpanStatus(code: .ok))
+                return tokens
+            }
+        }
+        server.register(RPCFunction<Int, Int>("parse-fails")) { items in
+            try withSpan("risky") { _ in throw TracedFailure(items: items) }
+        }
+        server.register(RPCFunction<Int, Bool>("saw-context")) { _ in ServiceContext.current != nil }
+    },
+    .asyncRPCWorker("async-traced") { server in
+        server.register(RPCFunction<Int, Int>("parse")) { items in
+            try await withSpan("parse", ofKind: .server) { span in
+                span.attributes["items"] = items
+                span.addEvent(SpanEvent(name: "halfway", attributes: ["done": .int64(Int64(items / 2))]))
+                let tokens = try await withSpan("tokenize") { span in
+                    try await Task.sleep(for: .milliseconds(1))
+                    span.attributes["tokens"] = items * 2
+                    return items * 2
+                }
+                span.setStatus(SpanStatus(code: .ok))
+                return tokens
+            }
+        }
+        server.register(RPCFunction<Int, Int>("parse-fails")) { items in
+            try withSpan("risky") { _ in throw TracedFailure(items: items) }
+        }
+        server.register(RPCFunction<Int, Bool>("saw-context")) { _ in ServiceContext.current != nil }
+    },
     .rpcWorker("rpc-spinning", spinBeforeBlocking: .microseconds(50)) { server in
         server.register(RPCFunction<Int, Int>("square")) { $0 * $0 }
     },
@@ -465,6 +505,12 @@ enum OwnerAnswer {
 enum MathError: Error, CustomStringConvertible {
     case divisionByZero
     var description: String { "division by zero" }
+}
+
+/// What the traced workers' `parse-fails` throws inside a span.
+struct TracedFailure: Error, CustomStringConvertible {
+    let items: Int
+    var description: String { "cannot parse \(items) items" }
 }
 
 struct TestFailure: Error, CustomStringConvertible {
