@@ -211,6 +211,9 @@ extension RPCClient {
                     try writeParams(&writer, &direct)
                 }
                 guard var failure else { return }
+                // The worker has gone: the call stays held, and the connection's end fails it with
+                // the worker's exit status (SIGKILL, say), which says more than a broken pipe.
+                if failure.kind == .workerDied { return }
                 if failure.function == nil { failure.function = function }
                 // A close() waiting for the calls in flight may have been waiting for this one.
                 let withdrawal = state.withLock { state in

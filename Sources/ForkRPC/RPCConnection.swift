@@ -164,6 +164,9 @@ final class RPCConnection: Sendable {
         do {
             sent = try socket.sendAll(bytes, descriptors: descriptors, until: deadline, giveUp: { cancellable && Task.isCancelled })
         } catch {
+            // The worker is gone (EPIPE, ECONNRESET): end the connection here too, so that the
+            // reader sees its end at once and fails the calls held with the worker's exit status.
+            socket.breakConnection()
             return (RPCError(.workerDied, "cannot send to the worker: \(error)", pid: pid), false)
         }
         guard sent < bytes.count else { return (nil, false) }

@@ -67,6 +67,9 @@ struct WireSocketTests {
             if taken == 0 { sawFull = true; break }
         }
         #expect(sawFull, "the socket took \(sent) bytes without filling up")
+        // shutdown, not only close: a process that another test forks or spawns at this moment
+        // holds a copy of the descriptor, which would keep the peer alive.
+        shutdown(theirs.rawValue, Int32(SHUT_RDWR))
         try theirs.close()
         #expect(try socket.receive(into: &reader, atMost: 1024) == .endOfStream)
     }
@@ -74,6 +77,7 @@ struct WireSocketTests {
     @Test("writing to a vanished peer is EPIPE, not SIGPIPE: over a socket and over a pipe")
     func noSigpipe() throws {
         let (ours, theirs) = try socketPair()
+        shutdown(theirs.rawValue, Int32(SHUT_RDWR))  // as above: a copy elsewhere must not keep it alive
         try theirs.close()
         let socket = WireSocket(adopting: ours, blocking: true)
         #expect(throws: Errno.brokenPipe) { try socket.sendAll([1, 2, 3]) }
