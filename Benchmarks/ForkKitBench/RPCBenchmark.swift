@@ -48,6 +48,14 @@ struct RPCBenchmark: AsyncParsableCommand {
             log.say("round \(round)/\(rounds): latency, throughput, 1 MiB echo, peers")
             samples["forkkit_call_rtt_us", default: []].append(try await Self.latency(first, calls: calls))
             samples["forkkit_call_rtt_traced_us", default: []].append(try await Self.tracedLatency(first, calls: calls))
+            // What the traced call costs apart from thread hops (everything on the I/O thread), and
+            // what swift-distributed-tracing's async `withSpan` costs by itself around an untraced call
+            // (no tracer: nothing is sent), which is mostly a hop between threads of its own.
+            samples["forkkit_call_rtt_traced_io_executor_us", default: []].append(
+                try await withTaskExecutorPreference(ForkTemplate.ioExecutor) { try await Self.tracedLatency(first, calls: calls) })
+            samples["forkkit_call_rtt_in_noop_span_us", default: []].append(try await PoolBenchmark.latency(calls: calls) { number in
+                try await withSpan("call") { _ in try await first.call(Self.square, number) }
+            })
             samples["forkkit_call_rtt_io_executor_us", default: []].append(
                 try await withTaskExecutorPreference(ForkTemplate.ioExecutor) { try await Self.latency(first, calls: calls) })
             samples["forkkit_call_rtt_spin_us", default: []].append(try await Self.spinningLatency(spinning, calls: calls))
