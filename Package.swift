@@ -120,7 +120,7 @@ let package = Package(
             path: "Tests/ForkKitTestService"
         ),
 
-        // The CPU-bound work the demo and the pool benchmark share.
+        // The CPU-bound work the demo, the examples and the pool benchmark share.
         .target(name: "DemoWorkloads", dependencies: ["ForkRPC"], path: "Examples/Workloads"),
         // The main demo: a parallel map on worker processes, on threads and on one thread.
         .executableTarget(
@@ -154,12 +154,12 @@ let package = Package(
         ),
         .executableTarget(name: "forkkit-async-countdown", dependencies: ["ForkKit", "ForkRPC"], path: "Examples/AsyncCountDown"),
         .executableTarget(name: "forkkit-remote-pool", dependencies: ["ForkKit", "ForkPool"], path: "Examples/RemotePool"),
-        .executableTarget(name: "forkkit-work-queue", dependencies: ["ForkPool"], path: "Examples/WorkQueue"),
+        .executableTarget(name: "forkkit-work-queue", dependencies: ["ForkPool", "DemoWorkloads"], path: "Examples/WorkQueue"),
         .executableTarget(name: "forkkit-distributed-actors", dependencies: ["ForkActors"], path: "Examples/DistributedActors"),
         // Issue 17's example: a pool as a Service, workers' output in the Logger, progress as a stream.
         .executableTarget(
             name: "forkkit-pool-service",
-            dependencies: ["ForkPool", .product(name: "ServiceLifecycle", package: "swift-service-lifecycle")],
+            dependencies: ["ForkPool", "DemoWorkloads", .product(name: "ServiceLifecycle", package: "swift-service-lifecycle")],
             path: "Examples/PoolService"
         ),
         .executableTarget(name: "forkkit-shared-table", dependencies: ["ForkKit", "ForkRPC", "ForkPool"], path: "Examples/SharedTable"),

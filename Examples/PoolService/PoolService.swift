@@ -4,6 +4,7 @@
 // the job's end) shuts the group down gracefully: the job stops first, then the pool drains.
 //
 //     swift run forkkit-pool-service 300
+import DemoWorkloads
 import ForkPool
 import Logging
 import ServiceLifecycle
@@ -81,20 +82,4 @@ struct FactoringJob: Service {
             logger.info("factored \(results.count) numbers; every product checks: \(correct)")
         }
     }
-}
-
-/// Trial division: slow enough per number for the workers to matter.
-func primeFactors(of number: Int) -> [Int] {
-    var factors: [Int] = []
-    var rest = number
-    var divisor = 2
-    while divisor * divisor <= rest {
-        while rest % divisor == 0 {
-            factors.append(divisor)
-            rest /= divisor
-        }
-        divisor += 1
-    }
-    if rest > 1 { factors.append(rest) }
-    return factors
 }

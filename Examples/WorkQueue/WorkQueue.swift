@@ -1,6 +1,7 @@
 // forkkit-work-queue: workers that pull their work from a queue in the owner and report back to
 // it. MessagePack-RPC goes both ways: the owner serves functions (RPCHandlers) that its workers
 // call (server.call), as a Python program would share a multiprocessing.Queue.
+import DemoWorkloads
 import ForkPool
 
 #if canImport(Glibc)
@@ -28,22 +29,6 @@ actor FactorQueue {
         factors[number] = primes
         doneBy[worker, default: 0] += 1
     }
-}
-
-/// Trial division: slow enough to be worth a worker.
-func primeFactors(of number: Int) -> [Int] {
-    var primes: [Int] = []
-    var rest = number
-    var divisor = 2
-    while divisor * divisor <= rest {
-        while rest % divisor == 0 {
-            primes.append(divisor)
-            rest /= divisor
-        }
-        divisor += 1
-    }
-    if rest > 1 { primes.append(rest) }
-    return primes
 }
 
 @main struct WorkQueue {

@@ -35,21 +35,27 @@ private func pids(_ name: String, in text: String) -> [Int32] {
     return field.dropFirst(name.count + 1).split(separator: ",").compactMap { Int32($0) }
 }
 
+/// Starts forkkit-test-service with `arguments`, waits for its `ready` line, sends it SIGTERM and
+/// waits for it to exit: its ready line, what it printed after, how long it took from the signal.
+private func runUntilTerminated(_ arguments: [String]) async throws -> (ready: String, rest: String, took: Duration, status: Int32) {
+    let (process, output) = try startProgram(Built.service, arguments)
+    let ready = try await read(output) { $0.contains("\n") }
+    let signalled = ContinuousClock.now
+    kill(process.processIdentifier, SIGTERM)
+    let rest = try await read(output)
+    try await waitForExit(process)
+    return (ready, rest, ContinuousClock.now - signalled, process.terminationStatus)
+}
+
 @Suite("A WorkerPool as a swift-service-lifecycle Service in a real ServiceGroup, stopped by SIGTERM", .serialized)
 struct ServiceLifecycleTests {
     @Test("SIGTERM: no new calls, the queued calls finish, the workers and the template exit, and so does the program")
     func gracefulShutdown() async throws {
         // 6 calls of 300 ms on 2 workers: 2 run and 4 wait in the queue when SIGTERM arrives.
-        let (process, output) = try startProgram(Built.service, ["6", "300", "10000"])
-        let ready = try await read(output) { $0.contains("\n") }
+        let (ready, rest, took, status) = try await runUntilTerminated(["6", "300", "10000"])
         let workers = pids("workers", in: ready), template = pids("template", in: ready)
         #expect(workers.count == 2 && template.count == 1, "\(ready)")
-        let signalled = ContinuousClock.now
-        kill(process.processIdentifier, SIGTERM)
-        let rest = try await read(output)
-        try await waitForExit(process)
-        let took = ContinuousClock.now - signalled
-        #expect(process.terminationStatus == 0, "\(rest)")
+        #expect(status == 0, "\(rest)")
         #expect(rest.contains("ok=6 failed=0"), "\(rest)")
         // Calls made after shutdown began fail at once, saying why.
         #expect(rest.contains("after: ") && rest.contains("shut down"), "\(rest)")
@@ -61,16 +67,10 @@ struct ServiceLifecycleTests {
     @Test("a call that outlasts the graceful-shutdown timeout is ended with its worker, and the program exits in time")
     func timeoutTerminates() async throws {
         // 3 calls of 20 s on 2 workers, 500 ms to finish them.
-        let (process, output) = try startProgram(Built.service, ["3", "20000", "500"])
-        let ready = try await read(output) { $0.contains("\n") }
+        let (ready, rest, took, status) = try await runUntilTerminated(["3", "20000", "500"])
         let workers = pids("workers", in: ready)
         #expect(workers.count == 2, "\(ready)")
-        let signalled = ContinuousClock.now
-        kill(process.processIdentifier, SIGTERM)
-        let rest = try await read(output)
-        try await waitForExit(process)
-        let took = ContinuousClock.now - signalled
-        #expect(process.terminationStatus == 0, "\(rest)")
+        #expect(status == 0, "\(rest)")
         #expect(rest.contains("ok=0 failed=3"), "\(rest)")
         #expect(rest.contains("shut down"), "\(rest)")
         #expect(took >= .milliseconds(500) && took < .seconds(5), "shutdown took \(took)")
