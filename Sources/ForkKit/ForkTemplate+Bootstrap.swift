@@ -79,7 +79,7 @@ extension ForkTemplate {
         let empty = open("/dev/null", O_RDONLY)
         if empty >= 0 {
             dup2(empty, 0)
-            close(empty)
+            Glibc.close(empty)
         }
         dup2(2, 1)
         // Lines then reach the owner (or its capture) when they are printed, not at exit.

@@ -34,6 +34,18 @@ public final class ForkTemplate: Sendable {
         self.parent = parent
     }
 
+    /// Ends this process now, as dropping the last reference to it would: it sees end of stream on
+    /// its control connection and exits, and the children it forked that still run end with it
+    /// (their parent-death signal). Commands sent to it afterwards fail. It does not wait.
+    ///
+    /// ```swift
+    /// let template = try await ForkTemplate.spawn(executable: path)
+    /// defer { template.close() }
+    /// ```
+    public func close() {
+        connection.hangUp()
+    }
+
     deinit {
         connection.hangUp()
         // A forked child that never ran (or whose RunningChild is gone too) needs no exit status kept.
@@ -91,9 +103,9 @@ public final class ForkTemplate: Sendable {
             }
             return (result, spawnedPid)
         }
-        close(theirs)
+        Glibc.close(theirs)
         guard result == 0 else {
-            close(ours)
+            Glibc.close(ours)
             throw ForkError(.spawnFailed, "cannot start template \(path): \(String(cString: strerror(result)))")
         }
         let connection = ControlConnection(socket: ours, name: "template \(pid) (\(path))", pidToReap: pid)
@@ -195,10 +207,10 @@ public final class ForkTemplate: Sendable {
         let pid = Glibc.fork()
         if pid < 0 { throw ForkError.systemCall("fork", errno: errno) }
         if pid == 0 {
-            close(ours)
+            Glibc.close(ours)
             TemplateServer.serve(socket: theirs)
         }
-        close(theirs)
+        Glibc.close(theirs)
         let connection = ControlConnection(socket: ours, name: "template \(pid) (forked from \(getpid()))", pidToReap: pid)
         connection.start()
         return ForkTemplate(pid: pid, connection: connection, parent: nil)
@@ -282,12 +294,12 @@ public final class ForkTemplate: Sendable {
         }
         let pipes = output == nil ? [] : try ChildOutputReader.makePipes()
         // The write ends are in flight (or the request failed); either way these copies are done with.
-        defer { pipes.forEach { close($0.write) } }
+        defer { pipes.forEach { Glibc.close($0.write) } }
         let (ours, theirs): (Int32, Int32)
         do {
             (ours, theirs) = try Self.socketPair()
         } catch {
-            pipes.forEach { close($0.read) }
+            pipes.forEach { Glibc.close($0.read) }
             throw error
         }
         let reply: ControlMessage
@@ -297,16 +309,16 @@ public final class ForkTemplate: Sendable {
                 descriptorCount: descriptors.count, capturesOutput: output != nil)
             let sent = [FileDescriptor(rawValue: theirs)] + pipes.map { FileDescriptor(rawValue: $0.write) } + descriptors
             let forked = connection.submit(message, descriptors: sent)
-            close(theirs)
+            Glibc.close(theirs)
             reply = try await forked.value()
         } catch {
-            close(ours)
-            pipes.forEach { close($0.read) }
+            Glibc.close(ours)
+            pipes.forEach { Glibc.close($0.read) }
             throw error
         }
         guard case .forked(let childPid) = reply else {
-            close(ours)
-            pipes.forEach { close($0.read) }
+            Glibc.close(ours)
+            pipes.forEach { Glibc.close($0.read) }
             throw ForkError(.protocolViolation, "process \(pid) answered 'fork-run' with \(reply)")
         }
         if let output {
@@ -333,7 +345,7 @@ public final class ForkTemplate: Sendable {
         let (ours, theirs) = try Self.socketPair()
         let forked = connection.submit(.fork(parentDeathSignal: parentDeathSignal ?? 0), descriptors: [FileDescriptor(rawValue: theirs)])
         // The descriptor is in flight (or the request failed); either way this copy is done with.
-        close(theirs)
+        Glibc.close(theirs)
         let child = ControlConnection(socket: ours, name: "child of process \(pid)", pidToReap: nil, rootID: connection.familyID, readMode: .exact)
         child.start()
         return (forked, child)

@@ -9,12 +9,13 @@ extension WorkerPool {
     /// let pool = try await WorkerPool(executable: try ForkTemplate.executable(named: "my-tool"), running: "math")
     /// ```
     ///
-    /// The pool owns the template: it ends when the pool does.
+    /// The pool owns the template: it ends when the pool has shut down (``shutdown()``,
+    /// ``terminate()``, or the end of ``run()`` in a `ServiceGroup`), or when the pool is dropped.
     public convenience init(
         executable: String, running workerFunction: String, configuration: Configuration = Configuration()
     ) async throws {
         try await self.init(
-            template: try await ForkTemplate.spawn(executable: executable), running: workerFunction,
+            template: try await ForkTemplate.spawn(executable: executable), owned: true, running: workerFunction,
             configuration: configuration)
     }
 }

@@ -5,8 +5,8 @@ extension WorkerPool: Service {
     /// gracefully: no new calls, and the calls already made (queued ones too) finish, for at most
     /// ``Configuration/gracefulShutdownTimeout``; then the workers still running are killed and
     /// their calls fail with ``WorkerPoolError/Kind/shutDown``. Cancellation of the group ends the
-    /// pool at once. It returns once every worker has exited (and a template the pool made with
-    /// `WorkerPool(executable:running:)` with them).
+    /// pool at once. It returns once every worker has exited; a template the pool made
+    /// (`WorkerPool(executable:running:)`, or a restart) is ended then too.
     ///
     /// List the pool before the services that call it: a `ServiceGroup` shuts its services down in
     /// reverse order, so theirs begins first, and the pool still serves the calls they finish with.

@@ -53,9 +53,13 @@ public final class WorkerPool: Sendable {
     private struct Templates: Sendable {
         let template: ForkTemplate
         let source: ForkTemplate
+        /// Whether the pool made `template` (from an executable, or as a restart), so that it ends
+        /// the template when the pool has ended.
+        let owned: Bool
 
-        init(_ template: ForkTemplate, limits: ResourceLimits?) async throws {
+        init(_ template: ForkTemplate, limits: ResourceLimits?, owned: Bool) async throws {
             self.template = template
+            self.owned = owned
             if let limits {
                 source = try await template.fork()
                 try await source.apply(limits)
@@ -83,9 +87,14 @@ public final class WorkerPool: Sendable {
     ///
     /// - Throws: the fork's error when the first workers cannot start (for example a
     ///   `workerFunction` that the template does not have).
-    public init(template: ForkTemplate, running workerFunction: String, configuration: Configuration = Configuration()) async throws {
+    public convenience init(template: ForkTemplate, running workerFunction: String, configuration: Configuration = Configuration()) async throws {
+        try await self.init(template: template, owned: false, running: workerFunction, configuration: configuration)
+    }
+
+    /// Makes a pool; with `owned`, the pool ends `template` once it has ended itself.
+    init(template: ForkTemplate, owned: Bool, running workerFunction: String, configuration: Configuration) async throws {
         self.configuration = configuration
-        templateState = Mutex((try await Templates(template, limits: configuration.resourceLimits), nil))
+        templateState = Mutex((try await Templates(template, limits: configuration.resourceLimits, owned: owned), nil))
         self.workerFunction = workerFunction
         (events, eventSink) = AsyncStream.makeStream(of: Event.self)
         state = Mutex(PoolState(configuration: configuration))
@@ -287,10 +296,14 @@ public final class WorkerPool: Sendable {
         await waitForDepartures()
     }
 
-    /// Waits until every worker has exited; then no event can come, and ``events`` ends.
+    /// Waits until every worker has exited; then no event can come, and ``events`` ends. A template
+    /// the pool made ends now too (with the child that holds the resource limits, if any).
     private func waitForDepartures() async {
         while let task = departing.withLock({ $0.tasks.first?.value }) { await task.value }
         eventSink.finish()
+        let templates = templateState.withLock { $0.templates }
+        if templates.source !== templates.template { templates.source.close() }
+        if templates.owned { templates.template.close() }
     }
 
     // MARK: Workers
@@ -341,7 +354,7 @@ public final class WorkerPool: Sendable {
             if current.templates.template !== dead { return nil }
             if let restart = current.restart { return restart }
             configuration.logger?.error("the template (pid \(dead.pid)) is gone; starting a new one")
-            let restart = Task { try await Templates(try await makeTemplate(), limits: limits) }
+            let restart = Task { try await Templates(try await makeTemplate(), limits: limits, owned: true) }
             current.restart = restart
             return restart
         }

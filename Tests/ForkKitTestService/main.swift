@@ -29,7 +29,10 @@ configuration.maximumWorkers = 2
 configuration.idleWorkers = 2
 configuration.metricsPrefix = nil
 configuration.gracefulShutdownTimeout = .milliseconds(timeout)
-let pool = try await WorkerPool(running: "service-worker", configuration: configuration)
+// A template of the pool's own (this program, started again), which the pool ends when it ends.
+let executable = try FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")
+let pool = try await WorkerPool(executable: executable, running: "service-worker", configuration: configuration)
+let templatePid = pool.template.pid
 let group = ServiceGroup(services: [pool], gracefulShutdownSignals: [.sigterm], logger: Logger(label: "forkkit-test-service"))
 
 let outcomes = Task {
@@ -53,7 +56,7 @@ let reporter = Task {
         let statistics = pool.statistics
         if statistics.queueLength + statistics.workers.map(\.callsInFlight).reduce(0, +) == calls {
             let workers = statistics.workers.map { String($0.pid) }.joined(separator: ",")
-            print("ready template=\(pool.template.pid) workers=\(workers)")
+            print("ready template=\(templatePid) workers=\(workers)")
             fflush(nil)
             return
         }
@@ -62,6 +65,14 @@ let reporter = Task {
 }
 try await group.run()
 try await reporter.value
+// The template ends with the pool: gone (or a zombie about to be reaped) within a second.
+var templateEnded = false
+for _ in 0..<100 where !templateEnded {
+    let state = (try? String(contentsOfFile: "/proc/\(templatePid)/stat", encoding: .utf8))?.split(separator: ")").last?.dropFirst().first
+    templateEnded = state == nil || state == "Z"
+    if !templateEnded { try await Task.sleep(for: .milliseconds(10)) }
+}
+print("template-ended=\(templateEnded)")
 let ended = await outcomes.value
 print("ok=\(ended.filter { $0.hasPrefix("ok") }.count) failed=\(ended.filter { $0.hasPrefix("failed") }.count)")
 for failure in Set(ended.filter { $0.hasPrefix("failed") }) { print(failure) }

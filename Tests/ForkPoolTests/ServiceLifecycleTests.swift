@@ -57,6 +57,8 @@ struct ServiceLifecycleTests {
         #expect(workers.count == 2 && template.count == 1, "\(ready)")
         #expect(status == 0, "\(rest)")
         #expect(rest.contains("ok=6 failed=0"), "\(rest)")
+        // The pool's own template (WorkerPool(executable:)) ended with it, before the program did.
+        #expect(rest.contains("template-ended=true"), "\(rest)")
         // Calls made after shutdown began fail at once, saying why.
         #expect(rest.contains("after: ") && rest.contains("shut down"), "\(rest)")
         // Three rounds of 300 ms at most, not the 10 s limit.
