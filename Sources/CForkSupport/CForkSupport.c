@@ -120,6 +120,10 @@ int forkkit_spawn_template(const char *path, char *const argv[], char *const env
     return forkkit_spawn(path, argv, envp, control, targets, 1, -1, 0, pid);
 }
 
+int forkkit_pipe_cloexec(int ends[2]) {
+    return pipe2(ends, O_CLOEXEC);
+}
+
 void forkkit_redirect_output(int output, int error) {
     fflush(NULL);
     dup2(output, 1);

@@ -16,11 +16,12 @@ import Logging
 /// ```
 ///
 /// A local child's descriptors 1 and 2 become two pipes that this process reads on ForkKit's I/O
-/// thread; its standard output is made line-buffered, so that each `print` arrives when it is
+/// thread and hands on to the handler from a task of their own; its standard output is made line-buffered, so that each `print` arrives when it is
 /// printed rather than when a 4 KiB buffer fills. A remote child's standard error (its standard
 /// output joins it there, see ``RemoteTemplate``) is the pipe of the command (`ssh`) that runs it.
-/// What it costs: two pipes per child, one wake-up of the I/O thread per burst of output, and one
-/// `write` per line in the child. Lines longer than ``maximumLineLength`` bytes are cut into pieces.
+/// What it costs: two pipes per child (the fork-run-exit rate of tiny children drops by about a
+/// fifth, see the benchmark report), one wake-up of the I/O thread per burst of output, a hop to
+/// the handler's task, and one `write` per line in the child; nothing per call. Lines longer than ``maximumLineLength`` bytes are cut into pieces.
 public struct ChildOutput: Sendable {
     /// Which of a child's two output streams a line came from.
     public enum Stream: String, Sendable, Hashable {
@@ -54,8 +55,10 @@ public struct ChildOutput: Sendable {
     /// Longer lines are delivered in pieces of this many bytes.
     public static let maximumLineLength = 16 << 10
 
-    /// Called for every line, in order per stream, on ForkKit's I/O thread: it must not block or
-    /// wait for anything ForkKit does.
+    /// Called for every line, one at a time and in order per stream, on a task of ForkKit's (not on
+    /// its I/O thread, so a slow handler holds up no connection). Lines wait for a slow handler in
+    /// a queue of up to 65,536; beyond that they are dropped, and a line that says how many comes
+    /// next.
     public let handler: @Sendable (Line) -> Void
 
     /// Captures into `handler` (see ``handler``).

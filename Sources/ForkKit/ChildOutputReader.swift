@@ -1,3 +1,4 @@
+import CForkSupport
 import SystemPackage
 
 #if canImport(Glibc)
@@ -5,7 +6,8 @@ import Glibc
 #endif
 
 /// Reads one captured output stream of a child (the read end of a pipe) on ForkKit's I/O thread and
-/// hands it on line by line, until the child and everything that inherited the pipe have closed it.
+/// hands it on line by line (through ``ChildOutputDelivery``), until the child and everything that
+/// inherited the pipe have closed it.
 final class ChildOutputReader: @unchecked Sendable {
     // Touched only on the monitor thread, in `drain`, once reading has started.
     private var pending: [UInt8] = []
@@ -22,13 +24,11 @@ final class ChildOutputReader: @unchecked Sendable {
         var pipes: [(read: Int32, write: Int32)] = []
         for _ in 0..<count {
             var ends: [Int32] = [-1, -1]
-            // pipe2 needs _GNU_SOURCE; ForkKit's own spawns close every other descriptor anyway.
-            guard pipe(&ends) == 0 else {
+            guard forkkit_pipe_cloexec(&ends) == 0 else {
                 let error = ForkError.systemCall("pipe2 (for a child's output)", errno: errno)
                 pipes.forEach { close($0.read); close($0.write) }
                 throw error
             }
-            for end in ends { _ = fcntl(end, F_SETFD, FD_CLOEXEC) }
             pipes.append((ends[0], ends[1]))
         }
         return pipes
@@ -81,6 +81,7 @@ final class ChildOutputReader: @unchecked Sendable {
     private func deliver(_ bytes: ArraySlice<UInt8>) {
         var line = bytes
         if line.last == UInt8(ascii: "\r") { line = line.dropLast() }
-        output.handler(ChildOutput.Line(pid: pid, place: place, stream: stream, text: String(decoding: line, as: UTF8.self)))
+        ChildOutputDelivery.shared.deliver(
+            ChildOutput.Line(pid: pid, place: place, stream: stream, text: String(decoding: line, as: UTF8.self)), to: output)
     }
 }

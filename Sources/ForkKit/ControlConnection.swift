@@ -56,6 +56,8 @@ final class ControlConnection: Sendable {
         var failure: ForkError?
         var handedOver = false
         var note: String?
+        /// Why this process stopped taking commands, when its owner closed it.
+        var closedBecause: String?
     }
 
     /// - Parameters:
@@ -114,6 +116,9 @@ final class ControlConnection: Sendable {
                 if state.handedOver {
                     return ForkError(.invalidState, "\(state.name) is already running a function; it takes no more commands")
                 }
+                if let reason = state.closedBecause {
+                    return ForkError(.invalidState, "\(state.name) \(reason); it takes no more commands")
+                }
                 state.waiting.append(reply)
                 return nil
             }
@@ -156,6 +161,16 @@ final class ControlConnection: Sendable {
     }
 
     /// Tells the peer that no more commands come: an idle template or child then exits.
+    /// Ends the connection on purpose: commands sent afterwards fail at once, saying `reason`.
+    func close(because reason: String) {
+        state.withLock { state in
+            state.closedBecause = reason
+            state.note = reason
+        }
+        hangUp()
+    }
+
+    /// Tells the peer that no more commands come (end of stream on its input).
     func hangUp() {
         socket.withLock { socket in
             if !state.withLock({ $0.handedOver }) { socket?.finishSending() }

@@ -135,8 +135,11 @@ enum ControlMessage: Equatable, Sendable {
                 try expect(4)
             }
             let count = try integer(3)
-            guard (0...252).contains(count) else {
-                throw ControlProtocolError("'fork-run' announces \(count) descriptors; 0 to 252 may travel with the child's socket")
+            let most = capturesOutput ? 250 : 252
+            guard (0...most).contains(count) else {
+                throw ControlProtocolError(
+                    "'fork-run' announces \(count) descriptors; 0 to \(most) may travel with the child's socket"
+                        + (capturesOutput ? " and its two output pipes" : ""))
             }
             self = .forkRun(
                 parentDeathSignal: try signal(0), function: try string(1), arguments: try byteStrings(2), descriptorCount: count,

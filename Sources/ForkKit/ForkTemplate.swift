@@ -43,7 +43,7 @@ public final class ForkTemplate: Sendable {
     /// defer { template.close() }
     /// ```
     public func close() {
-        connection.hangUp()
+        connection.close(because: "was closed with ForkTemplate.close()")
     }
 
     deinit {

@@ -164,12 +164,18 @@ public final class RemoteTemplate: ChildLauncher {
     private func start(then last: [ControlMessage], output: ChildOutput? = nil) async throws -> (Int32, ControlConnection, ControlMessage) {
         let errorPipe = output == nil ? nil : try ChildOutputReader.makePipes(count: 1)[0]
         let (ours, theirs): (Int32, Int32)
+        do {
+            (ours, theirs) = try ForkTemplate.socketPair()
+        } catch {
+            if let errorPipe { close(errorPipe.read); close(errorPipe.write) }
+            throw error
+        }
         let pid: Int32
         do {
             defer { if let errorPipe { close(errorPipe.write) } }
-            (ours, theirs) = try ForkTemplate.socketPair()
             pid = try spawn(connection: theirs, errorOutput: errorPipe?.write ?? -1)
         } catch {
+            close(ours)
             if let errorPipe { close(errorPipe.read) }
             throw error
         }
@@ -186,7 +192,8 @@ public final class RemoteTemplate: ChildLauncher {
             try await ForkTemplate.awaitHello(
                 on: connection, pid: pid, program: "`\(command.joined(separator: " "))`", startTimeout: startTimeout,
                 advice: "Does it work from a shell? (ssh exits with 255 when it cannot connect or log in, and says why "
-                    + "on standard error.) The remote program's main() must call ForkTemplate.bootstrap(...) first")
+                    + (output == nil ? "on standard error.)" : "on standard error, which goes to the ChildOutput handler here.)")
+                    + " The remote program's main() must call ForkTemplate.bootstrap(...) first")
             let replies = (steps.withLock { $0 } + last).map { connection.submit($0) }
             var reply = ControlMessage.ok
             for pending in replies { reply = try await pending.value() }

@@ -21,6 +21,9 @@ import Synchronization
 ///
 /// Work that is not a pool map (a baseline on threads, say) can report through the same type with
 /// ``advance(by:)`` and ``finish()``, so one progress bar serves both.
+///
+/// A progress follows one map: give each map a new one (a second map would add to the counts of a
+/// progress that has already said it finished).
 public final class MapProgress: Sendable {
     /// One state of a map: what a progress bar draws.
     public struct Update: Sendable, Hashable {

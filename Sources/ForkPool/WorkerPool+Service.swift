@@ -8,6 +8,10 @@ extension WorkerPool: Service {
     /// pool at once. It returns once every worker has exited; a template the pool made
     /// (`WorkerPool(executable:running:)`, or a restart) is ended then too.
     ///
+    /// A pool that other code shuts down (``shutdown()``, ``terminate()``) makes `run()` return
+    /// then, which ends the group (a `ServiceGroup` ends when a service returns, unless configured
+    /// otherwise).
+    ///
     /// List the pool before the services that call it: a `ServiceGroup` shuts its services down in
     /// reverse order, so theirs begins first, and the pool still serves the calls they finish with.
     ///
@@ -18,14 +22,36 @@ extension WorkerPool: Service {
     /// try await group.run()   // SIGTERM: the API stops, then the pool drains and ends
     /// ```
     public func run() async throws {
-        do {
-            try await gracefulShutdown()
-        } catch {
-            // Cancelled: the group is not waiting for anything to finish.
-            await terminate()
-            return
+        switch await firstEnd() {
+        case .gracefulShutdown: await shutdown(within: configuration.gracefulShutdownTimeout)
+        // The group is not waiting for anything to finish.
+        case .cancelled: await terminate()
+        case .endedElsewhere: return
         }
-        await shutdown(within: configuration.gracefulShutdownTimeout)
+    }
+
+    private enum End { case gracefulShutdown, cancelled, endedElsewhere }
+
+    /// Waits for the group's graceful shutdown, the task's cancellation, or a shutdown of the pool
+    /// made by other code, whichever comes first.
+    private func firstEnd() async -> End {
+        await withTaskGroup(of: End.self) { group in
+            group.addTask {
+                do {
+                    try await gracefulShutdown()
+                    return .gracefulShutdown
+                } catch {
+                    return .cancelled
+                }
+            }
+            group.addTask { [self] in
+                await waitUntilEnded()
+                return Task.isCancelled ? .cancelled : .endedElsewhere
+            }
+            let first = await group.next() ?? .cancelled
+            group.cancelAll()
+            return first
+        }
     }
 
     /// Shuts down gracefully (``shutdown()``) for at most `limit`, then kills what still runs

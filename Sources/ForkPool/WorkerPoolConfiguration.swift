@@ -138,7 +138,8 @@ extension WorkerPool {
         case failCalls
         /// `makeTemplate` starts a new template (loading what the old one had loaded), and the
         /// pool forks its workers from it; ``WorkerPoolStatistics/Counters/templatesRestarted``
-        /// counts these.
+        /// counts these. The pool owns the template `makeTemplate` returns: it ends it once the
+        /// pool has shut down, so return a new one, not one that something else uses too.
         ///
         /// ```swift
         /// configuration.templateRecovery = .restart { try await ForkTemplate.spawn() }

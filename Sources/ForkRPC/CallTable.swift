@@ -26,6 +26,9 @@ struct CallTable<Caller, Watcher> {
         case ended(RPCError)
         /// The caller's task was cancelled before the call was held.
         case cancelled
+        /// Not a refusal: the connection has ended and how the worker ended is not known yet, so
+        /// the call is held without being sent, and ``failHeldCalls(with:)`` fails it saying how.
+        case heldUntilEnd
     }
 
     /// What to do with a response that arrived.
@@ -58,6 +61,8 @@ struct CallTable<Caller, Watcher> {
     private(set) var lastAnswer: ContinuousClock.Instant?
     /// Why the connection ended, once it has.
     private(set) var failure: RPCError?
+    /// Whether ``failure`` is the last word, or will give way to one that says how the worker ended.
+    private var failureIsFinal = false
     /// The connection is over: nothing more is read. Held calls still end by their timeout or
     /// cancellation until ``failHeldCalls(with:)``.
     private(set) var ended = false
@@ -74,7 +79,11 @@ struct CallTable<Caller, Watcher> {
     /// (its cancellation handler ran before there was a call to cancel).
     mutating func admit(_ id: UInt32, function: String, caller: Caller, cancelled: Bool = false) -> Refusal? {
         if closing { return .closing }
-        if let failure { return .ended(failure) }
+        if let failure {
+            guard !failureIsFinal, !cancelled else { return .ended(failure) }
+            calls[id] = Call(function: function, caller: caller)
+            return .heldUntilEnd
+        }
         if cancelled { return .cancelled }
         calls[id] = Call(function: function, caller: caller)
         return nil
@@ -117,13 +126,16 @@ struct CallTable<Caller, Watcher> {
 
     // MARK: - The connection's end
 
-    /// The connection is over (`failure` says why, until ``failHeldCalls(with:)`` says more).
-    /// Returns the watchers of abandoned calls, which nothing will answer now; nil if it had
-    /// already ended.
-    mutating func end(_ failure: RPCError) -> [Watcher]? {
+    /// The connection is over (`failure` says why; unless `final`, ``failHeldCalls(with:)`` will
+    /// say more, and new calls wait for it). Returns the watchers of abandoned calls, which nothing
+    /// will answer now; nil if it had already ended.
+    mutating func end(_ failure: RPCError, final: Bool = true) -> [Watcher]? {
         guard !ended else { return nil }
         ended = true
-        if self.failure == nil { self.failure = failure }
+        if self.failure == nil {
+            self.failure = failure
+            failureIsFinal = final
+        }
         abandoned = []
         defer { answerWatchers = [:] }
         return answerWatchers.values.map(\.watcher)
@@ -133,6 +145,7 @@ struct CallTable<Caller, Watcher> {
     /// also what new calls are refused with.
     mutating func failHeldCalls(with failure: RPCError) -> (calls: [(Caller, RPCError)], drained: [Watcher]) {
         self.failure = failure
+        failureIsFinal = true
         let held = calls.values.map { call in
             var named = failure
             named.function = call.function

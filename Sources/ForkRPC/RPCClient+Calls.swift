@@ -197,11 +197,13 @@ extension RPCClient {
                     if refusal == nil, let trace { state.traces[id] = trace }
                     return refusal
                 }
+                // The worker has gone: the call waits (unsent) for the error that says how it ended.
+                if case .heldUntilEnd = refusal { return }
                 if let refusal {
                     return caller.resume(throwing: error(for: refusal, function: function))
                 }
                 timer = timeout.map { limit in startTimer(for: id, function: function, limit: limit, oneCallAtATime: oneCallAtATime) }
-                let failure = send(until: timeout.map { ContinuousClock.now + $0 }, cancellable: true) { writer, direct in
+                let sent = send(until: timeout.map { ContinuousClock.now + $0 }, cancellable: true) { writer, direct in
                     // `$context` goes first, in the same write: the worker has it when the request comes.
                     trace?.writeContext(for: id, into: &writer)
                     writer.writeArrayHeader(count: 4)
@@ -210,10 +212,9 @@ extension RPCClient {
                     writer.write(.string(method))
                     try writeParams(&writer, &direct)
                 }
-                guard var failure else { return }
                 // The worker has gone: the call stays held, and the connection's end fails it with
                 // the worker's exit status (SIGKILL, say), which says more than a broken pipe.
-                if failure.kind == .workerDied { return }
+                guard var failure = sent.failure, !sent.peerGone else { return }
                 if failure.function == nil { failure.function = function }
                 // A close() waiting for the calls in flight may have been waiting for this one.
                 let withdrawal = state.withLock { state in
@@ -233,6 +234,7 @@ extension RPCClient {
         case .closing: RPCError(.closed, "the client was closed; it takes no new calls", function: function, pid: pid)
         case .ended(let failure): failure
         case .cancelled: CancellationError()
+        case .heldUntilEnd: RPCError(.workerDied, "the worker has gone", function: function, pid: pid)
         }
     }
 

@@ -94,7 +94,8 @@ extension RPCClient {
     func end(_ error: RPCError?) {
         let pid = self.pid
         // New calls fail at once from here on. Nothing more will answer an abandoned call.
-        guard let watchers = state.withLock({ $0.table.end(error ?? RPCError(.workerDied, "the worker has gone", pid: pid)) }) else { return }
+        guard let watchers = state.withLock({ $0.table.end(error ?? RPCError(.workerDied, "the worker has gone", pid: pid), final: error != nil) })
+        else { return }
         connection.stopReading(breaking: error != nil)
         cancelServingAll()
         // A handler that holds this client (it calls the worker back) would keep it alive for ever.

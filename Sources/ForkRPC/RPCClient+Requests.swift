@@ -81,7 +81,7 @@ extension RPCClient {
         // The worker is reading (it waits for this): room comes, for a large answer too, unless it is stopped.
         let patience = max(state.withLock { $0.cancellationGracePeriod } ?? .seconds(1), .seconds(30))
         for _ in 0..<2 {
-            guard let failure = send(until: .now + patience, cancellable: false, { writer, _ in writer.write(response.value) }),
+            guard let failure = send(until: .now + patience, cancellable: false, { writer, _ in writer.write(response.value) }).failure,
                   failure.kind == .messageTooLarge || failure.kind == .codingFailed else { return }
             // Nothing went: the error goes in its place.
             response = .response(id: id, error: [.string(failure.kind == .messageTooLarge ? "MessageTooLarge" : "InvalidResult"), .string(failure.message)], result: .nil)

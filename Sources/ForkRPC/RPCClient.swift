@@ -234,22 +234,25 @@ public final class RPCClient: Sendable {
             let value = message.value
             writer.write(value)
             direct.append(value)
-        }
+        }.failure
     }
 
-    /// Sends the message `write` encodes (see ``RPCConnection/send(until:cancellable:_:)``); returns
-    /// why it could not, or nil. A message that stalled half-way broke the connection: the calls
-    /// held then fail saying so.
+    /// Sends the message `write` encodes (see ``RPCConnection/send(until:cancellable:_:)``); says
+    /// why it could not, if it could not. A message that stalled half-way (or a socket that failed)
+    /// broke the connection: the calls held then fail saying so.
     func send(
         until deadline: ContinuousClock.Instant?, cancellable: Bool, _ write: (inout MessagePackWriter, inout [MessagePackValue]) throws -> Void
-    ) -> RPCError? {
-        let (failure, brokeConnection) = connection.send(until: deadline, cancellable: cancellable, write)
-        if brokeConnection {
+    ) -> SendOutcome {
+        let outcome = connection.send(until: deadline, cancellable: cancellable, write)
+        if outcome.brokeConnection, let failure = outcome.failure {
+            let reason = failure.kind == .workerDied
+                ? "this owner closed its connection because sending to it failed (\(failure.message))"
+                : "this owner closed its connection because a message to it stalled half-way"
             state.withLock { state in
-                if state.killReason == nil { state.killReason = "this owner closed its connection because a message to it stalled half-way" }
+                if state.killReason == nil { state.killReason = reason }
             }
         }
-        return failure
+        return outcome
     }
 
     /// Ends a worker that stopped responding: kills its process (the calls it held fail naming

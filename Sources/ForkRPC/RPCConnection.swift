@@ -117,33 +117,39 @@ final class RPCConnection: Sendable {
     func send(
         until deadline: ContinuousClock.Instant?, cancellable: Bool,
         _ write: (inout MessagePackWriter, inout [MessagePackValue]) throws -> Void
-    ) -> (failure: RPCError?, brokeConnection: Bool) {
+    ) -> SendOutcome {
         outgoing.withLock { outgoing in
-            guard outgoing.open else { return (RPCError(.closed, "the client's output is closed", pid: pid), false) }
+            guard outgoing.open else { return SendOutcome(RPCError(.closed, "the client's output is closed", pid: pid)) }
             outgoing.writer.reset()
             var direct: [MessagePackValue] = []
             do {
                 try write(&outgoing.writer, &direct)
             } catch {
-                return (error as? RPCError ?? RPCError(.codingFailed, "cannot encode the message: \(error)", pid: pid), false)
+                return SendOutcome(error as? RPCError ?? RPCError(.codingFailed, "cannot encode the message: \(error)", pid: pid))
             }
             guard outgoing.writer.count <= maximumMessageSize else {
-                return (RPCError(
+                return SendOutcome(RPCError(
                     .messageTooLarge,
                     "the message is \(outgoing.writer.count) bytes, over the maximumMessageSize of \(maximumMessageSize) bytes "
                         + "that both sides honour (RPCClient.start(maximumMessageSize:), WorkerPool.Configuration.maximumMessageSize); "
-                        + "it was not sent. Raise the limit, or send less per call", pid: pid), false)
+                        + "it was not sent. Raise the limit, or send less per call", pid: pid))
             }
             let descriptors = direct.flatMap(PassedDescriptor.descriptors(in:))
             if !descriptors.isEmpty {
                 guard socket.canPassDescriptors else {
-                    return (RPCError(.codingFailed, "descriptors can only be passed over a Unix socket, not a pipe", pid: pid), false)
+                    return SendOutcome(RPCError(.codingFailed, "descriptors can only be passed over a Unix socket, not a pipe", pid: pid))
                 }
                 if let remoteName {
-                    return (RPCError(
+                    return SendOutcome(RPCError(
                         .codingFailed,
                         "descriptors cannot be passed to a remote worker (\(remoteName)): its connection is a byte stream "
-                            + "between machines; open the file or socket in the worker instead", pid: pid), false)
+                            + "between machines; open the file or socket in the worker instead", pid: pid))
+                }
+                guard descriptors.count <= WireSocket.maximumDescriptorsPerMessage else {
+                    return SendOutcome(RPCError(
+                        .codingFailed,
+                        "the message holds \(descriptors.count) descriptors; at most \(WireSocket.maximumDescriptorsPerMessage) travel "
+                            + "in one message (the kernel's limit): pass them over several calls", pid: pid))
                 }
             }
             let outcome = outgoing.writer.withBytes { bytes in
@@ -159,26 +165,35 @@ final class RPCConnection: Sendable {
     /// deadline or (when `cancellable`) the task's cancellation.
     private func sendWhole(
         _ bytes: UnsafeRawBufferPointer, descriptors: [FileDescriptor], until deadline: ContinuousClock.Instant?, cancellable: Bool
-    ) -> (failure: RPCError?, brokeConnection: Bool) {
+    ) -> SendOutcome {
         let sent: Int
         do {
             sent = try socket.sendAll(bytes, descriptors: descriptors, until: deadline, giveUp: { cancellable && Task.isCancelled })
-        } catch {
-            // The worker is gone (EPIPE, ECONNRESET): end the connection here too, so that the
-            // reader sees its end at once and fails the calls held with the worker's exit status.
+        } catch .brokenPipe, .connectionReset, .socketNotConnected {
+            // The worker is gone: end the connection here too, so that the reader sees its end at
+            // once and fails the calls held with the worker's exit status, which says more.
             socket.breakConnection()
-            return (RPCError(.workerDied, "cannot send to the worker: \(error)", pid: pid), false)
+            return SendOutcome(RPCError(.workerDied, "cannot send to the worker: it has gone", pid: pid), peerGone: true)
+        } catch .badFileDescriptor where !descriptors.isEmpty {
+            // Refused with the first part, which carries the descriptors: nothing went out.
+            return SendOutcome(RPCError(
+                .codingFailed, "a descriptor passed in the call is not open (EBADF); nothing was sent", pid: pid))
+        } catch {
+            // Any other failure may have come after part of the message: the stream cannot go on.
+            socket.breakConnection()
+            return SendOutcome(RPCError(.workerDied, "cannot send to the worker: \(error); the connection was closed", pid: pid), brokeConnection: true)
         }
-        guard sent < bytes.count else { return (nil, false) }
+        guard sent < bytes.count else { return SendOutcome(nil) }
         let kind: RPCError.Kind = cancellable && Task.isCancelled ? .closed : .timeout
         guard sent > 0 else {
-            return (RPCError(kind, "the worker took none of the message in time (is it stopped, or not reading?); nothing was sent", pid: pid), false)
+            return SendOutcome(RPCError(kind, "the worker took none of the message in time (is it stopped, or not reading?); nothing was sent", pid: pid))
         }
         socket.breakConnection()
-        return (RPCError(
+        return SendOutcome(RPCError(
             kind,
             "the worker took \(sent) of the message's \(bytes.count) bytes and no more in time (is "
-                + "it stopped, or not reading?); the connection was closed, since half a message cannot be taken back", pid: pid), true)
+                + "it stopped, or not reading?); the connection was closed, since half a message cannot be taken back", pid: pid),
+            brokeConnection: true)
     }
 
     /// Tells the worker no more requests come: end of stream on its input.
@@ -188,5 +203,23 @@ final class RPCConnection: Sendable {
             outgoing.open = false
             socket.finishSending()
         }
+    }
+}
+
+/// How a send ended: `failure` nil when the whole message went out.
+struct SendOutcome {
+    /// Why the message did not go out whole.
+    let failure: RPCError?
+    /// The connection was closed because part of the message went out (it cannot be taken back) or
+    /// the socket failed: the calls held fail, saying so.
+    var brokeConnection = false
+    /// The worker had gone (EPIPE, ECONNRESET): a call stays held, and the connection's end fails
+    /// it with the worker's exit status.
+    var peerGone = false
+
+    init(_ failure: RPCError?, brokeConnection: Bool = false, peerGone: Bool = false) {
+        self.failure = failure
+        self.brokeConnection = brokeConnection
+        self.peerGone = peerGone
     }
 }

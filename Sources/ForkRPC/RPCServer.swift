@@ -273,7 +273,8 @@ public final class RPCServer {
                 try socket.send(spans: spans, then: response, limit: stream.maximumMessageSize)
             }
         }
-        if traced { try sendLateSpans() }
+        // Diagnostics only: an owner that has gone does not make the worker's serving fail.
+        if traced { try? sendLateSpans() }
     }
 
     /// Sends the `$spans` of spans that ended after their call's response.

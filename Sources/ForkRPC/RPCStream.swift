@@ -73,17 +73,22 @@ extension WireSocket {
     /// Writes `$spans` whole, unless it is larger than `limit` (the owner would close the
     /// connection on it): spans are diagnostics, and too many of them are dropped, never fatal.
     func send(spans message: RPCMessage, limit: Int) throws(Errno) {
-        let bytes = message.value.encoded()
-        guard bytes.count <= limit else { return }
+        let bytes = Self.encoded(spans: message, limit: limit)
+        guard !bytes.isEmpty else { return }
         try sendAll(bytes)
+    }
+
+    /// `$spans`'s bytes, or none when they are over `limit`.
+    private static func encoded(spans message: RPCMessage, limit: Int) -> [UInt8] {
+        let bytes = message.value.encoded()
+        return bytes.count <= limit ? bytes : []
     }
 
     /// Writes a traced call's `$spans` (unless over `limit`) and its response (what `writer`
     /// holds) in one write: the owner reads both with one wake-up, spans first.
     func send(spans message: RPCMessage?, then writer: borrowing MessagePackWriter, limit: Int) throws(Errno) {
         guard let message else { return try send(writer) }
-        var bytes = message.value.encoded()
-        if bytes.count > limit { bytes = [] }
+        var bytes = Self.encoded(spans: message, limit: limit)
         _ = try writer.withBytes { response in
             Result { () throws(Errno) in
                 bytes.append(contentsOf: response)

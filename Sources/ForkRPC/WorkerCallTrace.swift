@@ -98,7 +98,7 @@ final class WorkerCallTrace: Sendable {
 
     private func spansMessage(_ records: [SpanRecord], withCarrier: Bool) -> RPCMessage {
         var params: [MessagePackValue] = [.uint(UInt64(id)), .array(records.map(\.value))]
-        if withCarrier { params.append(.map(carrier.map { MessagePackPair(.string($0.key), .string($0.value)) })) }
+        if withCarrier { params.append(CallTrace.value(of: carrier)) }
         return .notification(method: RPCMessage.spansMethod, params: params)
     }
 }

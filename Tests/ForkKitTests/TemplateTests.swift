@@ -2,6 +2,7 @@ import ForkKit
 import ForkKitTestSupport
 import Foundation
 import SystemPackage
+import Synchronization
 import Testing
 
 #if canImport(Glibc)
@@ -252,6 +253,33 @@ struct TemplateTests {
         #expect(try readAll(pipe.read) == "\(writer.pid)\n")
         // The descriptor went to the child only: the template holds nothing new.
         #expect(try openDescriptors(of: template.pid) == [0, 1, 2, 3])
+    }
+
+    @Test("fork(running:) with output captured and descriptors: the two pipes come first, the passed descriptors still arrive")
+    func forkRunningCapturedWithDescriptors() async throws {
+        let template = try await workerTemplate()
+        let lines = Mutex<[ChildOutput.Line]>([])
+        let pipe = try makePipe()
+        defer { try? pipe.read.close() }
+        let writer = try await template.fork(
+            running: "write-pid-to-descriptors", descriptors: [pipe.write], output: ChildOutput { line in lines.withLock { $0.append(line) } })
+        try pipe.write.close()
+        #expect(try readAll(pipe.read) == "\(writer.pid)\n")
+        #expect(try await writer.exitStatus() == .exited(0))
+        #expect(!lines.withLock { $0 }.contains { $0.text.contains("\(writer.pid)") })
+        #expect(try openDescriptors(of: template.pid) == [0, 1, 2, 3])
+    }
+
+    @Test("close() ends a template at once; a command after it fails saying why")
+    func closeTemplate() async throws {
+        let template = try await workerTemplate()
+        template.close()
+        await #expect {
+            _ = try await template.fork(running: "exit-now")
+        } throws: { error in
+            (error as? ForkError)?.kind == .invalidState && "\(error)".contains("ForkTemplate.close()")
+        }
+        #expect(await eventually(within: 5) { isDead(template.pid) })
     }
 
     @Test("fork(running:) of an unknown function forks nothing and leaves the template usable")

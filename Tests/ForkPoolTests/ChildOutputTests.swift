@@ -35,9 +35,11 @@ struct ChildOutputTests {
         #expect(await eventually(within: 5) { captured.all.count >= 4 }, "captured: \(captured.all)")
         let texts = Set(pids.flatMap { captured.from($0, .standardOutput) })
         #expect(texts == ["hello from one", "hello from two"])
-        for pid in pids {
-            #expect(captured.from(pid, .standardError).count == 1)
-            #expect(captured.from(pid, .standardError).first?.hasPrefix("to stderr: hello from") == true)
+        // Usually one call per worker; both on one worker when the first was done before the second came.
+        for pid in Set(pids) {
+            let errors = captured.from(pid, .standardError)
+            #expect(errors.count == pids.filter { $0 == pid }.count)
+            #expect(errors.allSatisfy { $0.hasPrefix("to stderr: hello from") })
         }
         #expect(captured.all.allSatisfy { $0.place == "local" })
         // Many lines from one worker keep their order.

@@ -1,5 +1,8 @@
 import ForkKitTestSupport
+import ForkPool
 import Foundation
+import Logging
+import ServiceLifecycle
 import Testing
 
 #if canImport(Glibc)
@@ -74,8 +77,33 @@ struct ServiceLifecycleTests {
         #expect(workers.count == 2, "\(ready)")
         #expect(status == 0, "\(rest)")
         #expect(rest.contains("ok=0 failed=3"), "\(rest)")
-        #expect(rest.contains("shut down"), "\(rest)")
+        // The calls running when the timeout passed were ended with their workers, saying so.
+        let failures = rest.split(separator: "\n").filter { $0.hasPrefix("failed: ") }
+        #expect(!failures.isEmpty && failures.allSatisfy { $0.contains("the pool was terminated") || $0.contains("shut down") }, "\(rest)")
         #expect(took >= .milliseconds(500) && took < .seconds(5), "shutdown took \(took)")
         #expect(await eventually(within: 5) { workers.allSatisfy(isDead) })
+    }
+
+    @Test("in a group in this process: a pool shut down by other code ends its run(), and so the group; cancelling the group kills the workers")
+    func endedElsewhereAndCancelled() async throws {
+        let pool = try await makePool { $0.idleWorkers = 1 }
+        let group = ServiceGroup(services: [pool], logger: Logger(label: "test"))
+        let running = Task { try await group.run() }
+        #expect(try await pool.call(square, 4) == 16)
+        await pool.shutdown()
+        let outcome = await bounded(seconds: 5, unstick: { running.cancel() }) { try await running.value }
+        #expect(!outcome.hung, "the group did not end after the pool was shut down")
+        #expect(outcome.error is ServiceGroupError, "\(outcome.result)")
+
+        let second = try await makePool { $0.idleWorkers = 2 }
+        let workers = second.statistics.workers.map(\.pid)
+        let secondGroup = ServiceGroup(services: [second], logger: Logger(label: "test"))
+        let secondRunning = Task { try await secondGroup.run() }
+        try await Task.sleep(for: .milliseconds(50))
+        secondRunning.cancel()
+        let ended = await bounded(seconds: 5) { try await secondRunning.value }
+        #expect(!ended.hung)
+        #expect(await eventually(within: 5) { workers.allSatisfy(isDead) })
+        await #expect(throws: WorkerPoolError.self) { try await second.call(square, 2) }
     }
 }

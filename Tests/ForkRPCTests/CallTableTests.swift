@@ -30,6 +30,23 @@ struct CallTableTests {
         #expect(table.lastAnswer == start)
     }
 
+    @Test("after the worker went away, new calls wait for the error that says how it ended, then get it at once")
+    func callsWaitForTheFinalFailure() {
+        var table = Table()
+        _ = table.end(RPCError(.workerDied, "the worker has gone"), final: false)
+        guard case .heldUntilEnd = table.admit(1, function: "f", caller: "late") else { Issue.record("the call was not held"); return }
+        #expect(table.heldCount == 1)
+        let (failed, _) = table.failHeldCalls(with: RPCError(.workerDied, "died (SIGKILL) before answering"))
+        #expect(failed.map(\.0) == ["late"])
+        #expect(failed.first?.1.message.contains("SIGKILL") == true)
+        guard case .ended(let failure) = table.admit(2, function: "f", caller: "later") else { Issue.record("not refused"); return }
+        #expect(failure.message.contains("SIGKILL"))
+        // A protocol violation is the last word at once.
+        var broken = Table()
+        _ = broken.end(RPCError(.protocolViolation, "garbage"))
+        guard case .ended = broken.admit(1, function: "f", caller: "c") else { Issue.record("not refused"); return }
+    }
+
     @Test("a response to a msgid no call holds is the peer's protocol violation")
     func unknownMessageID() {
         var table = Table()

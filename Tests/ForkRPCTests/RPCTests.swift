@@ -301,6 +301,39 @@ struct RPCEdgeTests {
         #expect(String(decoding: buffer.prefix(count), as: UTF8.self) == "\(pid)\n")
     }
 
+    @Test("a descriptor that is not open: the call fails at once, saying so, and the worker serves on")
+    func closedDescriptor() async throws {
+        let worker = try await mathWorker()
+        await #expect {
+            _ = try await worker.call(RPCFunction<PassedDescriptor, Int32>("write-pid-to"), PassedDescriptor(FileDescriptor(rawValue: 9_999)))
+        } throws: { error in
+            (error as? RPCError)?.kind == .codingFailed && "\(error)".contains("not open")
+        }
+        #expect(try await worker.call(square, 7) == 49)
+        #expect(try await worker.close() == .exited(0))
+    }
+
+    @Test("calls to a worker killed a moment before fail naming its signal, not a broken pipe")
+    func callsAfterKill() async throws {
+        for _ in 0..<5 {
+            let worker = try await mathWorker()
+            let pid = try #require(worker.pid)
+            kill(pid, SIGKILL)
+            // Some of these find the connection open and the worker gone (EPIPE on send); some find
+            // it ended already. Either way the error says how the worker ended.
+            await withTaskGroup(of: String.self) { group in
+                for value in 0..<8 {
+                    group.addTask {
+                        do { return "returned \(try await worker.call(square, value))" } catch { return "\(error)" }
+                    }
+                }
+                for await outcome in group {
+                    #expect(outcome.contains("SIGKILL"), "\(outcome)")
+                }
+            }
+        }
+    }
+
     @Test("a client attaches to any pipe pair: a worker on standard input and output")
     func pipePair() async throws {
         let (process, client) = try startPipeWorker(Built.worker, ["pipe-server"])

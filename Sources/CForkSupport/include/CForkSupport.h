@@ -40,6 +40,10 @@ int forkkit_spawn_command(char *const argv[], char *const envp[], int connection
 /// output its owner captures.
 void forkkit_redirect_output(int output, int error);
 
+/// pipe2(O_CLOEXEC): both ends close-on-exec from the start, so that no process spawned meanwhile by
+/// another thread inherits them. Returns 0 or -1 with errno set.
+int forkkit_pipe_cloexec(int ends[2]);
+
 /// Makes C's standard output (and so Swift's `print`) line-buffered, as on a terminal.
 void forkkit_line_buffer_standard_output(void);
 
