@@ -3,7 +3,8 @@ import SystemPackage
 /// Something that starts children running a registered function: a ``ForkTemplate`` (a fork on
 /// this machine) or a ``RemoteTemplate`` (a new process started by a command such as `ssh`).
 ///
-/// RPC clients and pools take any launcher, so the same worker code runs locally or remotely:
+/// RPC clients take any launcher (a pool takes a ``ForkTemplate`` and, for other machines,
+/// ``RemoteTemplate``s), so the same worker code runs locally or remotely:
 ///
 /// ```swift
 /// let local = try await RPCClient.start(try await ForkTemplate.shared, running: "math")

@@ -67,9 +67,11 @@ public struct ChildOutput: Sendable {
     }
 
     /// Captures into `logger`: each line is one message with the metadata `pid`, `place` and
-    /// `stream`; standard output at `level`, standard error at `errorLevel`.
+    /// `stream`; standard output at `level`, standard error at `errorLevel`. Empty lines are left
+    /// out (a crash report's blank lines, say): in a log they say nothing.
     public static func logging(to logger: Logger, level: Logger.Level = .info, errorLevel: Logger.Level = .warning) -> ChildOutput {
         ChildOutput { line in
+            guard !line.text.allSatisfy(\.isWhitespace) else { return }
             logger.log(
                 level: line.stream == .standardOutput ? level : errorLevel, "\(line.text)",
                 metadata: ["pid": "\(line.pid)", "place": "\(line.place)", "stream": "\(line.stream.rawValue)"])

@@ -22,8 +22,9 @@ import Synchronization
 /// Work that is not a pool map (a baseline on threads, say) can report through the same type with
 /// ``advance(by:)`` and ``finish()``, so one progress bar serves both.
 ///
-/// A progress follows one map: give each map a new one (a second map would add to the counts of a
-/// progress that has already said it finished).
+/// A progress follows one map: give each map a new one. A map given a progress that another map
+/// has had fails at once, saying so. The stream ends when its map ends; a progress that no map is
+/// given (and that nobody calls ``finish()`` on) never ends.
 public final class MapProgress: Sendable {
     /// One state of a map: what a progress bar draws.
     public struct Update: Sendable, Hashable {
@@ -51,6 +52,8 @@ public final class MapProgress: Sendable {
     private let completedCount = Atomic<Int>(0)
     private let totalCount = Atomic<Int>(-1)
     private let finished = Atomic<Bool>(false)
+    /// Whether a map has taken this progress (each progress follows one map).
+    private let taken = Atomic<Bool>(false)
     /// Counts changes, and holds the readers waiting for the next one.
     private let changes = Mutex(Changes())
 
@@ -104,6 +107,11 @@ public final class MapProgress: Sendable {
         changed()
     }
 
+    /// Takes this progress for a map; false when another map has taken it already.
+    func takeForMap() -> Bool {
+        taken.compareExchange(expected: false, desired: true, ordering: .relaxed).exchanged
+    }
+
     func setTotal(_ total: Int) {
         totalCount.store(total, ordering: .relaxed)
         changed()
@@ -149,16 +157,18 @@ extension MapProgress: AsyncSequence {
         public typealias Failure = Never
 
         private let progress: MapProgress
-        private var seen = -1
+        /// The version last returned: 0, the state before anything happened, is never returned,
+        /// so that the first update has the map's total when it is known.
+        private var seen = 0
         private var isDone = false
 
         fileprivate init(progress: MapProgress) {
             self.progress = progress
         }
 
-        /// The next state not seen yet (the current one, the first time), waiting for a change when
-        /// there is none; `nil` after the finished state has been returned, or when the task is
-        /// cancelled.
+        /// The next state not seen yet (the current one, the first time, once the map has begun),
+        /// waiting for a change when there is none; `nil` after the finished state has been
+        /// returned, or when the task is cancelled.
         public mutating func next() async -> Update? {
             while !isDone {
                 let version = progress.version
@@ -175,6 +185,6 @@ extension MapProgress: AsyncSequence {
         }
     }
 
-    /// A stream of this progress's updates, starting with its current state.
+    /// A stream of this progress's updates, starting with its current state once its map has begun.
     public func makeAsyncIterator() -> Iterator { Iterator(progress: self) }
 }

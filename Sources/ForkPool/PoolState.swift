@@ -426,14 +426,15 @@ struct PoolState<Types: PoolStateTypes> {
         return pump()
     }
 
-    mutating func beginShutdown(_ mode: Shutdown, waiter: Types.ShutdownWaiter) -> [Effect] {
+    /// `reason`: why an immediate shutdown happens, for the errors of the calls it ends.
+    mutating func beginShutdown(_ mode: Shutdown, waiter: Types.ShutdownWaiter, reason: String? = nil) -> [Effect] {
         shutdownWaiters.append(waiter)
         if shutdown != .immediate { shutdown = mode }
         replacementsOwed = 0
         var effects: [Effect] = []
         if mode == .immediate {
             for waiter in queue + overflow {
-                effects.append(.fail(waiter.caller, WorkerPoolError.shutDown(whileWaiting: true)))
+                effects.append(.fail(waiter.caller, WorkerPoolError.shutDown(whileWaiting: true, reason: reason)))
             }
             queue.removeAll()
             overflow.removeAll()

@@ -136,6 +136,7 @@ extension WorkerPool {
         _ function: RPCFunction<Input, Output>, knownCount: Int, chunkSize: Int?, retries: Int?, progress: MapProgress?,
         nextChunk: (_ size: Int) -> [Input], deliver: (_ start: Int, _ outputs: [Output]) throws -> Void
     ) async throws {
+        if let progress, !progress.takeForMap() { throw WorkerPoolError.progressAlreadyTaken }
         defer { progress?.finish() }
         let workers = maximumWorkers
         let parallelism = max(1, workers * configuration.load)

@@ -62,6 +62,9 @@ extension WorkerPool: Service {
     /// let finished = await pool.shutdown(within: .seconds(10))
     /// if !finished { logger.warning("calls still running after 10 s were ended") }
     /// ```
+    ///
+    /// A negative `limit` counts as zero. Calls queued in a worker (``Configuration/load`` above
+    /// 1) and in the pool count against the limit like running ones.
     @discardableResult
     public func shutdown(within limit: Duration) async -> Bool {
         await withTaskGroup(of: Bool.self) { group in
@@ -74,7 +77,9 @@ extension WorkerPool: Service {
                 return false
             }
             let finished = await group.next() ?? false
-            if !finished { await terminate() }
+            if !finished {
+                await terminate(because: "its graceful shutdown did not finish within \(limit); what still ran was ended")
+            }
             group.cancelAll()
             await group.waitForAll()
             return finished

@@ -81,6 +81,8 @@ public final class WorkerPool: Sendable {
     private let metrics: PoolMetrics?
     /// Workers being closed or killed, so that shutdown can wait for them to exit.
     private let departing = Mutex<(nextID: Int, tasks: [Int: Task<Void, Never>])>((0, [:]))
+    /// Why the pool was terminated, when not by ``terminate()`` (for the errors of the calls it ended).
+    private let terminationReason = Mutex<String?>(nil)
     /// Whether a shutdown has ended the pool, and who waits for that (``waitUntilEnded()``).
     private let ending = Mutex<(ended: Bool, nextID: Int, waiters: [Int: CheckedContinuation<Void, Never>])>((false, 0, [:]))
 
@@ -195,7 +197,7 @@ public final class WorkerPool: Sendable {
                 let loss = state.withLock { $0.workerDiedUnderCall(pid: lease.pid, retryAllowed: failures < allowed) }
                 carryOut(loss.effects)
                 switch loss.next {
-                case .terminated: throw WorkerPoolError.terminatedWhileRunning(pid: lease.pid)
+                case .terminated: throw WorkerPoolError.terminatedWhileRunning(pid: lease.pid, reason: terminationReason.withLock { $0 })
                 case .fail: throw error
                 case .runAgain: continue  // the pool killed this worker for another call's sake
                 case .retry: failures += 1
@@ -292,8 +294,14 @@ public final class WorkerPool: Sendable {
     /// Kills every worker at once. Calls waiting for a worker and calls running fail with
     /// ``WorkerPoolError/Kind/shutDown``; waits until the workers have exited.
     public func terminate() async {
+        await terminate(because: nil)
+    }
+
+    /// ``terminate()``, with `reason` in the errors of the calls it ends.
+    func terminate(because reason: String?) async {
+        if let reason { terminationReason.withLock { $0 = $0 ?? reason } }
         await withCheckedContinuation { continuation in
-            carryOut(state.withLock { $0.beginShutdown(.immediate, waiter: continuation) })
+            carryOut(state.withLock { $0.beginShutdown(.immediate, waiter: continuation, reason: reason) })
         }
         await waitForDepartures()
     }

@@ -6,6 +6,9 @@ public struct WorkerPoolError: Error, Sendable, CustomStringConvertible {
         case shutDown
         /// No worker could be forked (the template is gone, or does not serve the function).
         case cannotStartWorker
+        /// The call or map was given something it cannot use (a `MapProgress` that another map
+        /// has had); nothing ran.
+        case invalidArgument
     }
 
     /// What kind of failure this is.
@@ -27,20 +30,29 @@ public struct WorkerPoolError: Error, Sendable, CustomStringConvertible {
             underlyingError: nil)
     }
 
-    static func shutDown(whileWaiting: Bool = false) -> WorkerPoolError {
+    /// `reason`: why the pool was terminated, when it was not by ``WorkerPool/terminate()``.
+    static func shutDown(whileWaiting: Bool = false, reason: String? = nil) -> WorkerPoolError {
         WorkerPoolError(
             kind: .shutDown,
             message: whileWaiting
-                ? "the pool was terminated while this call waited for a worker; it never ran"
-                : "the pool has been shut down; it takes no new calls (make a new pool)",
+                ? "the pool was terminated\(reason.map { " (\($0))" } ?? "") while this call waited for a worker; it never ran"
+                : "the pool has been shut down; it takes no new calls (in a ServiceGroup, list the pool before the "
+                    + "services that call it, so that it shuts down after them; otherwise make a new pool)",
             underlyingError: nil)
     }
 
-    static func terminatedWhileRunning(pid: Int32) -> WorkerPoolError {
+    static func terminatedWhileRunning(pid: Int32, reason: String?) -> WorkerPoolError {
         WorkerPoolError(
-            kind: .shutDown, message: "the pool was terminated while worker \(pid) ran this call; its result is lost",
+            kind: .shutDown,
+            message: "the pool was terminated\(reason.map { " (\($0))" } ?? "") while worker \(pid) ran this call; its result is lost",
             underlyingError: nil)
     }
+
+    static let progressAlreadyTaken = WorkerPoolError(
+        kind: .invalidArgument,
+        message: "this MapProgress already follows another map (a progress follows one map; its counts and its end are that "
+            + "map's); give each map a new MapProgress",
+        underlyingError: nil)
 
     static func cannotStartWorker(_ error: any Error) -> WorkerPoolError {
         // A pool's own refusal (a worker of the wrong backend) already says what to do.

@@ -100,6 +100,27 @@ struct WorkerPoolTests {
         await pool.shutdown()
     }
 
+    @Test("a progress follows one map: a second map given it fails at once, saying so, and the first's counts stand")
+    func progressReuseRefused() async throws {
+        let pool = try await makePool()
+        let progress = MapProgress()
+        _ = try await pool.map(square, 0..<10, progress: progress)
+        await #expect {
+            _ = try await pool.map(square, 0..<20, progress: progress)
+        } throws: { error in
+            (error as? WorkerPoolError)?.kind == .invalidArgument && "\(error)".contains("give each map a new MapProgress")
+        }
+        #expect(progress.current == MapProgress.Update(completed: 10, total: 10, isFinished: true))
+        // The stream's first update is the map's, with its total: not the empty state before it began.
+        let fresh = MapProgress()
+        async let squares = pool.map(sleepMilliseconds, [5, 5, 5], chunkSize: 1, progress: fresh)
+        var iterator = fresh.makeAsyncIterator()
+        let first = await iterator.next()
+        #expect(first?.total == 3, "\(String(describing: first))")
+        #expect(try await squares.count == 3)
+        await pool.shutdown()
+    }
+
     @Test("a reader waiting on progress that never moves returns nil when its task is cancelled")
     func progressStreamCancellation() async throws {
         let progress = MapProgress(total: 3)
