@@ -11,7 +11,7 @@ import Glibc
 final class ChildOutputReader: @unchecked Sendable {
     // Touched only on the monitor thread, in `drain`, once reading has started.
     private var pending: [UInt8] = []
-    private var buffer = [UInt8](repeating: 0, count: 64 << 10)
+    private var buffer = [UInt8](repeating: 0, count: ChildOutput.maximumLineLength)
     private let descriptor: Int32
     private let pid: Int32
     private let place: String
