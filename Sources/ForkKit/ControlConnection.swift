@@ -112,12 +112,13 @@ final class ControlConnection: Sendable {
         return sendOrder.withLock { _ in
             let reply = PendingReply()
             let failure: ForkError? = state.withLock { state in
+                // Closed on purpose says more than the end of stream that follows it.
+                if let reason = state.closedBecause {
+                    return ForkError(.invalidState, "\(state.name) \(reason); it takes no more commands")
+                }
                 if let failure = state.failure { return failure }
                 if state.handedOver {
                     return ForkError(.invalidState, "\(state.name) is already running a function; it takes no more commands")
-                }
-                if let reason = state.closedBecause {
-                    return ForkError(.invalidState, "\(state.name) \(reason); it takes no more commands")
                 }
                 state.waiting.append(reply)
                 return nil

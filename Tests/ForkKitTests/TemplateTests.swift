@@ -280,6 +280,12 @@ struct TemplateTests {
             (error as? ForkError)?.kind == .invalidState && "\(error)".contains("ForkTemplate.close()")
         }
         #expect(await eventually(within: 5) { isDead(template.pid) })
+        // The same once the template has gone (its end of stream seen): still the reason it was closed.
+        await #expect {
+            _ = try await template.fork(running: "exit-now")
+        } throws: { error in
+            (error as? ForkError)?.kind == .invalidState && "\(error)".contains("ForkTemplate.close()")
+        }
     }
 
     @Test("fork(running:) of an unknown function forks nothing and leaves the template usable")
