@@ -54,14 +54,8 @@ public final class MapProgress: Sendable {
     private let finished = Atomic<Bool>(false)
     /// Whether a map has taken this progress (each progress follows one map).
     private let taken = Atomic<Bool>(false)
-    /// Counts changes, and holds the readers waiting for the next one.
-    private let changes = Mutex(Changes())
-
-    private struct Changes {
-        var version = 0
-        var nextReader = 0
-        var waiting: [Int: CheckedContinuation<Void, Never>] = [:]
-    }
+    /// Counts changes (one per chunk of results, not per item); stream readers wait on it.
+    fileprivate let changes = ChangeSignal()
 
     /// A progress with nothing done and no total yet.
     public init() {}
@@ -98,13 +92,13 @@ public final class MapProgress: Sendable {
     /// Records `count` more items done, for work that is not a pool map (a map records its own).
     public func advance(by count: Int = 1) {
         completedCount.add(count, ordering: .relaxed)
-        changed()
+        changes.signal()
     }
 
     /// Records that the work has ended, which ends every stream of updates (a map does this itself).
     public func finish() {
         finished.store(true, ordering: .releasing)
-        changed()
+        changes.signal()
     }
 
     /// Takes this progress for a map; false when another map has taken it already.
@@ -114,39 +108,7 @@ public final class MapProgress: Sendable {
 
     func setTotal(_ total: Int) {
         totalCount.store(total, ordering: .relaxed)
-        changed()
-    }
-
-    /// Wakes every waiting reader; called once per chunk of results, not per item.
-    private func changed() {
-        let woken = changes.withLock { changes in
-            changes.version += 1
-            defer { changes.waiting.removeAll() }
-            return Array(changes.waiting.values)
-        }
-        for reader in woken { reader.resume() }
-    }
-
-    fileprivate var version: Int { changes.withLock { $0.version } }
-
-    /// Returns once the version is past `seen`, or at once when the task is cancelled.
-    fileprivate func waitForChange(after seen: Int) async {
-        let reader = changes.withLock { changes in
-            defer { changes.nextReader += 1 }
-            return changes.nextReader
-        }
-        await withTaskCancellationHandler {
-            await withCheckedContinuation { continuation in
-                let resumeNow = changes.withLock { changes in
-                    guard changes.version == seen, !Task.isCancelled else { return true }
-                    changes.waiting[reader] = continuation
-                    return false
-                }
-                if resumeNow { continuation.resume() }
-            }
-        } onCancel: {
-            changes.withLock { $0.waiting.removeValue(forKey: reader) }?.resume()
-        }
+        changes.signal()
     }
 }
 
@@ -171,14 +133,14 @@ extension MapProgress: AsyncSequence {
         /// returned, or when the task is cancelled.
         public mutating func next() async -> Update? {
             while !isDone {
-                let version = progress.version
+                let version = progress.changes.count
                 if version != seen {
                     seen = version
                     let update = progress.current
                     isDone = update.isFinished
                     return update
                 }
-                await progress.waitForChange(after: seen)
+                await progress.changes.wait(after: seen)
                 if Task.isCancelled { return nil }
             }
             return nil

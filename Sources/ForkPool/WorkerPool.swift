@@ -83,8 +83,8 @@ public final class WorkerPool: Sendable {
     private let departing = Mutex<(nextID: Int, tasks: [Int: Task<Void, Never>])>((0, [:]))
     /// Why the pool was terminated, when not by ``terminate()`` (for the errors of the calls it ended).
     private let terminationReason = Mutex<String?>(nil)
-    /// Whether a shutdown has ended the pool, and who waits for that (``waitUntilEnded()``).
-    private let ending = Mutex<(ended: Bool, nextID: Int, waiters: [Int: CheckedContinuation<Void, Never>])>((false, 0, [:]))
+    /// Signalled once a shutdown has ended the pool (``waitUntilEnded()`` waits for it).
+    private let ended = ChangeSignal()
 
     /// Makes a pool of workers forked from `template`, each running `workerFunction`, and starts
     /// ``Configuration/idleWorkers`` of them.
@@ -314,33 +314,13 @@ public final class WorkerPool: Sendable {
         let templates = templateState.withLock { $0.templates }
         if templates.source !== templates.template { templates.source.close() }
         if templates.owned { templates.template.close() }
-        let waiters = ending.withLock { ending in
-            ending.ended = true
-            defer { ending.waiters = [:] }
-            return Array(ending.waiters.values)
-        }
-        for waiter in waiters { waiter.resume() }
+        ended.signal()
     }
 
     /// Returns once a shutdown (``shutdown()``, ``terminate()``) has ended the pool, or at once when
     /// the calling task is cancelled.
     func waitUntilEnded() async {
-        let id = ending.withLock { ending in
-            defer { ending.nextID += 1 }
-            return ending.nextID
-        }
-        await withTaskCancellationHandler {
-            await withCheckedContinuation { continuation in
-                let now = ending.withLock { ending in
-                    guard !ending.ended, !Task.isCancelled else { return true }
-                    ending.waiters[id] = continuation
-                    return false
-                }
-                if now { continuation.resume() }
-            }
-        } onCancel: {
-            ending.withLock { $0.waiters.removeValue(forKey: id) }?.resume()
-        }
+        await ended.wait(after: 0)
     }
 
     // MARK: Workers
